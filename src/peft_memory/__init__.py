@@ -1,0 +1,16 @@
+"""peft_memory: continual learning for Hugging Face ViT and BERT models as PEFT methods.
+
+``import peft_memory`` registers the peft types ``SOFT_MASK``, ``MEMORY_TOKEN`` and ``DUAL_PROMPT`` with PEFT, so
+``peft.get_peft_model``, ``PeftModel.from_pretrained`` and friends accept our configs. Import it before loading a
+saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MASK'`` otherwise.
+"""
+
+from .registry import PeftMemoryType, register_method
+from .task_identity import gradient_id
+from .tuners import SoftMaskConfig, SoftMaskModel
+
+register_method(PeftMemoryType.SOFT_MASK, SoftMaskConfig, SoftMaskModel)
+
+__version__ = "0.1.0"
+
+__all__ = ["PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "gradient_id", "__version__"]

@@ -1,0 +1,111 @@
+"""Where things live in each supported model family (transformers 5.x module names).
+
+This is the one table that knows module paths. Adapter state-dict keys depend on these names, which is why the
+package pins ``transformers>=5,<6`` (``DESIGN.md`` section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Module names of one transformer family, relative to an encoder layer.
+
+    Attributes:
+        name: family name used in error messages.
+        model_types: ``config.model_type`` values belonging to the family.
+        layers_pattern: the ``nn.ModuleList`` name holding the encoder layers (PEFT's ``layers_pattern``).
+        query, key, value: self-attention input projections.
+        attention_output: self-attention output projection.
+        ffn: the two feed-forward projections (in, out).
+        classifier: attribute name of the classification head on ``*For*Classification`` models.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers_pattern: str
+    query: str
+    key: str
+    value: str
+    attention_output: str
+    ffn: tuple[str, str]
+    classifier: str = "classifier"
+
+    def pooled_features(self, output) -> torch.Tensor:
+        """The feature a classifier reads, from a bare model's output.
+
+        Returns ``(batch, hidden)``: BERT's pooler output when the model has a pooler, else the final
+        (layer-normed) ``[CLS]`` hidden state, as ``ViTForImageClassification`` uses.
+        """
+        pooled = getattr(output, "pooler_output", None)
+        if self.name == "bert" and pooled is not None:
+            return pooled
+        return output.last_hidden_state[:, 0]
+
+
+VIT = ModelFamily(
+    name="vit",
+    model_types=("vit",),
+    layers_pattern="layers",
+    query="attention.q_proj",
+    key="attention.k_proj",
+    value="attention.v_proj",
+    attention_output="attention.o_proj",
+    ffn=("mlp.fc1", "mlp.fc2"),
+)
+DINOV2 = ModelFamily(
+    name="dinov2",
+    model_types=("dinov2",),
+    layers_pattern="layer",
+    query="attention.q_proj",
+    key="attention.k_proj",
+    value="attention.v_proj",
+    attention_output="attention.o_proj",
+    ffn=("mlp.fc1", "mlp.fc2"),
+)
+BERT = ModelFamily(
+    name="bert",
+    model_types=("bert",),
+    layers_pattern="layer",
+    query="attention.self.query",
+    key="attention.self.key",
+    value="attention.self.value",
+    attention_output="attention.output.dense",
+    ffn=("intermediate.dense", "output.dense"),
+)
+
+FAMILIES = (VIT, DINOV2, BERT)
+SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types)
+
+
+def get_family(model_or_config) -> ModelFamily:
+    """Return the :class:`ModelFamily` of a transformers model, config or ``config.to_dict()``.
+
+    Raises:
+        ValueError: if ``model_type`` is not one of :data:`SUPPORTED_MODEL_TYPES`.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    raise ValueError(
+        f"Unsupported model family: model_type={model_type!r}. peft_memory supports {list(SUPPORTED_MODEL_TYPES)}; "
+        "load a ViT, DINOv2 or BERT checkpoint, or pass `target_modules` explicitly."
+    )
+
+
+def num_layers(model: nn.Module) -> int:
+    """Number of encoder layers of a transformers model (``config.num_hidden_layers``)."""
+    return int(model.config.num_hidden_layers)
+
+
+def find_classifier(model: nn.Module, family: ModelFamily) -> nn.Module | None:
+    """The model's classification head (``nn.Linear``), or ``None`` for a bare encoder such as ``BertModel``."""
+    head = getattr(model, family.classifier, None)
+    return head if isinstance(head, nn.Linear) else None

@@ -1,0 +1,69 @@
+"""Task-identity inference: which task adapter should handle each test sample.
+
+Gradient-ID is SupSup's one-shot entropy-gradient rule (Wortsman et al. 2020, Sec. 3.3, ``se_oneshot_minimization``)
+as used by Soft-TransFormers (Kang et al., Sec. 4): superpose the ``T`` task adapters with ``alpha_t = 1/T``, take the
+entropy ``H`` of the softmax over the superposed model's outputs, and pick ``argmax_t (-dH/d alpha_t)``.
+
+Output the entropy is taken over: each task adapter has its own head, and the concatenation of the ``T`` heads is the
+classifier over every class seen so far, the reference code's single classifier. We take the entropy over all of
+those logits (the reference code keeps the top ``C/T``; ``top_k`` does the same).
+
+Per-sample (default): every sample gets its own row of alphas. ``W * sum_t alpha_t M_t`` is linear in alpha, so all
+rows fit in one batched forward and one backward (no loop over samples); samples do not interact, so the gradient
+for row ``b`` is exactly what sample ``b`` alone would give. Batch-wise (the reference evaluation, ``per_sample=False``)
+uses the first ``num_shots`` samples and one id for the whole batch: it leaks task identity whenever a test batch
+holds a single task (google-research/l2p issue #28), so results computed that way must be labelled as such.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradient_id(
+    model,
+    inputs: dict[str, torch.Tensor],
+    adapter_names: list[str],
+    *,
+    per_sample: bool = True,
+    num_shots: int | None = None,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """Infer the task adapter of each sample by Gradient-ID.
+
+    Args:
+        model: a ``PeftModel`` whose tuner is a peft_memory tuner with task heads.
+        inputs: the model inputs by keyword (``input_ids``/``attention_mask`` or ``pixel_values``), batch ``B``.
+        adapter_names: the ``T`` candidate task adapters, in task order.
+        per_sample: ``True`` (default): one task per sample. ``False``: one task for the whole batch (batch-wise
+            inference of the reference code; label results as batch-wise).
+        num_shots: batch-wise only: how many samples of the batch to use (reference code: 7; default: all).
+        top_k: if set, the entropy is taken over the ``top_k`` largest logits only (reference code: ``C / T``).
+
+    Returns:
+        ``LongTensor`` of shape ``(B,)``: indices into ``adapter_names``.
+
+    Raises:
+        ValueError: if ``adapter_names`` is empty or an adapter has no task head.
+    """
+    if not adapter_names:
+        raise ValueError("adapter_names is empty: Gradient-ID needs at least one task adapter.")
+    tuner = model.base_model
+    batch = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).shape[0]
+    num_tasks = len(adapter_names)
+    if num_tasks == 1:
+        return torch.zeros(batch, dtype=torch.long)
+    device = next(model.parameters()).device
+    if not per_sample and num_shots is not None:
+        inputs = {k: v[:num_shots] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    rows = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).shape[0]
+    alphas = torch.full((rows if per_sample else 1, num_tasks), 1.0 / num_tasks, device=device, requires_grad=True)
+    with torch.enable_grad(), tuner.superposition(adapter_names, alphas.expand(rows, num_tasks)):
+        logits = model(**inputs).logits.float()
+        if top_k is not None:
+            logits = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values
+        log_p = logits.log_softmax(dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1)  # (rows,)
+        (grad,) = torch.autograd.grad(entropy.sum(), alphas)
+    task = (-grad).argmax(dim=-1)
+    return task.cpu() if per_sample else task.cpu().expand(batch).clone()

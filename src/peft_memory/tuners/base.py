@@ -1,0 +1,190 @@
+"""Shared tuner machinery for peft_memory's continual-learning methods.
+
+Every method keeps, per task adapter, a classification head over that task's own classes (and its label names in
+the adapter config), so any subset of saved task adapters loads into one working model. This module holds what the
+three tuners share:
+
+- the task heads: a tuner-level ``nn.ModuleDict`` named ``<prefix>head`` keyed by adapter name, saved and reloaded
+  by PEFT's structural state-dict code (``DESIGN.md`` section 1). A forward hook on the model's classifier
+  (``*ForImageClassification``, ``*ForSequenceClassification``) replaces its logits by the task head's; on a bare
+  encoder (``ViTModel``, ``BertModel``) a forward hook adds ``logits`` to the output.
+- per-sample routing with PEFT's ``adapter_names=[...]`` forward argument, and the superposition used by Gradient-ID.
+- ``set_adapter``/``disable_adapter``/``delete_adapter`` extended to the tuner-level heads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from ..families import find_classifier, get_family
+from .routing import Routing, group_by_adapter
+
+
+class ContinualTuner(BaseTuner):
+    """``BaseTuner`` with per-task heads and per-sample routing. Subclasses set ``prefix`` and ``tuner_layer_cls``."""
+
+    uses_shared_state = True
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def _head_attr(self) -> str:
+        return f"{self.prefix}head"
+
+    @property
+    def task_heads(self) -> nn.ModuleDict:
+        """``nn.ModuleDict`` adapter name -> ``nn.Linear(features, num_labels)``."""
+        return getattr(self, self._head_attr)
+
+    def _ensure_shared_state(self, model: nn.Module) -> None:
+        # Created lazily: PeftModel.add_adapter calls inject_adapter directly, and BaseTuner.__init__ re-runs
+        # nn.Module.__init__ (DESIGN.md section 1).
+        if "_routing" in self.__dict__:
+            return
+        self._routing = Routing()
+        self._heads_disabled = False
+        setattr(self, self._head_attr, nn.ModuleDict())
+        family = get_family(model)
+        classifier = find_classifier(model, family)
+        if classifier is not None:
+            self._head_in_features = classifier.in_features
+            classifier.register_forward_hook(self._classifier_hook)
+        else:
+            self._head_in_features = model.config.hidden_size
+            model.register_forward_hook(self._bare_model_hook)
+        self._family = family
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
+        if adapter_name in self.prefix:
+            raise ValueError(
+                f"adapter_name={adapter_name!r} is a substring of the tuner prefix {self.prefix!r}; PEFT would "
+                "mis-filter its state dict. Choose another adapter name."
+            )
+        self._ensure_shared_state(model)
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        config = self.peft_config[adapter_name]
+        if getattr(config, "num_labels", None):
+            ref = next(model.parameters())
+            head = nn.Linear(self._head_in_features, config.num_labels, device=ref.device, dtype=ref.dtype)
+            std = getattr(model.config, "initializer_range", 0.02)
+            nn.init.normal_(head.weight, std=std)
+            nn.init.zeros_(head.bias)
+            self.task_heads[adapter_name] = head
+        self._set_head_grads(inference_mode=config.inference_mode)
+
+    # -------------------------------------------------------- adapter control
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        self._set_head_grads(inference_mode=inference_mode)
+
+    def _set_head_grads(self, inference_mode: bool) -> None:
+        active = set(self.active_adapters)
+        for name, head in self.task_heads.items():
+            head.requires_grad_(name in active and not inference_mode)
+
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        super()._enable_adapter_layers(enabled)
+        self._heads_disabled = not enabled
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        if adapter_name in self.task_heads:
+            del self.task_heads[adapter_name]
+
+    # ------------------------------------------------------------- routing
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args, adapter_names: list[str] | None = None, **kwargs):
+        """Per-sample routing for ``PeftModel.forward(..., adapter_names=[...])`` (one name per sample)."""
+        if adapter_names is None:
+            yield
+            return
+        batch = _batch_size(args, kwargs)
+        if batch is not None and len(adapter_names) != batch:
+            raise ValueError(
+                f"adapter_names has {len(adapter_names)} entries but the batch has {batch} samples; pass one "
+                "adapter name per sample."
+            )
+        unknown = sorted(set(adapter_names) - set(self.peft_config))
+        if unknown:
+            raise ValueError(f"adapter_names contains unknown adapters {unknown}; loaded: {sorted(self.peft_config)}.")
+        device = next(self.model.parameters()).device
+        with self._routed(groups=group_by_adapter(list(adapter_names), device)):
+            yield
+
+    @contextlib.contextmanager
+    def superposition(self, adapter_names: list[str], alphas: torch.Tensor):
+        """Run the next forwards with every tuner layer superposing ``adapter_names`` with weights ``alphas``.
+
+        Args:
+            adapter_names: the ``T`` adapters to superpose.
+            alphas: ``(batch, T)`` mixing weights, one row per sample (SupSup, Wortsman et al. 2020, Sec. 3.3).
+
+        The task heads return the concatenation of the ``T`` heads' logits, ``(batch, sum_t num_labels_t)``: the
+        classifier over every class of those tasks.
+        """
+        missing = [n for n in adapter_names if n not in self.task_heads]
+        if missing:
+            raise ValueError(f"adapters {missing} have no task head (num_labels was not set in their config).")
+        with self._routed(superpose=(list(adapter_names), alphas)):
+            yield
+
+    @contextlib.contextmanager
+    def _routed(self, **state):
+        if self._routing.groups is not None or self._routing.superpose is not None:
+            raise RuntimeError("nested routing contexts are not supported")
+        for key, value in state.items():
+            setattr(self._routing, key, value)
+        try:
+            yield
+        finally:
+            self._routing.reset()
+
+    # ---------------------------------------------------------- task heads
+    def _task_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Logits of the routed/active task heads for ``features`` of shape ``(batch, in_features)``.
+
+        Returns ``None`` (keep the base model's output) when adapters are disabled or no active adapter has a head.
+        Per-sample routing returns ``(batch, max_num_labels)``; columns beyond a sample's own head are filled with
+        the dtype's most negative value.
+        """
+        if self._heads_disabled:
+            return None
+        heads, routing = self.task_heads, self._routing
+        if routing.superpose is not None:
+            return torch.cat([heads[n](features) for n in routing.superpose[0]], dim=-1)
+        if routing.groups is not None:
+            if len(routing.groups) == 1 and routing.groups[0][0] in heads:
+                return heads[routing.groups[0][0]](features)
+            width = max(heads[n].out_features for n, _ in routing.groups if n in heads)
+            out = features.new_full((features.shape[0], width), torch.finfo(features.dtype).min)
+            for name, index in routing.groups:
+                if name not in heads:
+                    raise ValueError(f"adapter {name!r} has no task head; route only adapters with a head.")
+                out[index, : heads[name].out_features] = heads[name](features[index])
+            return out
+        active = [n for n in self.active_adapters if n in heads]
+        if not active:
+            return None
+        return torch.cat([heads[n](features) for n in active], dim=-1)
+
+    def _classifier_hook(self, module, args, output):
+        logits = self._task_logits(args[0])
+        return output if logits is None else logits
+
+    def _bare_model_hook(self, module, args, output):
+        logits = self._task_logits(self._family.pooled_features(output))
+        if logits is not None:
+            output["logits"] = logits
+        return output
+
+
+def _batch_size(args, kwargs) -> int | None:
+    for key in ("input_ids", "pixel_values", "inputs_embeds"):
+        if kwargs.get(key) is not None:
+            return kwargs[key].shape[0]
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0].shape[0]
+    return None
