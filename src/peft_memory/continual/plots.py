@@ -1,0 +1,29 @@
+"""Plots of a continual run (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Accuracy matrix") -> None:
+    """Heatmap of ``A[i, j]`` (accuracy in %, rows = evaluated task, columns = after training task) to ``path``."""
+    a = np.asarray(acc, dtype=float) * 100
+    fig, ax = plt.subplots(figsize=(1.1 * len(task_names) + 2.5, 0.9 * len(task_names) + 1.8))
+    im = ax.imshow(np.ma.masked_invalid(a), vmin=0, vmax=100, cmap="viridis")
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if np.isfinite(a[i, j]):
+                ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", color="w" if a[i, j] < 60 else "k")
+    ax.set_xticks(range(len(task_names)), task_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(task_names)), task_names)
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("evaluated on task")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,136 @@
+"""Tasks and task sequences for class-incremental learning.
+
+A :class:`Task` holds its train and test ``datasets.Dataset`` with a local ``label`` column (``0..k-1``), the
+task's label names and ``global_labels``: the position of each local class in the sequence's label space. Tasks
+whose classes coincide (Yelp and Amazon in the five-dataset text benchmark) share global labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+
+
+@dataclass
+class Task:
+    """One task of a class-incremental sequence.
+
+    Attributes:
+        name: task (and adapter) name; unique in a sequence.
+        label_names: the task's class names, index = local label.
+        train, test: ``datasets.Dataset`` with a local integer ``label`` column and the input column(s).
+        global_labels: global class id of each local label (``len == len(label_names)``).
+    """
+
+    name: str
+    label_names: list[str]
+    train: datasets.Dataset
+    test: datasets.Dataset
+    global_labels: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.global_labels:
+            self.global_labels = list(range(len(self.label_names)))
+        if len(self.global_labels) != len(self.label_names):
+            raise ValueError(f"task {self.name!r}: global_labels and label_names differ in length.")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass
+class TaskSequence:
+    """An ordered list of tasks plus the names of the global label space."""
+
+    name: str
+    tasks: list[Task]
+    global_label_names: list[str]
+    input_column: str = "text"
+
+    def __post_init__(self):
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"task names must be unique, {dup} appear more than once; rename the tasks.")
+        for t in self.tasks:
+            if len(t.train) == 0 or len(t.test) == 0:
+                raise ValueError(f"task {t.name!r} has an empty train or test set; check the data source and counts.")
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.global_label_names)
+
+
+def sample_per_class(ds: datasets.Dataset, per_class: int | None, seed: int, label_column: str = "label"):
+    """Return ``per_class`` rows of each label (all rows if ``None``), drawn reproducibly from ``seed``.
+
+    Raises:
+        ValueError: if a class has fewer than ``per_class`` rows.
+    """
+    if per_class is None:
+        return ds
+    labels = np.asarray(ds[label_column])
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) < per_class:
+            raise ValueError(f"class {c} has {len(rows)} rows, fewer than the {per_class} asked for; lower the count.")
+        picked.append(rng.choice(rows, size=per_class, replace=False))
+    return ds.select(np.sort(np.concatenate(picked)).tolist())
+
+
+def split_classes(classes: Sequence, num_tasks: int, seed: int | None) -> list[list]:
+    """Shuffle ``classes`` with ``seed`` (``None`` keeps the order) and cut them into ``num_tasks`` equal tasks."""
+    classes = list(classes)
+    if num_tasks < 1 or len(classes) % num_tasks:
+        raise ValueError(f"cannot split {len(classes)} classes into {num_tasks} equal tasks; pick a divisor.")
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(len(classes))
+        classes = [classes[i] for i in order]
+    per = len(classes) // num_tasks
+    return [classes[i * per : (i + 1) * per] for i in range(num_tasks)]
+
+
+def class_incremental_split(
+    name: str,
+    train: datasets.Dataset,
+    test: datasets.Dataset,
+    label_names: list[str],
+    num_tasks: int,
+    seed: int | None,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    input_column: str = "text",
+) -> TaskSequence:
+    """Split one labelled dataset into ``num_tasks`` tasks of disjoint classes (Split CIFAR-100 style).
+
+    The class order is fixed by ``seed``. Task ``k`` is named ``task_k``; its local labels follow the shuffled class
+    order and ``global_labels`` give the original class ids.
+    """
+    groups = split_classes(range(len(label_names)), num_tasks, seed)
+    tasks = []
+    train_labels, test_labels = np.asarray(train["label"]), np.asarray(test["label"])
+    for k, classes in enumerate(groups):
+        remap = {c: i for i, c in enumerate(classes)}
+
+        def relabel(batch, remap=remap):
+            return {"label": [remap[c] for c in batch["label"]]}
+
+        parts = []
+        for ds, labels, n in ((train, train_labels, train_per_class), (test, test_labels, test_per_class)):
+            sub = ds.select(np.flatnonzero(np.isin(labels, classes)).tolist())
+            sub = sample_per_class(sub, n, seed=(seed or 0) + k)
+            parts.append(sub.map(relabel, batched=True))
+        tasks.append(Task(f"task_{k}", [label_names[c] for c in classes], parts[0], parts[1], list(classes)))
+    return TaskSequence(name, tasks, list(label_names), input_column)
