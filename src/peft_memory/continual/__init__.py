@@ -1,8 +1,8 @@
 """Continual-learning protocol: task sequences, the Accelerate-driven trainer, metrics, plots, CLI."""
 
 from .arguments import ContinualArguments
-from .metrics import average_accuracy, backward_transfer, forgetting
 from .methods import METHODS, MethodSpec
+from .metrics import average_accuracy, backward_transfer, forgetting
 from .tasks import Task, TaskSequence, class_incremental_split
 from .trainer import ContinualTrainer, TrainerCallback
 

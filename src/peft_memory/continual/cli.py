@@ -9,11 +9,14 @@ from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
 
-USAGE = """usage: peft-memory {train,push} [--help] [options]
+USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
 
   train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
+  verify  reload a finished run's adapters in this process and compare with the saved reference logits:
+          peft-memory verify OUTPUT_DIR
   push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
 """
+COMMANDS = ("train", "verify", "push")
 
 
 def resolve_model_path(name: str) -> str:
@@ -88,12 +91,21 @@ def train(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("train", "push"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     if argv[0] == "train":
         train(argv[1:])
         return 0
+    if argv[0] == "verify":
+        if len(argv) != 2:
+            print("usage: peft-memory verify OUTPUT_DIR", file=sys.stderr)
+            return 2
+        from .reload import verify_run
+
+        diffs = verify_run(argv[1])
+        print(json.dumps({"max_abs_logit_diff": diffs}))
+        return 0 if all(d == 0.0 for d in diffs.values()) else 1
     if len(argv) != 3:
         print("usage: peft-memory push OUTPUT_DIR REPO_ID", file=sys.stderr)
         return 2

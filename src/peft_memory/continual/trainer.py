@@ -30,6 +30,7 @@ from .data import make_loader
 from .evaluation import evaluate_batch, evaluate_joint_batch
 from .methods import MethodSpec
 from .plots import plot_accuracy_matrix
+from .reload import REFERENCE_FILE, save_reference_predictions
 from .tasks import Task, TaskSequence
 
 
@@ -103,6 +104,8 @@ class ContinualTrainer:
             results = self.write_results(column)
             for cb in self.callbacks:
                 cb.after_eval(self, results)
+        if self.accelerator.is_main_process:
+            self.save_reference_predictions()
         self.accelerator.end_training()
         return results
 
@@ -237,6 +240,18 @@ class ContinualTrainer:
         if self.args.report_to:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}, step=j)
         return results
+
+    def save_reference_predictions(self, per_task: int = 8) -> None:
+        """A few test inputs per task and the final model's logits for them (``reference_predictions.safetensors``),
+        so that a reload in another process can be checked bit for bit (:func:`reload.verify_run`)."""
+        batches = {}
+        for task in self.tasks:
+            test = task.test if not self.method.joint else self.sequence.tasks[0].test
+            batch = next(iter(make_loader(test.select(range(min(per_task, len(test)))), self.inputs, per_task,
+                                          False, self.args.seed)))
+            batch.pop("labels")
+            batches[task.name] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        save_reference_predictions(self.model, batches, os.path.join(self.args.output_dir, REFERENCE_FILE))
 
     def _joint_tasks(self) -> list[Task]:
         """One task holding every task's training data, labelled in the global label space (upper bound)."""

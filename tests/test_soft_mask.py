@@ -1,0 +1,198 @@
+"""SoftMask tuner: shared checks driven over one TEST_CASES matrix (model class x attention implementation)."""
+
+import copy
+
+import pytest
+import torch
+from conftest import make_inputs, make_model
+from peft import PeftConfig, PeftModel, get_peft_model
+
+import peft_memory  # noqa: F401  (registers the peft types)
+from peft_memory import SoftMaskConfig
+from peft_memory.tuners.soft_mask import SoftMaskLayer
+
+TEST_CASES = [(kind, attn) for kind in ("bert_cls", "bert", "vit_cls", "vit", "dinov2") for attn in ("eager", "sdpa")]
+
+
+def features(model, inputs):
+    """Last hidden state of any of our models (PeftModel or base), (batch, seq_len, hidden)."""
+    out = model(**inputs, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+def two_task_model(kind, attn="eager"):
+    model = get_peft_model(make_model(kind, attn), SoftMaskConfig(label_names=["a", "b", "c"], init_weights=False),
+                           adapter_name="t0")
+    model.add_adapter("t1", SoftMaskConfig(num_labels=2, init_weights=False))
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind,attn", TEST_CASES)
+def test_init_is_bit_exact(kind, attn):
+    base = make_model(kind, attn)
+    inputs = make_inputs(kind)
+    with torch.no_grad():
+        ref = base(**inputs)
+        ref_hidden = features(base, inputs)
+    model = get_peft_model(copy.deepcopy(base), SoftMaskConfig(), adapter_name="t0")  # masks = 1, no task head
+    model.add_adapter("t1", SoftMaskConfig(label_names=["x", "y"]))
+    with torch.no_grad():
+        out = model(**inputs)
+        key = "logits" if "logits" in ref else "last_hidden_state"
+        assert torch.equal(out[key], ref[key])
+        model.set_adapter("t1")  # with a task head: the backbone is still unchanged bit for bit
+        assert torch.equal(features(model, inputs), ref_hidden)
+
+
+@pytest.mark.parametrize("kind,attn", TEST_CASES)
+def test_disable_adapter_gives_base_output(kind, attn):
+    base = make_model(kind, attn)
+    inputs = make_inputs(kind)
+    with torch.no_grad():
+        ref = features(base, inputs)
+        model = two_task_model(kind, attn)
+        assert not torch.equal(features(model, inputs), ref)
+        with model.disable_adapter():
+            assert torch.equal(features(model, inputs), ref)
+
+
+@pytest.mark.parametrize("kind,attn", TEST_CASES)
+def test_mixed_batch_routing_equals_each_task_alone(kind, attn):
+    model = two_task_model(kind, attn)
+    inputs = make_inputs(kind, batch=5)
+    names = ["t0", "t1", "t1", "t0", "t1"]
+    with torch.no_grad():
+        mixed = model(**inputs, adapter_names=names).logits
+        assert mixed.shape == (5, 3)
+        for name, width in (("t0", 3), ("t1", 2)):
+            model.set_adapter(name)
+            alone = model(**inputs).logits
+            rows = [i for i, n in enumerate(names) if n == name]
+            torch.testing.assert_close(mixed[rows, :width], alone[rows], rtol=0, atol=1e-6)
+        assert (mixed[[1, 2, 4], 2] == torch.finfo(mixed.dtype).min).all()  # padding beyond t1's two classes
+
+
+@pytest.mark.parametrize("kind,attn", TEST_CASES)
+def test_gradients_reach_only_active_task(kind, attn):
+    model = two_task_model(kind, attn).train()
+    model.set_adapter("t1")
+    model(**make_inputs(kind)).logits.sum().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad, "no gradient at all"
+    assert all((".t1." in n or n.endswith(".t1")) or ".t1." in n for n in with_grad), with_grad
+    assert any("soft_mask_head.t1" in n for n in with_grad) and any("soft_mask.t1" in n for n in with_grad)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all("t1" in n for n in trainable)
+
+
+@pytest.mark.parametrize("kind,attn", TEST_CASES)
+def test_save_load_round_trip(kind, attn, tmp_path):
+    model = two_task_model(kind, attn)
+    inputs = make_inputs(kind)
+    with torch.no_grad():
+        expected = {}
+        for name in ("t0", "t1"):
+            model.set_adapter(name)
+            expected[name] = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["t0", "t1"]
+    config = PeftConfig.from_pretrained(tmp_path, subfolder="t1")
+    assert isinstance(config, SoftMaskConfig) and config.num_labels == 2
+    # Any subset loads: t1 alone first, then t0.
+    loaded = PeftModel.from_pretrained(make_model(kind, attn), tmp_path / "t1", adapter_name="t1").eval()
+    loaded.load_adapter(tmp_path / "t0", adapter_name="t0")
+    with torch.no_grad():
+        for name in ("t0", "t1"):
+            loaded.set_adapter(name)
+            assert torch.equal(loaded(**inputs).logits, expected[name])
+
+
+@pytest.mark.parametrize("kind", ["bert_cls", "vit"])
+def test_cached_and_merged_inference_equal_training_path(kind):
+    model = two_task_model(kind)
+    inputs = make_inputs(kind)
+    model.set_adapter("t0")
+    with torch.enable_grad():
+        ref = model(**inputs).logits.detach()  # W * M built with autograd
+    with torch.no_grad():
+        cached = model(**inputs).logits  # cached W * M
+        torch.testing.assert_close(cached, ref, rtol=0, atol=0)
+        layer = next(m for m in model.modules() if isinstance(m, SoftMaskLayer))
+        layer.soft_mask["t0"].mul_(0.5)  # an in-place edit invalidates the cache
+        assert not torch.equal(model(**inputs).logits, cached)
+        layer.soft_mask["t0"].mul_(2.0)
+        model.base_model.merge_adapter(["t0"])
+        torch.testing.assert_close(model(**inputs).logits, ref, rtol=0, atol=1e-6)
+        model.base_model.unmerge_adapter()
+        assert torch.equal(model(**inputs).logits, cached)
+
+
+def test_merge_with_zero_mask_unmerges_exactly():
+    model = two_task_model("bert_cls")
+    layer = next(m for m in model.modules() if isinstance(m, SoftMaskLayer))
+    weight = layer.get_base_layer().weight.detach().clone()
+    with torch.no_grad():
+        layer.soft_mask["t0"].zero_()
+    model.set_adapter("t0")
+    model.base_model.merge_adapter(["t0"])
+    assert layer.get_base_layer().weight.abs().sum() == 0
+    model.base_model.unmerge_adapter()
+    assert torch.equal(layer.get_base_layer().weight, weight)
+
+
+def test_default_targets_are_qkv_of_last_three_layers():
+    model = get_peft_model(make_model("bert_cls"), SoftMaskConfig(num_labels=2), adapter_name="t0")
+    names = model.base_model.targeted_module_names
+    assert len(names) == 9
+    assert {n.split(".")[3] for n in names} == {"1", "2", "3"}
+    assert all(n.endswith(("self.query", "self.key", "self.value")) for n in names)
+    assert not any(".bias" in n for n, _ in model.named_parameters() if "soft_mask." in n)
+
+
+def test_ffn_option_on_bert_does_not_catch_attention_output():
+    model = get_peft_model(make_model("bert_cls"), SoftMaskConfig(mask_ffn=True, layers_to_transform=[3]),
+                           adapter_name="t0")
+    names = sorted(model.base_model.targeted_module_names)
+    assert [n.split("layer.3.")[1] for n in names] == [
+        "attention.self.key", "attention.self.query", "attention.self.value", "intermediate.dense", "output.dense"]
+
+
+def test_head_only_adapter_masks_nothing():
+    model = get_peft_model(make_model("vit_cls"), SoftMaskConfig(target_modules=[], num_labels=4), adapter_name="h")
+    assert not any(isinstance(m, SoftMaskLayer) for m in model.modules())
+    assert model(**make_inputs("vit_cls")).logits.shape == (4, 4)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "base_model.soft_mask_head.h.weight", "base_model.soft_mask_head.h.bias"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"mask_init": float("nan")}, "mask_init must be a finite number"),
+        ({"num_labels": 0}, "num_labels must be a positive integer"),
+        ({"num_labels": 3, "label_names": ["a"]}, "label_names has 1 entries but num_labels=3"),
+        ({"layers_to_transform": [-1]}, "layers_to_transform must hold non-negative 0-based layer indices"),
+    ],
+)
+def test_config_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SoftMaskConfig(**kwargs)
+
+
+def test_layer_out_of_range_and_bad_adapter_names():
+    with pytest.raises(ValueError, match=r"out of range: the model has 4 layers \(valid: 0..3\)"):
+        get_peft_model(make_model("bert_cls"), SoftMaskConfig(layers_to_transform=[4]), adapter_name="t0")
+    model = two_task_model("bert_cls")
+    with pytest.raises(ValueError, match="adapter_names has 2 entries but the batch has 4 samples"):
+        model(**make_inputs("bert_cls"), adapter_names=["t0", "t1"])
+    with pytest.raises(ValueError, match=r"unknown adapters \['t9'\]"):
+        model(**make_inputs("bert_cls"), adapter_names=["t9"] * 4)
+    with pytest.raises(ValueError, match="substring of the tuner prefix"):
+        model.add_adapter("mask", SoftMaskConfig())
+
+
+def test_unsupported_family_error():
+    from transformers import GPT2Config, GPT2Model
+
+    with pytest.raises(ValueError, match="Unsupported model family: model_type='gpt2'"):
+        get_peft_model(GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2)), SoftMaskConfig(), adapter_name="t0")
