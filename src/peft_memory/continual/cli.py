@@ -14,9 +14,10 @@ USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
   train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
   verify  reload a finished run's adapters in this process and compare with the saved reference logits:
           peft-memory verify OUTPUT_DIR
+  report  Markdown table of finished runs: peft-memory report OUTPUT_DIR [OUTPUT_DIR ...]
   push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
 """
-COMMANDS = ("train", "verify", "push")
+COMMANDS = ("train", "verify", "report", "push")
 
 
 def resolve_model_path(name: str) -> str:
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         diffs = verify_run(argv[1])
         print(json.dumps({"max_abs_logit_diff": diffs}))
         return 0 if all(d == 0.0 for d in diffs.values()) else 1
+    if argv[0] == "report":
+        from .report import markdown_table
+
+        print(markdown_table(argv[1:]))
+        return 0
     if len(argv) != 3:
         print("usage: peft-memory push OUTPUT_DIR REPO_ID", file=sys.stderr)
         return 2

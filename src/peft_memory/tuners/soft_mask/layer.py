@@ -83,7 +83,7 @@ class SoftMaskLayer(BaseTunerLayer):
     def unmerge(self) -> None:
         """Restore the original weight (kept at merge time, so zero mask entries are no problem)."""
         if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.")
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
             return
         self.get_base_layer().weight.data.copy_(self._original_weight)
         self._original_weight = None

@@ -1,0 +1,30 @@
+"""A Markdown table comparing finished runs (``peft-memory report DIR [DIR ...]``)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+COLUMNS = (
+    ("average_accuracy", "CIL avg acc"),
+    ("til_average_accuracy", "TIL avg acc"),
+    ("forgetting", "forgetting"),
+    ("task_id_accuracy", "task-id acc"),
+)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def markdown_table(run_dirs: list[str]) -> str:
+    """One row per run: method, task identity, then the metrics of :data:`COLUMNS` in percent."""
+    lines = ["| run | method | task identity | " + " | ".join(c[1] for c in COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(COLUMNS)]
+    for d in run_dirs:
+        with open(os.path.join(d, "results.json")) as f:
+            r = json.load(f)
+        ti = r["task_identity"]
+        how = ti["mode"] + ("" if ti["per_sample"] else " (BATCH-WISE)")
+        lines.append(f"| `{d}` | {r['method']} | {how} | " + " | ".join(_pct(r.get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
