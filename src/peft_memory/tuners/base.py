@@ -51,10 +51,10 @@ class ContinualTuner(BaseTuner):
         classifier = find_classifier(model, family)
         if classifier is not None:
             self._head_in_features = classifier.in_features
-            classifier.register_forward_hook(self._classifier_hook)
+            self._hook_handle = classifier.register_forward_hook(self._classifier_hook)
         else:
             self._head_in_features = model.config.hidden_size
-            model.register_forward_hook(self._bare_model_hook)
+            self._hook_handle = model.register_forward_hook(self._bare_model_hook)
         self._family = family
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
@@ -93,6 +93,27 @@ class ContinualTuner(BaseTuner):
         super().delete_adapter(adapter_name)
         if adapter_name in self.task_heads:
             del self.task_heads[adapter_name]
+
+    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
+        """PEFT's unload/merge, plus: the head hooks are removed, and on merge the (single) merged adapter's task
+        head becomes the model's classifier, with its label names in ``config.id2label``. A bare encoder keeps no
+        head."""
+        names = adapter_names or self.active_adapters
+        model = super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
+                                                    adapter_names=adapter_names)
+        if "_hook_handle" in self.__dict__:
+            self._hook_handle.remove()
+        classifier = find_classifier(model, self._family)
+        if merge and classifier is not None and len(names) == 1 and names[0] in self.task_heads:
+            head = self.task_heads[names[0]]
+            new = nn.Linear(head.in_features, head.out_features, device=head.weight.device, dtype=head.weight.dtype)
+            new.load_state_dict(head.state_dict())
+            setattr(model, self._family.classifier, new.requires_grad_(False))
+            labels = getattr(self.peft_config[names[0]], "label_names", None) or list(range(head.out_features))
+            model.config.num_labels = head.out_features
+            model.config.id2label = {i: str(n) for i, n in enumerate(labels)}
+            model.config.label2id = {str(n): i for i, n in enumerate(labels)}
+        return model
 
     # ------------------------------------------------------------- routing
     @contextlib.contextmanager
