@@ -109,3 +109,19 @@ def find_classifier(model: nn.Module, family: ModelFamily) -> nn.Module | None:
     """The model's classification head (``nn.Linear``), or ``None`` for a bare encoder such as ``BertModel``."""
     head = getattr(model, family.classifier, None)
     return head if isinstance(head, nn.Linear) else None
+
+
+def enable_position_interpolation(model: nn.Module):
+    """Make every forward of a ViT model interpolate its position embeddings (``interpolate_pos_encoding=True``), so
+    images smaller or larger than the checkpoint's ``image_size`` work. DINOv2 always interpolates; for models whose
+    forward has no such argument this does nothing. Returns the hook handle, or ``None``."""
+    import inspect
+
+    if "interpolate_pos_encoding" not in inspect.signature(model.forward).parameters:
+        return None
+
+    def hook(module, args, kwargs):
+        kwargs.setdefault("interpolate_pos_encoding", True)
+        return args, kwargs
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)

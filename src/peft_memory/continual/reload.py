@@ -45,14 +45,13 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         tasks = sorted(n for n in os.listdir(output_dir) if os.path.isfile(os.path.join(output_dir, n, "adapter_config.json")))
         order = [t["name"] for t in results["tasks"]] + ["joint"]
         tasks.sort(key=order.index)
-    if base_model is None:
-        from peft import PeftConfig
-        from transformers import AutoModelForSequenceClassification
+    if base_model is None:  # the run's own base model and pre-processing hooks, from its saved arguments
+        from .arguments import ContinualArguments
+        from .loading import TEXT_BENCHMARKS, load_model_and_inputs
 
-        config = PeftConfig.from_pretrained(os.path.join(output_dir, tasks[0]))
+        args = ContinualArguments(**results["config"])
         num_labels = len({g for t in results["tasks"] for g in t["global_labels"]})
-        base_model = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path,
-                                                                        num_labels=num_labels)
+        base_model, _ = load_model_and_inputs(args, num_labels, text=args.benchmark in TEXT_BENCHMARKS)
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:
         model.load_adapter(os.path.join(output_dir, name), adapter_name=name)

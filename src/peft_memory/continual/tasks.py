@@ -124,13 +124,13 @@ def class_incremental_split(
     for k, classes in enumerate(groups):
         remap = {c: i for i, c in enumerate(classes)}
 
-        def relabel(batch, remap=remap):
-            return {"label": [remap[c] for c in batch["label"]]}
+        def relabel(labels, remap=remap):
+            return {"label": [remap[c] for c in labels]}
 
         parts = []
         for ds, labels, n in ((train, train_labels, train_per_class), (test, test_labels, test_per_class)):
             sub = ds.select(np.flatnonzero(np.isin(labels, classes)).tolist())
             sub = sample_per_class(sub, n, seed=(seed or 0) + k)
-            parts.append(sub.map(relabel, batched=True))
+            parts.append(sub.map(relabel, batched=True, input_columns="label"))
         tasks.append(Task(f"task_{k}", [label_names[c] for c in classes], parts[0], parts[1], list(classes)))
     return TaskSequence(name, tasks, list(label_names), input_column)

@@ -259,7 +259,8 @@ class ContinualTrainer:
         parts = []
         for t in self.sequence.tasks:
             mapping = t.global_labels
-            parts.append(t.train.map(lambda b, m=mapping: {"label": [m[c] for c in b["label"]]}, batched=True))
+            parts.append(t.train.map(lambda labels, m=mapping: {"label": [m[c] for c in labels]}, batched=True,
+                                     input_columns="label"))
         train = datasets.concatenate_datasets(parts)
         return [Task("joint", list(self.sequence.global_label_names), train, self.sequence.tasks[0].test)]
 

