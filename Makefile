@@ -49,12 +49,16 @@ baselines: setup
 	$(CLI) train $(DEMO_ARGS) --method joint --output_dir outputs/joint
 	$(CLI) report outputs/demo outputs/head_only outputs/joint
 
-# 5-split Fashion-MNIST on the ViT: soft masks with per-sample Gradient-ID, head-only, joint upper bound.
+# 5-split Fashion-MNIST on the ViT: soft masks with per-sample Gradient-ID, head-only, joint upper bound, and the
+# reference code's batch-wise Gradient-ID (one id per test batch from 7 samples), labelled as such.
 vision: setup
 	$(CLI) train $(VISION_ARGS) --method soft_mask --output_dir outputs/fmnist_soft_mask
 	$(CLI) train $(VISION_ARGS) --method head_only --output_dir outputs/fmnist_head_only
 	$(CLI) train $(VISION_ARGS) --method joint --output_dir outputs/fmnist_joint
-	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint
+	$(CLI) train $(VISION_ARGS) --method soft_mask --task_id_batchwise --task_id_shots 7 \
+		--output_dir outputs/fmnist_soft_mask_batchwise
+	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint \
+		outputs/fmnist_soft_mask_batchwise
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
