@@ -6,7 +6,7 @@ package pins ``transformers>=5,<6`` (``DESIGN.md`` section 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -58,16 +58,8 @@ VIT = ModelFamily(
     attention_output="attention.o_proj",
     ffn=("mlp.fc1", "mlp.fc2"),
 )
-DINOV2 = ModelFamily(
-    name="dinov2",
-    model_types=("dinov2",),
-    layers_pattern="layer",
-    query="attention.q_proj",
-    key="attention.k_proj",
-    value="attention.v_proj",
-    attention_output="attention.o_proj",
-    ffn=("mlp.fc1", "mlp.fc2"),
-)
+# DINOv2 keeps ViT's attention and MLP names; its layers live in `encoder.layer`.
+DINOV2 = replace(VIT, name="dinov2", model_types=("dinov2",), layers_pattern="layer")
 BERT = ModelFamily(
     name="bert",
     model_types=("bert",),
