@@ -29,7 +29,7 @@ def test_peft_type_enum_is_still_closed():
 
 
 def test_peft_model_forward_enters_tuner_forward_hooks_and_strips_adapter_names():
-    assert "adapter_names" in PeftModel.__init__.__code__.co_consts or True
+    assert '"adapter_names"' in inspect.getsource(PeftModel.__init__).split("special_peft_forward_args =")[1][:60]
     src = inspect.getsource(PeftModel._enable_peft_forward_hooks)
     assert "self.base_model._enable_peft_forward_hooks" in src
     assert "special_peft_forward_args" in inspect.getsource(PeftModel.forward)
@@ -41,8 +41,8 @@ def test_state_dict_selection_is_structural_over_tuner_attributes():
 
 
 def test_add_adapter_calls_inject_adapter_directly():
-    assert "inject_adapter(" in inspect.getsource(PeftModel.add_adapter) or "inject_adapter(" in inspect.getsource(
-        tuners_utils.BaseTuner.inject_adapter)
+    # so shared containers are created lazily in inject_adapter, not in _pre_injection_hook or __init__
+    assert "self.base_model.inject_adapter(" in inspect.getsource(PeftModel.add_adapter)
     assert "self.inject_adapter(" in inspect.getsource(tuners_utils.BaseTuner.__init__)
 
 
