@@ -69,3 +69,21 @@ def test_position_interpolation_hook_only_where_supported(kind):
 
     handle = enable_position_interpolation(make_model(kind))
     assert (handle is None) == (kind == "dinov2")  # DINOv2 always interpolates
+
+
+def test_tiny_dinov2_classifier_run(tmp_path):
+    """Dinov2ForImageClassification's classifier reads [CLS] concatenated with the mean patch token (2 x hidden):
+    the task heads take the classifier's own input."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    torch.manual_seed(0)
+    model = Dinov2ForImageClassification(Dinov2Config(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=4,
+                                                      num_attention_heads=4, num_labels=4))
+    inputs = ImageInputs(ViTImageProcessorPil(size={"height": 16, "width": 16}))
+    args = ContinualArguments(model="tiny-dinov2", benchmark="toy", output_dir=str(tmp_path), num_epochs=1,
+                              batch_size=8)
+    trainer = ContinualTrainer(model, toy_images(), get_method("soft_mask"), inputs, args)
+    results = trainer.run()
+    assert results["tasks_completed"] == 2
+    assert trainer.model.base_model.task_heads["task_0"].in_features == 64
+    assert len(trainer.model.base_model.targeted_module_names) == 9  # q, k, v of the last three layers
