@@ -23,6 +23,7 @@ class ModelFamily:
         query, key, value: self-attention input projections.
         attention_output: self-attention output projection.
         ffn: the two feed-forward projections (in, out).
+        attention: the module, relative to an encoder layer, that calls transformers' attention interface.
         classifier: attribute name of the classification head on ``*For*Classification`` models.
     """
 
@@ -34,6 +35,7 @@ class ModelFamily:
     value: str
     attention_output: str
     ffn: tuple[str, str]
+    attention: str = "attention"
     classifier: str = "classifier"
 
     def pooled_features(self, output) -> torch.Tensor:
@@ -69,6 +71,7 @@ BERT = ModelFamily(
     value="attention.self.value",
     attention_output="attention.output.dense",
     ffn=("intermediate.dense", "output.dense"),
+    attention="attention.self",
 )
 
 FAMILIES = (VIT, DINOV2, BERT)
@@ -95,6 +98,24 @@ def get_family(model_or_config) -> ModelFamily:
 def num_layers(model: nn.Module) -> int:
     """Number of encoder layers of a transformers model (``config.num_hidden_layers``)."""
     return int(model.config.num_hidden_layers)
+
+
+def encoder_layers(model: nn.Module, family: ModelFamily) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of encoder layers (named ``family.layers_pattern``, ``num_hidden_layers`` long).
+
+    Raises:
+        ValueError: if no such list exists (an unexpected model layout).
+    """
+    n = num_layers(model)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == family.layers_pattern and len(module) == n:
+            return module
+    raise ValueError(f"no {n}-long ModuleList named {family.layers_pattern!r} in {type(model).__name__}.")
+
+
+def attention_modules(model: nn.Module, family: ModelFamily) -> list[nn.Module]:
+    """The self-attention module of every encoder layer, in layer order (the modules that receive extra K/V)."""
+    return [layer.get_submodule(family.attention) for layer in encoder_layers(model, family)]
 
 
 def find_classifier(model: nn.Module, family: ModelFamily) -> nn.Module | None:

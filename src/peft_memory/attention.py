@@ -1,0 +1,131 @@
+"""One attention-injection mechanism for every method: extra keys and values with a 4D mask.
+
+DualPrompt prefixes (after W_k, W_v) and memory tokens (through the layer norm and W_k, W_v) are both extra keys
+and values that some queries may read (``DESIGN.md`` section 2). Rather than copying modeling code, we register
+two attention functions with transformers, ``peft_memory_eager`` and ``peft_memory_sdpa``, that wrap the model's own
+eager function (taken from the attention module's own modeling file: ViT upcasts the softmax to fp32, BERT does not)
+or transformers' sdpa function. Each attention module may carry a *provider*, a plain callable set with
+:func:`set_extra_kv`; per forward it returns ``None`` (the base function runs untouched, so a model with adapters
+disabled is bit-exact) or ``(keys, values, mask)``:
+
+- ``keys``, ``values``: ``(batch, heads, n_extra, head_dim)``, prepended on the key axis;
+- ``mask``: ``None`` (every query reads every extra key) or a bool ``(batch, 1 or heads, q_len, n_extra)``
+  (True = attend), the per-query-row rules of memory tokens (Sandler et al. 2022, Table 1).
+
+The mask builders of the base implementations are registered under the new names too: without them transformers
+returns ``mask=None`` for unknown names and BERT's padding mask would be silently dropped. Flash and flex attention
+cannot take a per-row 4D mask and are refused.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+PREFIX = "peft_memory_"
+SUPPORTED = ("eager", "sdpa")
+_PROVIDER_ATTR = "_peft_memory_extra_kv"
+
+
+def _base_function(module, base: str) -> Callable:
+    if base == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def extend_mask(mask: torch.Tensor | None, extra_mask: torch.Tensor | None, n_extra: int, k_len: int,
+                q_len: int, additive: bool, dtype: torch.dtype) -> torch.Tensor | None:
+    """Prepend ``n_extra`` key columns to an attention mask.
+
+    Args:
+        mask: the model's mask for the ``k_len`` original keys: ``None``, bool ``(B|1, 1|H, q_len, k_len)``
+            (True = attend; sdpa) or additive float (0 / dtype min; eager).
+        extra_mask: bool ``(B|1, 1|H, q_len, n_extra)`` for the new columns, or ``None`` (every query attends).
+        additive: build an additive float mask (eager) rather than a bool one (sdpa) when ``mask`` is ``None``.
+        dtype: float dtype of an additive mask.
+
+    Returns:
+        ``(B|1, 1|H, q_len, n_extra + k_len)`` in the convention of ``mask``, or ``None`` if nothing is masked.
+    """
+    if extra_mask is None:
+        if mask is None:
+            return None
+        extra_mask = torch.ones((1, 1, q_len, n_extra), dtype=torch.bool, device=mask.device)
+    if mask is None:
+        mask = torch.ones((1, 1, q_len, k_len), dtype=torch.bool, device=extra_mask.device)
+        if additive:
+            mask = torch.zeros((1, 1, q_len, k_len), dtype=dtype, device=extra_mask.device)
+    if mask.dtype != torch.bool:  # additive: 0 where attended, the dtype's minimum elsewhere
+        extra_mask = torch.zeros(extra_mask.shape, dtype=mask.dtype, device=mask.device).masked_fill(
+            ~extra_mask, torch.finfo(mask.dtype).min)
+    batch = max(mask.shape[0], extra_mask.shape[0])
+    heads = max(mask.shape[1], extra_mask.shape[1])
+    return torch.cat([extra_mask.expand(batch, heads, q_len, n_extra), mask.expand(batch, heads, q_len, k_len)], -1)
+
+
+def _make_attention(base: str) -> Callable:
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        fn = _base_function(module, base)
+        provider = module.__dict__.get(_PROVIDER_ATTR)
+        extra = provider(module, query) if provider is not None else None
+        if extra is None:
+            return fn(module, query, key, value, attention_mask, **kwargs)
+        extra_k, extra_v, extra_mask = extra
+        n_extra = extra_k.shape[2]
+        batch = query.shape[0]
+        key = torch.cat([extra_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
+        value = torch.cat([extra_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
+        attention_mask = extend_mask(attention_mask, extra_mask, n_extra, key.shape[2] - n_extra, query.shape[2],
+                                     additive=base == "eager", dtype=query.dtype)
+        return fn(module, query, key, value, attention_mask, **kwargs)
+
+    attention.__name__ = f"{PREFIX}{base}_attention"
+    return attention
+
+
+def register_attention_functions() -> None:
+    """Register ``peft_memory_eager``/``peft_memory_sdpa`` and their mask builders with transformers (idempotent)."""
+    for base in SUPPORTED:
+        AttentionInterface.register(PREFIX + base, _make_attention(base))
+        AttentionMaskInterface.register(PREFIX + base, ALL_MASK_ATTENTION_FUNCTIONS[base])
+
+
+def enable_injection(model) -> str:
+    """Switch ``model`` to the injecting attention function matching its current implementation.
+
+    Returns the new implementation name. Not serialized into saved configs (transformers keeps it out).
+
+    Raises:
+        ValueError: if the model uses another implementation (flash or flex attention cannot take the extra keys
+            with a per-row 4D mask).
+    """
+    impl = model.config._attn_implementation or "eager"
+    if impl.startswith(PREFIX):
+        return impl
+    if impl not in SUPPORTED:
+        raise ValueError(
+            f"attn_implementation={impl!r} is not supported by peft_memory's prompts and memory tokens (they need a "
+            "per-row 4D mask); load the model with attn_implementation='sdpa' or 'eager'."
+        )
+    model.set_attn_implementation(PREFIX + impl)
+    return PREFIX + impl
+
+
+def set_extra_kv(attention_module, provider: Callable | None) -> None:
+    """Attach (or remove, with ``None``) the extra-K/V provider of one attention module.
+
+    ``provider(module, query)`` gets the module and its projected queries ``(batch, heads, q_len, head_dim)`` and
+    returns ``None`` or ``(keys, values, mask)`` as described in this module's docstring.
+    """
+    if provider is None:
+        attention_module.__dict__.pop(_PROVIDER_ATTR, None)
+    else:
+        attention_module.__dict__[_PROVIDER_ATTR] = provider
+
+
+register_attention_functions()
