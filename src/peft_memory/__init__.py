@@ -6,11 +6,13 @@ saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MAS
 """
 
 from .registry import PeftMemoryType, register_method
-from .task_identity import gradient_id
-from .tuners import SoftMaskConfig, SoftMaskModel
+from .task_identity import gradient_id, prompt_id
+from .tuners import DualPromptConfig, DualPromptModel, SoftMaskConfig, SoftMaskModel
 
 register_method(PeftMemoryType.SOFT_MASK, SoftMaskConfig, SoftMaskModel)
+register_method(PeftMemoryType.DUAL_PROMPT, DualPromptConfig, DualPromptModel)
 
 __version__ = "0.1.0"
 
-__all__ = ["PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "gradient_id", "__version__"]
+__all__ = ["DualPromptConfig", "DualPromptModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "gradient_id",
+           "prompt_id", "__version__"]

@@ -67,3 +67,28 @@ def gradient_id(
         (grad,) = torch.autograd.grad(entropy.sum(), alphas)
     task = (-grad).argmax(dim=-1)
     return task.cpu() if per_sample else task.cpu().expand(batch).clone()
+
+
+def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], *, per_sample: bool = True,
+              features: torch.Tensor | None = None) -> torch.Tensor:
+    """Infer the task adapter of each sample by DualPrompt's key matching (Prompt-ID; Wang et al. 2022, Sec. 4.3).
+
+    The query is the frozen model's pre-logits feature (one forward with adapters disabled, or ``features`` if
+    given, ``(batch, hidden)``); the adapter whose key has the largest cosine similarity wins.
+
+    Returns:
+        ``LongTensor`` ``(batch,)`` of indices into ``adapter_names``; with ``per_sample=False`` the majority vote of
+        the batch for every sample (the reference code's batch-wise inference: label results as such).
+
+    Raises:
+        ValueError: if ``adapter_names`` is empty.
+    """
+    if not adapter_names:
+        raise ValueError("adapter_names is empty: Prompt-ID needs at least one task adapter.")
+    tuner = model.base_model
+    if features is None:
+        features = tuner.frozen_features(model, inputs)
+    task = tuner.key_similarity(features, adapter_names).argmax(dim=-1).cpu()
+    if not per_sample:
+        task = torch.full_like(task, int(task.mode().values))
+    return task

@@ -1,5 +1,6 @@
 """peft_memory tuners: one package per method (``config.py``, ``layer.py``, ``model.py``), as in PEFT."""
 
+from .dual_prompt import DualPromptConfig, DualPromptModel
 from .soft_mask import SoftMaskConfig, SoftMaskModel
 
-__all__ = ["SoftMaskConfig", "SoftMaskModel"]
+__all__ = ["DualPromptConfig", "DualPromptModel", "SoftMaskConfig", "SoftMaskModel"]

@@ -28,6 +28,8 @@ class ContinualTuner(BaseTuner):
     """``BaseTuner`` with per-task heads and per-sample routing. Subclasses set ``prefix`` and ``tuner_layer_cls``."""
 
     uses_shared_state = True
+    #: tuner-level containers keyed by adapter name, as ``<prefix><name>`` attributes; subclasses extend it.
+    tuner_level_names: tuple[str, ...] = ("head",)
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -46,6 +48,7 @@ class ContinualTuner(BaseTuner):
             return
         self._routing = Routing()
         self._heads_disabled = False
+        self._capture: dict | None = None  # set to a dict to record the head input ("features")
         setattr(self, self._head_attr, nn.ModuleDict())
         family = get_family(model)
         classifier = find_classifier(model, family)
@@ -80,19 +83,40 @@ class ContinualTuner(BaseTuner):
         super().set_adapter(adapter_name, inference_mode=inference_mode)
         self._set_head_grads(inference_mode=inference_mode)
 
+    def _tuner_level_dicts(self) -> list[nn.Module]:
+        return [self.__dict__["_modules"][self.prefix + n] for n in self.tuner_level_names
+                if self.prefix + n in self.__dict__["_modules"]]
+
     def _set_head_grads(self, inference_mode: bool) -> None:
+        """Only the active adapters' tuner-level parameters (head, prompts, keys) train."""
         active = set(self.active_adapters)
-        for name, head in self.task_heads.items():
-            head.requires_grad_(name in active and not inference_mode)
+        for container in self._tuner_level_dicts():
+            for name in container.keys():
+                value = container[name]
+                flag = name in active and not inference_mode
+                value.requires_grad_(flag)
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:
         super()._enable_adapter_layers(enabled)
         self._heads_disabled = not enabled
 
+    @contextlib.contextmanager
+    def adapters_disabled(self):
+        """Run the base model: every tuner layer, task head and prompt off. Works also for tuners that wrap no
+        layer (DualPrompt, head only), where ``PeftModel.disable_adapter()`` raises inside PEFT's
+        ``get_model_status``."""
+        was_disabled = self._heads_disabled
+        self._enable_adapter_layers(False)
+        try:
+            yield
+        finally:
+            self._enable_adapter_layers(not was_disabled)
+
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        if adapter_name in self.task_heads:
-            del self.task_heads[adapter_name]
+        for container in self._tuner_level_dicts():
+            if adapter_name in container:
+                del container[adapter_name]
 
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         """PEFT's unload/merge, plus: the head hooks are removed, and on merge the (single) merged adapter's task
@@ -192,11 +216,16 @@ class ContinualTuner(BaseTuner):
         return torch.cat([heads[n](features) for n in active], dim=-1)
 
     def _classifier_hook(self, module, args, output):
+        if self._capture is not None:
+            self._capture["features"] = args[0]
         logits = self._task_logits(args[0])
         return output if logits is None else logits
 
     def _bare_model_hook(self, module, args, output):
-        logits = self._task_logits(self._family.pooled_features(output))
+        features = self._family.pooled_features(output)
+        if self._capture is not None:
+            self._capture["features"] = features
+        logits = self._task_logits(features)
         if logits is not None:
             output["logits"] = logits
         return output

@@ -1,0 +1,4 @@
+from .config import DualPromptConfig
+from .model import DualPromptModel
+
+__all__ = ["DualPromptConfig", "DualPromptModel"]

@@ -1,0 +1,43 @@
+"""DualPrompt tuner: prompts attached by prefix tuning through the shared attention-injection mechanism.
+
+No layer is wrapped, so there is no ``layer.py``: the per-layer work is the prompt provider of
+:mod:`peft_memory.tuners.prompts`, called from the injected attention function.
+"""
+
+from __future__ import annotations
+
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ..base import ContinualTuner
+from ..prompts import PROMPT_ATTRS, PromptsMixin
+
+
+class _NoLayer(BaseTunerLayer):
+    """DualPrompt wraps no module; PEFT still asks for a tuner-layer class."""
+
+    adapter_layer_names = ()
+
+
+class DualPromptModel(PromptsMixin, ContinualTuner):
+    """DualPrompt on a ViT, DINOv2 or BERT model; use through ``peft.get_peft_model(model, DualPromptConfig(...))``.
+
+    Forward: the active adapter's (or, with ``adapter_names=[...]``, each sample's) G- and E-prompts are prepended
+    to the projected keys and values of their layers; ``logits`` come from that adapter's head, as for
+    :class:`SoftMaskModel`. Task identity: :func:`peft_memory.prompt_id`.
+
+    Raises:
+        ValueError: for an unsupported model family, prompt layers out of range, or flash/flex attention.
+    """
+
+    prefix: str = "dual_prompt_"
+    tuner_layer_cls = _NoLayer
+    target_module_mapping: dict[str, list[str]] = {}
+    tuner_level_names = ("head", *PROMPT_ATTRS)
+
+    def _create_and_replace(self, *args, **kwargs):  # pragma: no cover - DUMMY_TARGET_MODULES: never called
+        raise NotImplementedError
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        self._init_prompts(model, adapter_name, self.peft_config[adapter_name])
+        self._set_head_grads(inference_mode=self.peft_config[adapter_name].inference_mode)

@@ -1,0 +1,163 @@
+"""DualPrompt prompts (Wang et al., ECCV 2022) as a component shared by DualPrompt and DualPrompt-Soft-TF.
+
+Per task adapter: an E-prompt ``(len(e_prompt_layers), 2, e_prompt_length, hidden)`` with its key ``(hidden,)``, and
+a G-prompt ``(len(g_prompt_layers), 2, g_prompt_length, hidden)``. Both attach by prefix tuning (paper Sec. 4.2,
+Eq. 4): index 0 of the second axis is prepended to the layer's projected keys, index 1 to its projected values,
+through the shared attention-injection mechanism (:mod:`peft_memory.attention`). Every sample carries its own
+adapter's prompts (``(batch, heads, length, head_dim)`` per layer), so the public code's key/value-axis mix-up
+cannot happen here.
+
+G-prompt: DualPrompt trains one G-prompt across all tasks. Here each adapter saves the G-prompt as it stood at the end
+of its task (a new adapter starts from the previous one's), so any subset of adapters loads self-contained; a sample
+routed to task ``t`` uses task ``t``'s G-prompt. The paper's single final G-prompt is the last adapter's.
+
+Query and Prompt-ID (paper Sec. 4.3): the query is the frozen model's pre-logits ``[CLS]`` feature (adapters
+disabled: the classifier's input), keys and query are L2-normalised, and Prompt-ID picks the adapter whose key has
+the largest cosine similarity, per sample. Training pulls the true task's key towards the query:
+``loss = CE - matching_loss_weight * cos(q, k_t)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import enable_injection, set_extra_kv
+from ..families import attention_modules, num_layers
+from .validation import validate_layers
+
+PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
+
+
+@dataclass
+class PromptFields:
+    """Prompt settings shared by :class:`DualPromptConfig` and :class:`SoftMaskConfig` (``use_prompts=True``)."""
+
+    g_prompt_layers: list[int] = field(default_factory=lambda: [0, 1],
+                                       metadata={"help": "0-based layers of the shared G-prompt (paper: [0, 1])."})
+    g_prompt_length: int = field(default=5, metadata={"help": "G-prompt length (paper: 5)."})
+    e_prompt_layers: list[int] = field(default_factory=lambda: [2, 3, 4],
+                                       metadata={"help": "0-based layers of the task's E-prompt (paper: [2, 3, 4])."})
+    e_prompt_length: int = field(default=5, metadata={"help": "E-prompt length (paper: 5 CIFAR, 20 ImageNet-R)."})
+    prompt_init: float = field(default=1.0, metadata={"help": "Prompts and keys start at U(-prompt_init, "
+                                                               "prompt_init), as the public code (1.0)."})
+    matching_loss_weight: float = field(default=1.0, metadata={"help": "lambda of the key-query matching loss."})
+
+    def validate_prompts(self) -> None:
+        for name in ("g_prompt_layers", "e_prompt_layers"):
+            validate_layers(getattr(self, name))
+        for name in ("g_prompt_length", "e_prompt_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+        if self.g_prompt_length == 0 and self.e_prompt_length == 0:
+            raise ValueError("g_prompt_length and e_prompt_length are both 0: no prompt would be attached.")
+
+
+class PromptsMixin:
+    """Adds per-adapter G-/E-prompts and keys to a :class:`ContinualTuner` (whose ``tuner_level_names`` must
+    include :data:`PROMPT_ATTRS`)."""
+
+    def _prompt_dict(self, name: str) -> nn.ParameterDict:
+        key = self.prefix + name
+        if key not in self._modules:
+            self.add_module(key, nn.ParameterDict())
+        return self._modules[key]
+
+    def _init_prompts(self, model: nn.Module, adapter_name: str, config) -> None:
+        n = num_layers(model)
+        bad = [i for i in (*config.g_prompt_layers, *config.e_prompt_layers) if i >= n]
+        if bad:
+            raise ValueError(f"prompt layers {bad} out of range: the model has {n} layers (valid: 0..{n - 1}).")
+        if "_prompt_providers" not in self.__dict__:
+            enable_injection(model)
+            self._prompt_providers = True
+            for index, module in enumerate(attention_modules(model, self._family)):
+                set_extra_kv(module, self._provider(index))
+        hidden = model.config.hidden_size
+        ref = next(model.parameters())
+        g, e, k = (self._prompt_dict(a) for a in PROMPT_ATTRS)
+        a = config.prompt_init
+        previous = list(g.keys())[-1] if len(g) else None
+
+        def uniform(*shape):
+            return nn.Parameter(torch.empty(*shape, device=ref.device, dtype=ref.dtype).uniform_(-a, a))
+
+        g[adapter_name] = uniform(len(config.g_prompt_layers), 2, config.g_prompt_length, hidden)
+        if previous is not None and g[previous].shape == g[adapter_name].shape:
+            with torch.no_grad():
+                g[adapter_name].copy_(g[previous])  # the G-prompt continues across tasks
+        e[adapter_name] = uniform(len(config.e_prompt_layers), 2, config.e_prompt_length, hidden)
+        k[adapter_name] = uniform(hidden)
+
+    # ------------------------------------------------------------ the provider
+    def _layer_prompt(self, adapter: str, layer: int) -> torch.Tensor | None:
+        """``(2, length, hidden)`` prompt of ``adapter`` at ``layer`` (G then E), or ``None``."""
+        config = self.peft_config[adapter]
+        if not getattr(config, "use_prompts", True):
+            return None
+        parts = []
+        if layer in config.g_prompt_layers and config.g_prompt_length:
+            parts.append(self._prompt_dict("g_prompt")[adapter][config.g_prompt_layers.index(layer)])
+        if layer in config.e_prompt_layers and config.e_prompt_length:
+            parts.append(self._prompt_dict("e_prompt")[adapter][config.e_prompt_layers.index(layer)])
+        return torch.cat(parts, dim=1) if parts else None
+
+    def _provider(self, layer: int):
+        def provide(module, query):
+            if self._heads_disabled:
+                return None
+            routing = self._routing
+            if routing.superpose is not None:  # sum_t alpha_t P_t, linear like the masks
+                names, alphas = routing.superpose
+                prompts = [self._layer_prompt(n, layer) for n in names]
+                if any(p is None for p in prompts):
+                    return None
+                prompt = torch.einsum("bt,tsld->bsld", alphas.to(prompts[0].dtype), torch.stack(prompts))
+            elif routing.groups is not None:
+                per = {n: self._layer_prompt(n, layer) for n, _ in routing.groups}
+                if all(p is None for p in per.values()):
+                    return None
+                if len(per) == 1:
+                    prompt = next(iter(per.values())).unsqueeze(0)
+                else:
+                    if len({None if p is None else p.shape for p in per.values()}) != 1:
+                        raise ValueError("per-sample routing needs prompts of one length at every layer.")
+                    prompt = query.new_zeros((query.shape[0], *next(iter(per.values())).shape))
+                    for name, index in routing.groups:
+                        prompt[index] = per[name]
+            else:
+                active = [n for n in self.active_adapters if n in self.peft_config]
+                prompt = self._layer_prompt(active[0], layer) if len(active) == 1 else None
+                if prompt is None:
+                    return None
+                prompt = prompt.unsqueeze(0)
+            heads, head_dim = query.shape[1], query.shape[3]
+            kv = prompt.unflatten(-1, (heads, head_dim)).permute(1, 0, 3, 2, 4)  # (2, B, heads, length, head_dim)
+            return kv[0], kv[1], None
+
+        return provide
+
+    # --------------------------------------------------------- query and keys
+    @contextlib.contextmanager
+    def _capturing(self):
+        self._capture = {}
+        try:
+            yield self._capture
+        finally:
+            self._capture = None
+
+    def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:
+        """The frozen model's pre-logits feature ``(batch, features)`` (adapters disabled; no grad)."""
+        with torch.no_grad(), self.adapters_disabled(), self._capturing() as store:
+            peft_model(**inputs)
+        return store["features"]
+
+    def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
+        """Cosine similarity ``(batch, T)`` between the query features and the adapters' keys."""
+        keys = torch.stack([self._prompt_dict("e_key")[n] for n in adapter_names])
+        return F.normalize(features, dim=-1) @ F.normalize(keys, dim=-1).T
