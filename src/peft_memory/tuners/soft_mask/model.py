@@ -7,10 +7,11 @@ from torch import nn
 
 from ...families import get_family
 from ..base import ContinualTuner
+from ..prompts import PROMPT_ATTRS, PromptsMixin
 from .layer import Linear, SoftMaskLayer
 
 
-class SoftMaskModel(ContinualTuner):
+class SoftMaskModel(PromptsMixin, ContinualTuner):
     """Creates a Soft-TransFormers model from a transformers ViT, DINOv2 or BERT model.
 
     Use through PEFT: ``peft.get_peft_model(model, SoftMaskConfig(label_names=[...]), adapter_name="task_0")``,
@@ -30,6 +31,14 @@ class SoftMaskModel(ContinualTuner):
     prefix: str = "soft_mask_"
     tuner_layer_cls = SoftMaskLayer
     target_module_mapping: dict[str, list[str]] = {}
+    tuner_level_names = ("head", *PROMPT_ATTRS)
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        config = self.peft_config[adapter_name]
+        if config.use_prompts:  # DualPrompt-Soft-TF: the task's masks and prompts live in one adapter
+            self._init_prompts(model, adapter_name, config)
+            self._set_head_grads(inference_mode=config.inference_mode)
 
     def _prepare_adapter_config(self, peft_config, model_config):
         family = get_family(model_config)
