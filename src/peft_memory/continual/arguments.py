@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..tuners.prompts import PromptFields
+
 
 @dataclass
-class ContinualArguments:
-    """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text."""
+class ContinualArguments(PromptFields):
+    """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text. The prompt flags
+    (``--g_prompt_layers`` ... ``--matching_loss_weight``) are :class:`PromptFields`, shared with the configs."""
 
     method: str = field(
         default="soft_mask",
@@ -57,12 +60,6 @@ class ContinualArguments:
     layers: list[int] | None = field(
         default=None, metadata={"help": "0-based layers to mask (default: the last three)."}
     )
-    g_prompt_layers: list[int] = field(default_factory=lambda: [0, 1],
-                                       metadata={"help": "dual_prompt / soft_mask_prompts: G-prompt layers."})
-    g_prompt_length: int = field(default=5, metadata={"help": "G-prompt length."})
-    e_prompt_layers: list[int] = field(default_factory=lambda: [2, 3, 4],
-                                       metadata={"help": "dual_prompt / soft_mask_prompts: E-prompt layers."})
-    e_prompt_length: int = field(default=5, metadata={"help": "E-prompt length (DualPrompt: 5 CIFAR, 20 ImageNet-R)."})
     mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
     mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
     wordnet_path: str | None = field(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from peft import PeftConfig
 
 from ..tuners import DualPromptConfig, SoftMaskConfig
+from ..tuners.prompts import PromptFields
 from .tasks import Task
 
 TASK_ID_MODES = ("gradient_id", "prompt_id", "max_logit")
@@ -52,8 +53,7 @@ def _soft_mask(task: Task, args) -> SoftMaskConfig:
 
 
 def _prompt_fields(args) -> dict:
-    return {"g_prompt_layers": list(args.g_prompt_layers), "g_prompt_length": args.g_prompt_length,
-            "e_prompt_layers": list(args.e_prompt_layers), "e_prompt_length": args.e_prompt_length}
+    return {f.name: getattr(args, f.name) for f in fields(PromptFields)}
 
 
 def _dual_prompt(task: Task, args) -> DualPromptConfig:
