@@ -47,7 +47,7 @@ class ContinualTuner(BaseTuner):
         if "_routing" in self.__dict__:
             return
         self._routing = Routing()
-        self._heads_disabled = False
+        self._adapters_off = False
         self._capture: dict | None = None  # set to a dict to record the head input ("features")
         setattr(self, self._head_attr, nn.ModuleDict())
         family = get_family(model)
@@ -76,18 +76,17 @@ class ContinualTuner(BaseTuner):
             nn.init.normal_(head.weight, std=std)
             nn.init.zeros_(head.bias)
             self.task_heads[adapter_name] = head
-        self._set_head_grads(inference_mode=config.inference_mode)
+        self._set_tuner_level_grads(inference_mode=config.inference_mode)
 
     # -------------------------------------------------------- adapter control
     def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
         super().set_adapter(adapter_name, inference_mode=inference_mode)
-        self._set_head_grads(inference_mode=inference_mode)
+        self._set_tuner_level_grads(inference_mode=inference_mode)
 
     def _tuner_level_dicts(self) -> list[nn.Module]:
-        return [self.__dict__["_modules"][self.prefix + n] for n in self.tuner_level_names
-                if self.prefix + n in self.__dict__["_modules"]]
+        return [self._modules[self.prefix + n] for n in self.tuner_level_names if self.prefix + n in self._modules]
 
-    def _set_head_grads(self, inference_mode: bool) -> None:
+    def _set_tuner_level_grads(self, inference_mode: bool) -> None:
         """Only the active adapters' tuner-level parameters (head, prompts, keys) train."""
         active = set(self.active_adapters)
         for container in self._tuner_level_dicts():
@@ -98,14 +97,14 @@ class ContinualTuner(BaseTuner):
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:
         super()._enable_adapter_layers(enabled)
-        self._heads_disabled = not enabled
+        self._adapters_off = not enabled
 
     @contextlib.contextmanager
     def adapters_disabled(self):
         """Run the base model: every tuner layer, task head and prompt off. Works also for tuners that wrap no
         layer (DualPrompt, head only), where ``PeftModel.disable_adapter()`` raises inside PEFT's
         ``get_model_status``."""
-        was_disabled = self._heads_disabled
+        was_disabled = self._adapters_off
         self._enable_adapter_layers(False)
         try:
             yield
@@ -195,7 +194,7 @@ class ContinualTuner(BaseTuner):
         Per-sample routing returns ``(batch, max_num_labels)``; columns beyond a sample's own head are filled with
         the dtype's most negative value.
         """
-        if self._heads_disabled:
+        if self._adapters_off:
             return None
         heads, routing = self.task_heads, self._routing
         if routing.superpose is not None:

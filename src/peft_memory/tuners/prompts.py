@@ -109,7 +109,7 @@ class PromptsMixin:
 
     def _provider(self, layer: int):
         def provide(module, query):
-            if self._heads_disabled:
+            if self._adapters_off:
                 return None
             routing = self._routing
             if routing.superpose is not None:  # sum_t alpha_t P_t, linear like the masks

@@ -40,4 +40,4 @@ class DualPromptModel(PromptsMixin, ContinualTuner):
     def inject_adapter(self, model, adapter_name, *args, **kwargs):
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         self._init_prompts(model, adapter_name, self.peft_config[adapter_name])
-        self._set_head_grads(inference_mode=self.peft_config[adapter_name].inference_mode)
+        self._set_tuner_level_grads(inference_mode=self.peft_config[adapter_name].inference_mode)

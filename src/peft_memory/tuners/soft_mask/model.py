@@ -38,7 +38,7 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
         config = self.peft_config[adapter_name]
         if config.use_prompts:  # DualPrompt-Soft-TF: the task's masks and prompts live in one adapter
             self._init_prompts(model, adapter_name, config)
-            self._set_head_grads(inference_mode=config.inference_mode)
+            self._set_tuner_level_grads(inference_mode=config.inference_mode)
 
     def _prepare_adapter_config(self, peft_config, model_config):
         family = get_family(model_config)
