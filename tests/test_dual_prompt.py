@@ -151,3 +151,24 @@ def test_prompt_layer_out_of_range_and_flash_refused():
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' is not supported"):
         get_peft_model(model, DualPromptConfig(**SMALL), adapter_name="t0")
+
+
+def test_gradient_id_superposes_prompts_with_the_masks():
+    """DualPrompt-Soft-TF with Gradient-ID: prompts are mixed with the same per-sample alphas as the masks, so a
+    one-hot row reproduces that adapter alone, and per-sample Gradient-ID on a batch equals each sample alone."""
+    from peft_memory import gradient_id
+
+    model = two_tasks("vit_cls", "sdpa", SoftMaskConfig, use_prompts=True, init_weights=False)
+    inputs = make_inputs("vit_cls", batch=4)
+    alphas = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    with torch.no_grad():
+        with model.base_model.superposition(["t0", "t1"], alphas):
+            sup = model(**inputs).logits  # heads concatenated: 3 + 2 columns
+        for row, t in enumerate([0, 1, 1, 0]):
+            alone = model(**{k: v[row : row + 1] for k, v in inputs.items()}, adapter_names=[f"t{t}"]).logits
+            cols = slice(0, 3) if t == 0 else slice(3, 5)
+            torch.testing.assert_close(sup[row : row + 1, cols], alone, rtol=0, atol=1e-5)
+    batched = gradient_id(model, inputs, ["t0", "t1"])
+    single = torch.cat([gradient_id(model, {k: v[i : i + 1] for k, v in inputs.items()}, ["t0", "t1"])
+                        for i in range(4)])
+    assert torch.equal(batched, single)
