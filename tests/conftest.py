@@ -55,6 +55,11 @@ def make_inputs(kind: str, batch: int = 4, seed: int = 1):
     return {"pixel_values": torch.randn(batch, 3, 16, 16, generator=g)}
 
 
+def last_hidden(model, inputs):
+    """Last hidden state ``(batch, seq_len, hidden)`` of a base model or a PeftModel."""
+    return model(**inputs, output_hidden_states=True).hidden_states[-1]
+
+
 MODEL_KINDS = ["bert_cls", "bert", "vit_cls", "vit", "dinov2"]
 
 

@@ -2,17 +2,13 @@
 
 import pytest
 import torch
-from conftest import make_inputs, make_model
+from conftest import last_hidden, make_inputs, make_model
 
 from peft_memory.attention import enable_injection, extend_mask, set_extra_kv
 from peft_memory.families import attention_modules, get_family
 
 CASES = [(kind, attn) for kind in ("bert_cls", "vit_cls", "dinov2") for attn in ("eager", "sdpa")]
 HEADS, HEAD_DIM, N_EXTRA = 4, 8, 3
-
-
-def hidden(model, inputs):
-    return model(**inputs, output_hidden_states=True).hidden_states[-1]
 
 
 def prefixes(batch, seed=0):
@@ -62,16 +58,16 @@ def test_without_extra_kv_the_model_is_bit_exact(kind, attn):
     base = make_model(kind, attn)
     inputs = make_inputs(kind)
     with torch.no_grad():
-        ref = hidden(base, inputs)
+        ref = last_hidden(base, inputs)
         assert enable_injection(base) == f"peft_memory_{attn}"
         modules = attention_modules(base, get_family(base))
         set_extra_kv(modules[0], lambda m, q: None)  # a provider that adds nothing
-        assert torch.equal(hidden(base, inputs), ref)
+        assert torch.equal(last_hidden(base, inputs), ref)
         pk, pv = prefixes(4)
         set_extra_kv(modules[0], lambda m, q: (pk, pv, None))
-        assert not torch.equal(hidden(base, inputs), ref)
+        assert not torch.equal(last_hidden(base, inputs), ref)
         set_extra_kv(modules[0], None)
-        assert torch.equal(hidden(base, inputs), ref)
+        assert torch.equal(last_hidden(base, inputs), ref)
 
 
 @pytest.mark.parametrize("kind,attn", CASES)
@@ -86,10 +82,10 @@ def test_per_sample_prefixes_equal_each_sample_alone(kind, attn):
     set_extra_kv(module, lambda m, q: (pk[rows["i"]], pv[rows["i"]], None))
     with torch.no_grad():
         rows["i"] = slice(None)
-        batched = hidden(model, inputs)
+        batched = last_hidden(model, inputs)
         for i in range(3):
             rows["i"] = slice(i, i + 1)
-            alone = hidden(model, {k: v[i : i + 1] for k, v in inputs.items()})
+            alone = last_hidden(model, {k: v[i : i + 1] for k, v in inputs.items()})
             torch.testing.assert_close(batched[i : i + 1], alone, rtol=0, atol=1e-6)
 
 

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_inputs, make_model
+from conftest import last_hidden, make_inputs, make_model
 from peft import PeftConfig, PeftModel, get_peft_model
 
 import peft_memory  # noqa: F401
@@ -13,10 +13,6 @@ from peft_memory.families import attention_modules, get_family
 
 CASES = [(kind, attn) for kind in ("bert_cls", "vit_cls", "dinov2") for attn in ("eager", "sdpa")]
 SMALL = {"g_prompt_layers": [0], "e_prompt_layers": [1, 2], "g_prompt_length": 2, "e_prompt_length": 3}
-
-
-def hidden(model, inputs):
-    return model(**inputs, output_hidden_states=True).hidden_states[-1]
 
 
 def two_tasks(kind, attn, cls=DualPromptConfig, **extra):
@@ -30,11 +26,11 @@ def test_disabled_is_bit_exact_and_prompts_change_the_output(kind, attn):
     base = make_model(kind, attn)
     inputs = make_inputs(kind)
     with torch.no_grad():
-        ref = hidden(base, inputs)
+        ref = last_hidden(base, inputs)
         model = two_tasks(kind, attn)
-        assert not torch.equal(hidden(model, inputs), ref)
+        assert not torch.equal(last_hidden(model, inputs), ref)
         with model.base_model.adapters_disabled():
-            assert torch.equal(hidden(model, inputs), ref)
+            assert torch.equal(last_hidden(model, inputs), ref)
 
 
 @pytest.mark.parametrize("kind,attn", CASES)
@@ -129,9 +125,9 @@ def test_soft_tf_with_prompts_uses_masks_and_prompts_of_one_adapter():
     assert {"base_model.soft_mask_e_key.t0", "base_model.soft_mask_g_prompt.t0"} <= names
     assert any(".soft_mask.t0" in n for n in names)
     with torch.no_grad():
-        assert not torch.equal(hidden(both, inputs), hidden(masks_only, inputs))  # prompts attached
+        assert not torch.equal(last_hidden(both, inputs), last_hidden(masks_only, inputs))  # prompts attached
         with both.base_model.adapters_disabled():
-            assert torch.equal(hidden(both, inputs), hidden(base, inputs))
+            assert torch.equal(last_hidden(both, inputs), last_hidden(base, inputs))
 
 
 @pytest.mark.parametrize("kwargs,message", [

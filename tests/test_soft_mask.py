@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_inputs, make_model
+from conftest import last_hidden, make_inputs, make_model
 from peft import PeftConfig, PeftModel, get_peft_model
 
 import peft_memory  # noqa: F401  (registers the peft types)
@@ -12,12 +12,6 @@ from peft_memory import SoftMaskConfig
 from peft_memory.tuners.soft_mask import SoftMaskLayer
 
 TEST_CASES = [(kind, attn) for kind in ("bert_cls", "bert", "vit_cls", "vit", "dinov2") for attn in ("eager", "sdpa")]
-
-
-def features(model, inputs):
-    """Last hidden state of any of our models (PeftModel or base), (batch, seq_len, hidden)."""
-    out = model(**inputs, output_hidden_states=True)
-    return out.hidden_states[-1]
 
 
 def two_task_model(kind, attn="eager"):
@@ -33,7 +27,7 @@ def test_init_is_bit_exact(kind, attn):
     inputs = make_inputs(kind)
     with torch.no_grad():
         ref = base(**inputs)
-        ref_hidden = features(base, inputs)
+        ref_hidden = last_hidden(base, inputs)
     model = get_peft_model(copy.deepcopy(base), SoftMaskConfig(), adapter_name="t0")  # masks = 1, no task head
     model.add_adapter("t1", SoftMaskConfig(label_names=["x", "y"]))
     with torch.no_grad():
@@ -41,7 +35,7 @@ def test_init_is_bit_exact(kind, attn):
         key = "logits" if "logits" in ref else "last_hidden_state"
         assert torch.equal(out[key], ref[key])
         model.set_adapter("t1")  # with a task head: the backbone is still unchanged bit for bit
-        assert torch.equal(features(model, inputs), ref_hidden)
+        assert torch.equal(last_hidden(model, inputs), ref_hidden)
 
 
 @pytest.mark.parametrize("kind,attn", TEST_CASES)
@@ -49,11 +43,11 @@ def test_disable_adapter_gives_base_output(kind, attn):
     base = make_model(kind, attn)
     inputs = make_inputs(kind)
     with torch.no_grad():
-        ref = features(base, inputs)
+        ref = last_hidden(base, inputs)
         model = two_task_model(kind, attn)
-        assert not torch.equal(features(model, inputs), ref)
+        assert not torch.equal(last_hidden(model, inputs), ref)
         with model.disable_adapter():
-            assert torch.equal(features(model, inputs), ref)
+            assert torch.equal(last_hidden(model, inputs), ref)
 
 
 @pytest.mark.parametrize("kind,attn", TEST_CASES)

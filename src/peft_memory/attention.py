@@ -56,10 +56,10 @@ def extend_mask(mask: torch.Tensor | None, extra_mask: torch.Tensor | None, n_ex
         if mask is None:
             return None
         extra_mask = torch.ones((1, 1, q_len, n_extra), dtype=torch.bool, device=mask.device)
-    if mask is None:
-        mask = torch.ones((1, 1, q_len, k_len), dtype=torch.bool, device=extra_mask.device)
-        if additive:
-            mask = torch.zeros((1, 1, q_len, k_len), dtype=dtype, device=extra_mask.device)
+    if mask is None:  # nothing masked among the original keys
+        shape, device = (1, 1, q_len, k_len), extra_mask.device
+        mask = torch.zeros(shape, dtype=dtype, device=device) if additive else torch.ones(shape, dtype=torch.bool,
+                                                                                           device=device)
     if mask.dtype != torch.bool:  # additive: 0 where attended, the dtype's minimum elsewhere
         extra_mask = torch.zeros(extra_mask.shape, dtype=mask.dtype, device=mask.device).masked_fill(
             ~extra_mask, torch.finfo(mask.dtype).min)
