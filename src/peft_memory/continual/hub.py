@@ -34,6 +34,10 @@ def model_card(results: dict) -> str:
     )
     first = results["tasks"][0]["name"]
     hub_id = hub_base_model(results["base_model"])
+    from .loading import TEXT_BENCHMARKS
+
+    auto = "AutoModelForSequenceClassification" if results["config"]["benchmark"] in TEXT_BENCHMARKS \
+        else "AutoModelForImageClassification"
     meta = f"base_model: {hub_id}\n" if hub_id else ""
     return f"""---
 library_name: peft
@@ -62,9 +66,9 @@ Task identity: {ti["mode"]}, {ti["note"]}.
 ```python
 import peft_memory  # registers the peft types with PEFT
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification
+from transformers import {auto}
 
-base = AutoModelForSequenceClassification.from_pretrained("{hub_id or results["base_model"]}")
+base = {auto}.from_pretrained("{hub_id or results["base_model"]}")
 model = PeftModel.from_pretrained(base, "<repo_id>", subfolder="{first}", adapter_name="{first}")
 ```
 """
