@@ -8,7 +8,7 @@ import sys
 from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
-from .loading import TEXT_BENCHMARKS, load_model_and_inputs, load_sequence
+from .loading import load_model_and_inputs, load_sequence
 
 USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
 
@@ -31,7 +31,7 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     method = get_method(args.method)
     set_seed(args.seed)
     sequence = load_sequence(args)
-    model, inputs = load_model_and_inputs(args, sequence.num_classes, text=args.benchmark in TEXT_BENCHMARKS)
+    model, inputs = load_model_and_inputs(args, sequence.num_classes)
     return ContinualTrainer(model, sequence, method, inputs, args, callbacks=callbacks)
 
 

@@ -37,7 +37,7 @@ def load_sequence(args: ContinualArguments):
     raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose one of {known}.")
 
 
-def load_model_and_inputs(args: ContinualArguments, num_labels: int, text: bool):
+def load_model_and_inputs(args: ContinualArguments, num_labels: int):
     """The base model (``AutoModelFor{Sequence,Image}Classification``) and its input pipeline."""
     from transformers import (
         AutoImageProcessor,
@@ -49,6 +49,7 @@ def load_model_and_inputs(args: ContinualArguments, num_labels: int, text: bool)
     from ..families import enable_position_interpolation, get_family
     from .data import ImageInputs, TextInputs
 
+    text = args.benchmark in TEXT_BENCHMARKS
     path = resolve_model_path(args.model)
     kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
     if text:

@@ -47,11 +47,11 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         tasks.sort(key=order.index)
     if base_model is None:  # the run's own base model and pre-processing hooks, from its saved arguments
         from .arguments import ContinualArguments
-        from .loading import TEXT_BENCHMARKS, load_model_and_inputs
+        from .loading import load_model_and_inputs
 
         args = ContinualArguments(**results["config"])
         num_labels = len({g for t in results["tasks"] for g in t["global_labels"]})
-        base_model, _ = load_model_and_inputs(args, num_labels, text=args.benchmark in TEXT_BENCHMARKS)
+        base_model, _ = load_model_and_inputs(args, num_labels)
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:
         model.load_adapter(os.path.join(output_dir, name), adapter_name=name)

@@ -90,10 +90,8 @@ class ContinualTuner(BaseTuner):
         """Only the active adapters' tuner-level parameters (head, prompts, keys) train."""
         active = set(self.active_adapters)
         for container in self._tuner_level_dicts():
-            for name in container.keys():
-                value = container[name]
-                flag = name in active and not inference_mode
-                value.requires_grad_(flag)
+            for name, value in container.items():
+                value.requires_grad_(name in active and not inference_mode)
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:
         super()._enable_adapter_layers(enabled)

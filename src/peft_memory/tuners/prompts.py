@@ -68,6 +68,18 @@ class PromptsMixin:
             self.add_module(key, nn.ParameterDict())
         return self._modules[key]
 
+    @staticmethod
+    def _wants_prompts(config) -> bool:
+        """DualPromptConfig always has prompts; SoftMaskConfig only with ``use_prompts=True``."""
+        return getattr(config, "use_prompts", True)
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        config = self.peft_config[adapter_name]
+        if self._wants_prompts(config):  # the task's prompts and key live in its adapter, beside masks and head
+            self._init_prompts(model, adapter_name, config)
+            self._set_tuner_level_grads(inference_mode=config.inference_mode)
+
     def _init_prompts(self, model: nn.Module, adapter_name: str, config) -> None:
         n = num_layers(model)
         bad = [i for i in (*config.g_prompt_layers, *config.e_prompt_layers) if i >= n]
@@ -98,7 +110,7 @@ class PromptsMixin:
     def _layer_prompt(self, adapter: str, layer: int) -> torch.Tensor | None:
         """``(2, length, hidden)`` prompt of ``adapter`` at ``layer`` (G then E), or ``None``."""
         config = self.peft_config[adapter]
-        if not getattr(config, "use_prompts", True) or adapter not in self._prompt_dict("e_prompt"):
+        if not self._wants_prompts(config) or adapter not in self._prompt_dict("e_prompt"):
             return None
         parts = []
         if layer in config.g_prompt_layers and config.g_prompt_length:

@@ -36,8 +36,3 @@ class DualPromptModel(PromptsMixin, ContinualTuner):
 
     def _create_and_replace(self, *args, **kwargs):  # pragma: no cover - DUMMY_TARGET_MODULES: never called
         raise NotImplementedError
-
-    def inject_adapter(self, model, adapter_name, *args, **kwargs):
-        super().inject_adapter(model, adapter_name, *args, **kwargs)
-        self._init_prompts(model, adapter_name, self.peft_config[adapter_name])
-        self._set_tuner_level_grads(inference_mode=self.peft_config[adapter_name].inference_mode)

@@ -33,13 +33,6 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
     target_module_mapping: dict[str, list[str]] = {}
     tuner_level_names = ("head", *PROMPT_ATTRS)
 
-    def inject_adapter(self, model, adapter_name, *args, **kwargs):
-        super().inject_adapter(model, adapter_name, *args, **kwargs)
-        config = self.peft_config[adapter_name]
-        if config.use_prompts:  # DualPrompt-Soft-TF: the task's masks and prompts live in one adapter
-            self._init_prompts(model, adapter_name, config)
-            self._set_tuner_level_grads(inference_mode=config.inference_mode)
-
     def _prepare_adapter_config(self, peft_config, model_config):
         family = get_family(model_config)
         n_layers = int(model_config["num_hidden_layers"])
