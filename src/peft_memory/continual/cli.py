@@ -10,7 +10,7 @@ from transformers import HfArgumentParser
 from .arguments import ContinualArguments
 from .loading import load_model_and_inputs, load_sequence
 
-USAGE = """usage: peft-memory {train,verify,push} [--help] [options]
+USAGE = """usage: peft-memory {train,verify,report,push} [--help] [options]
 
   train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
   verify  reload a finished run's adapters in this process and compare with the saved reference logits:
