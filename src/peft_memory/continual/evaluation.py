@@ -9,24 +9,29 @@ from ..task_identity import gradient_id, prompt_id
 from .tasks import Task
 
 
-def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, num_shots: int | None) -> torch.Tensor:
+def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, num_shots: int | None,
+                keys=None, widths: list[int] | None = None) -> torch.Tensor:
     """Task index into ``names`` for each sample, ``(batch,)``.
 
     ``gradient_id``: SupSup one-shot entropy gradient (:func:`peft_memory.gradient_id`). ``prompt_id``: DualPrompt
     key matching (:func:`peft_memory.prompt_id`). ``max_logit``: the task
     whose head gives the largest logit (for heads over a frozen backbone this is the argmax of the concatenated
     classifier). ``per_sample=False`` gives one id per batch: Gradient-ID on ``num_shots`` samples, else a
-    majority vote (the reference Prompt-ID); such results are labelled batch-wise.
+    majority vote (the reference Prompt-ID); such results are labelled batch-wise. ``keys``: a
+    :class:`peft_memory.TaskKeys` for adapters without their own keys; ``widths``: each task's number of classes
+    (its logits are the first ``widths[t]`` columns).
     """
     if mode == "gradient_id":
         return gradient_id(model, inputs, names, per_sample=per_sample, num_shots=num_shots)
     if mode == "prompt_id":
-        return prompt_id(model, inputs, names, per_sample=per_sample)
+        return prompt_id(model, inputs, names, per_sample=per_sample, keys=keys)
     if mode != "max_logit":
         raise ValueError(f"task_id_mode={mode!r} is unknown; use 'gradient_id', 'prompt_id' or 'max_logit'.")
     batch = next(iter(inputs.values())).shape[0]
+    widths = widths or [None] * len(names)
     scores = torch.stack(
-        [model(**inputs, adapter_names=[n] * batch).logits.max(dim=-1).values for n in names], dim=-1
+        [model(**inputs, adapter_names=[n] * batch).logits[:, :w].max(dim=-1).values for n, w in zip(names, widths)],
+        dim=-1,
     )
     task = scores.argmax(dim=-1).cpu()
     if not per_sample:
@@ -39,8 +44,11 @@ def _global(tasks: list[Task], task_index: torch.Tensor, local: torch.Tensor) ->
 
 
 def evaluate_batch(model, batch: dict, labels: torch.Tensor, k: int, tasks: list[Task], mode: str,
-                   per_sample: bool = True, num_shots: int | None = None) -> dict[str, torch.Tensor]:
+                   per_sample: bool = True, num_shots: int | None = None, keys=None) -> dict[str, torch.Tensor]:
     """Per-sample correctness on one test batch of task ``k`` with ``tasks`` (all seen) loaded as adapters.
+
+    A task's logits are the first ``num_labels`` columns of the model's output under its adapter (``keys``: see
+    :func:`infer_tasks`).
 
     Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)``.
     """
@@ -51,7 +59,8 @@ def evaluate_batch(model, batch: dict, labels: torch.Tensor, k: int, tasks: list
     with torch.no_grad():
         logits = model(**batch, adapter_names=[task.name] * n).logits[:, : task.num_labels]
     til_pred = logits.argmax(dim=-1).cpu()
-    inferred = infer_tasks(model, batch, names, mode, per_sample, num_shots)
+    widths = [t.num_labels for t in tasks]
+    inferred = infer_tasks(model, batch, names, mode, per_sample, num_shots, keys=keys, widths=widths)
     pred_task = inferred.clone()
     pred_local = til_pred.clone()
     wrong = inferred != k
@@ -59,8 +68,9 @@ def evaluate_batch(model, batch: dict, labels: torch.Tensor, k: int, tasks: list
         idx = wrong.nonzero().squeeze(1)
         sub = {key: v[idx.to(v.device)] for key, v in batch.items()}
         with torch.no_grad():
-            other = model(**sub, adapter_names=[names[t] for t in inferred[idx].tolist()]).logits
-        pred_local[idx] = other.argmax(dim=-1).cpu()
+            other = model(**sub, adapter_names=[names[t] for t in inferred[idx].tolist()]).logits.cpu()
+        beyond = torch.arange(other.shape[-1]) >= torch.tensor(widths)[inferred[idx]].unsqueeze(1)
+        pred_local[idx] = other.masked_fill(beyond, float("-inf")).argmax(dim=-1)  # within each row's task
     true_global = _global(tasks, torch.full_like(labels, k), labels)
     cil = _global(tasks, pred_task, pred_local) == true_global
     return {"til": til_pred == labels, "cil": cil, "task_id": inferred == k}

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
-from peft import PeftConfig
+from peft import LoraConfig, PeftConfig
 
+from ..families import get_family, num_layers
 from ..tuners import DualPromptConfig, SoftMaskConfig
 from ..tuners.prompts import PromptFields
 from .tasks import Task
@@ -21,29 +22,37 @@ class MethodSpec:
 
     Attributes:
         name: CLI name (``--method``).
-        make_config: ``(task, args) -> PeftConfig`` for the task's adapter.
-        task_id_mode: default task-identity inference (``gradient_id`` or ``max_logit``).
+        make_config: ``(task, args, base_model) -> PeftConfig`` for the task's adapter.
+        task_id_mode: default task-identity inference (``gradient_id``, ``prompt_id`` or ``max_logit``).
         joint: train one adapter on all tasks' data at once (the upper bound), not continually.
-        auxiliary_loss: ``(peft_model, batch, adapter_name) -> scalar`` added to the cross-entropy of each step.
+        auxiliary_loss: ``(peft_model, batch, adapter_name, keys=None, weight=None) -> scalar`` added to the
+            cross-entropy of each step.
+        task_keys: the adapters carry no Prompt-ID key: the trainer keeps a :class:`peft_memory.TaskKeys` beside
+            them, trains each key with the matching loss and saves it in the adapter folder.
+        task_id_modes: the task-identity modes the method supports.
     """
 
     name: str
-    make_config: Callable[[Task, object], PeftConfig]
+    make_config: Callable[[Task, object, object], PeftConfig]
     task_id_mode: str
     joint: bool = False
     auxiliary_loss: Callable | None = None
+    task_keys: bool = False
+    task_id_modes: tuple[str, ...] = TASK_ID_MODES
 
 
-def matching_loss(model, batch: dict, adapter_name: str) -> torch.Tensor:
+def matching_loss(model, batch: dict, adapter_name: str, keys=None, weight: float | None = None) -> torch.Tensor:
     """DualPrompt's pull constraint ``-lambda * mean cos(query, key_t)`` (Wang et al. 2022, Eq. 5); the query is
-    the frozen model's feature (one extra forward without gradient, as in the paper)."""
-    tuner = model.base_model
-    weight = tuner.peft_config[adapter_name].matching_loss_weight
-    features = tuner.frozen_features(model, batch)
-    return -weight * tuner.key_similarity(features, [adapter_name])[:, 0].mean()
+    the frozen model's feature (one extra forward without gradient, as in the paper). The key is the adapter's own
+    (``lambda`` from its config), or ``keys[adapter_name]`` of a :class:`peft_memory.TaskKeys` (``lambda=weight``)."""
+    source = model.base_model if keys is None else keys
+    if weight is None:
+        weight = model.base_model.peft_config[adapter_name].matching_loss_weight
+    features = source.frozen_features(model, batch)
+    return -weight * source.key_similarity(features, [adapter_name])[:, 0].mean()
 
 
-def _soft_mask(task: Task, args) -> SoftMaskConfig:
+def _soft_mask(task: Task, args, model=None) -> SoftMaskConfig:
     return SoftMaskConfig(
         label_names=task.label_names,
         layers_to_transform=list(args.layers) if args.layers else None,
@@ -56,11 +65,11 @@ def _prompt_fields(args) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(PromptFields)}
 
 
-def _dual_prompt(task: Task, args) -> DualPromptConfig:
+def _dual_prompt(task: Task, args, model=None) -> DualPromptConfig:
     return DualPromptConfig(label_names=task.label_names, **_prompt_fields(args))
 
 
-def _soft_mask_prompts(task: Task, args) -> SoftMaskConfig:
+def _soft_mask_prompts(task: Task, args, model=None) -> SoftMaskConfig:
     config = _soft_mask(task, args)
     for key, value in _prompt_fields(args).items():
         setattr(config, key, value)
@@ -69,8 +78,25 @@ def _soft_mask_prompts(task: Task, args) -> SoftMaskConfig:
     return config
 
 
-def _head_only(task: Task, args) -> SoftMaskConfig:
+def _head_only(task: Task, args, model=None) -> SoftMaskConfig:
     return SoftMaskConfig(label_names=task.label_names, target_modules=[])
+
+
+def _lora(task: Task, args, model) -> LoraConfig:
+    """PEFT's own LoRA on the query and value projections of the masked layers (``--layers``, default the last
+    three), with the task's copy of the classifier (``modules_to_save``): the base model's classifier is as wide as
+    the largest task, and a task's logits are its first ``num_labels`` columns."""
+    family = get_family(model)
+    n = num_layers(model)
+    layers = list(args.layers) if args.layers else list(range(max(0, n - 3), n))
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        target_modules=[family.query.rsplit(".", 1)[-1], family.value.rsplit(".", 1)[-1]],
+        layers_to_transform=layers,
+        layers_pattern=family.layers_pattern,
+        modules_to_save=[family.classifier],
+    )
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -78,6 +104,8 @@ METHODS: dict[str, MethodSpec] = {
     "dual_prompt": MethodSpec("dual_prompt", _dual_prompt, "prompt_id", auxiliary_loss=matching_loss),
     "soft_mask_prompts": MethodSpec("soft_mask_prompts", _soft_mask_prompts, "prompt_id",
                                     auxiliary_loss=matching_loss),
+    "lora": MethodSpec("lora", _lora, "prompt_id", auxiliary_loss=matching_loss, task_keys=True,
+                       task_id_modes=("prompt_id", "max_logit")),
     "head_only": MethodSpec("head_only", _head_only, "max_logit"),
     "joint": MethodSpec("joint", _soft_mask, "max_logit", joint=True),
 }

@@ -50,12 +50,23 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         from .loading import load_model_and_inputs
 
         args = ContinualArguments(**results["config"])
-        num_labels = len({g for t in results["tasks"] for g in t["global_labels"]})
+        num_labels = max(len(t["label_names"]) for t in results["tasks"])  # TaskSequence.max_task_classes
         base_model, _ = load_model_and_inputs(args, num_labels)
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:
         model.load_adapter(os.path.join(output_dir, name), adapter_name=name)
     return model.eval()
+
+
+def load_task_keys(output_dir: str, tasks: list[str], dim: int):
+    """The :class:`peft_memory.TaskKeys` saved beside a run's adapters (``lora`` runs), for
+    ``prompt_id(model, inputs, tasks, keys=...)``. Raises ``FileNotFoundError`` if an adapter has no key."""
+    from ..task_keys import TaskKeys
+
+    keys = TaskKeys(dim)
+    for name in tasks:
+        keys.load(name, os.path.join(output_dir, name))
+    return keys
 
 
 def verify_run(output_dir: str, model: PeftModel | None = None) -> dict[str, float]:
@@ -71,3 +82,48 @@ def verify_run(output_dir: str, model: PeftModel | None = None) -> dict[str, flo
             logits = model(**inputs, adapter_names=[task] * n).logits
             diffs[task] = (logits - ref[f"{task}.logits"]).abs().max().item()
     return diffs
+
+
+EVALUATION_SETTINGS = ("task_id_mode", "task_id_batchwise", "task_id_shots", "eval_batch_size")
+
+
+def evaluate_run(run_dir: str, output_dir: str, **settings) -> dict:
+    """Re-evaluate a finished run's saved adapters under other evaluation settings, without training.
+
+    Column ``j`` of every accuracy matrix is rebuilt with the adapters of tasks ``0..j`` only, which training never
+    changes after their task: with the run's own settings this reproduces its ``results.json`` matrices exactly.
+    Typical use: DualPrompt-Soft-TF adapters evaluated with Gradient-ID as well as Prompt-ID.
+
+    Args:
+        run_dir: the finished run (adapters and ``results.json``).
+        output_dir: where the new ``results.json`` and heatmap go (the adapters stay in ``run_dir``).
+        settings: any of :data:`EVALUATION_SETTINGS`.
+
+    Raises:
+        ValueError: for a setting that is not an evaluation setting (it would change the training).
+    """
+    from .arguments import ContinualArguments
+    from .loading import load_model_and_inputs, load_sequence
+    from .methods import get_method
+    from .trainer import ContinualTrainer
+
+    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
+    if unknown:
+        raise ValueError(f"{unknown} are not evaluation settings; evaluate_run accepts {list(EVALUATION_SETTINGS)}.")
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    args = ContinualArguments(**{**results["config"], **settings, "output_dir": output_dir, "push_to_hub": None})
+    method = get_method(args.method)
+    sequence = load_sequence(args)
+    base, inputs = load_model_and_inputs(args, sequence.max_task_classes)
+    trainer = ContinualTrainer(base, sequence, method, inputs, args)
+    trainer.notes["adapters_from"] = os.path.abspath(run_dir)
+    trainer.model = load_run(run_dir, [t.name for t in trainer.tasks[: results["tasks_completed"]]], base_model=base)
+    if method.task_keys:
+        trainer.task_keys = load_task_keys(run_dir, list(trainer.model.peft_config), base.config.hidden_size)
+    columns = [len(sequence) - 1] if method.joint else range(results["tasks_completed"])
+    for j in columns:
+        trainer.evaluate_seen(j)
+        out = trainer.write_results(j)
+    return out
+

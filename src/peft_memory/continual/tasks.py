@@ -70,6 +70,12 @@ class TaskSequence:
     def num_classes(self) -> int:
         return len(self.global_label_names)
 
+    @property
+    def max_task_classes(self) -> int:
+        """Classes of the largest task: the width of the base model's classifier (``num_labels``). Methods with
+        their own task heads ignore it; the ``lora`` baseline trains a copy of it per task."""
+        return max(t.num_labels for t in self.tasks)
+
 
 def sample_per_class(ds: datasets.Dataset, per_class: int | None, seed: int, label_column: str = "label"):
     """Return ``per_class`` rows of each label (all rows if ``None``), drawn reproducibly from ``seed``.

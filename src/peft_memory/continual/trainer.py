@@ -24,6 +24,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
+from ..task_keys import TaskKeys
 from . import metrics
 from .arguments import ContinualArguments
 from .data import make_loader
@@ -77,10 +78,15 @@ class ContinualTrainer:
         self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
         self.task_id_mode = args.task_id_mode or method.task_id_mode
+        if self.task_id_mode not in method.task_id_modes:
+            raise ValueError(f"--task_id_mode {self.task_id_mode} does not apply to --method {method.name}; choose one "
+                             f"of {list(method.task_id_modes)}.")
+        self.task_keys = TaskKeys(base_model.config.hidden_size, args.prompt_init) if method.task_keys else None
         self.tasks = self._joint_tasks() if method.joint else list(sequence.tasks)
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}
+        self.notes: dict = {}  # extra top-level entries of results.json
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
         os.makedirs(args.output_dir, exist_ok=True)
         if not os.access(args.output_dir, os.W_OK):
@@ -111,13 +117,21 @@ class ContinualTrainer:
         return results
 
     # ------------------------------------------------------------- training
+    @property
+    def _key_weight(self) -> float | None:
+        """lambda of the matching loss for keys kept by the trainer (adapters with keys read their config)."""
+        return self.args.matching_loss_weight if self.task_keys is not None else None
+
     def _add_adapter(self, task: Task) -> None:
-        config = self.method.make_config(task, self.args)
+        config = self.method.make_config(task, self.args, self.base_model)
         if self.model is None:
             self.model = get_peft_model(self.base_model, config, adapter_name=task.name)
         else:
             self.model.add_adapter(task.name, config)
         self.model.set_adapter(task.name)
+        if self.task_keys is not None:  # earlier tasks' keys are frozen, like their adapters
+            self.task_keys.requires_grad_(False)
+            self.task_keys.add(task.name, device=self.accelerator.device)
 
     def train_task(self, task: Task) -> None:
         """Add ``task``'s adapter and train its parameters (masks and head) only."""
@@ -125,7 +139,8 @@ class ContinualTrainer:
         start = time.perf_counter()
         self._add_adapter(task)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        keys = [] if self.task_keys is None else [self.task_keys.keys[task.name]]
+        optimizer = torch.optim.AdamW(params + keys, lr=args.learning_rate, weight_decay=args.weight_decay)
         loader = make_loader(task.train, self.inputs, args.batch_size, True, args.seed, args.num_workers)
         model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
         model.train()
@@ -135,13 +150,16 @@ class ContinualTrainer:
         for _ in range(args.num_epochs):
             for batch in loader:
                 labels = batch.pop("labels")
-                logits = model(**batch).logits
+                logits = model(**batch).logits[:, : task.num_labels]  # the task's own head
                 loss = torch.nn.functional.cross_entropy(logits, labels)
                 if self.method.auxiliary_loss is not None:
-                    loss = loss + self.method.auxiliary_loss(acc.unwrap_model(model), batch, task.name)
+                    loss = loss + self.method.auxiliary_loss(acc.unwrap_model(model), batch, task.name,
+                                                             keys=self.task_keys, weight=self._key_weight)
                 acc.backward(loss)
+                if keys and acc.num_processes > 1:  # the keys live outside DDP: average their gradients by hand
+                    keys[0].grad = acc.reduce(keys[0].grad, reduction="mean")
                 if args.max_grad_norm:
-                    acc.clip_grad_norm_(params, args.max_grad_norm)
+                    acc.clip_grad_norm_(params + keys, args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
@@ -167,6 +185,8 @@ class ContinualTrainer:
         if acc.is_main_process:
             tmp = tempfile.mkdtemp(dir=self.args.output_dir, prefix=f".tmp-{task.name}-")
             self.model.save_pretrained(tmp, selected_adapters=[task.name])
+            if self.task_keys is not None:
+                self.task_keys.save(task.name, os.path.join(tmp, task.name))
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(tmp, task.name), final)
@@ -193,7 +213,8 @@ class ContinualTrainer:
                     out = evaluate_joint_batch(self.model, batch, labels, task)
                 else:
                     out = evaluate_batch(self.model, batch, labels, i, seen, self.task_id_mode,
-                                         per_sample=not self.args.task_id_batchwise, num_shots=self.args.task_id_shots)
+                                         per_sample=not self.args.task_id_batchwise, num_shots=self.args.task_id_shots,
+                                         keys=self.task_keys)
                 for key, v in out.items():
                     parts[key].append(self.accelerator.gather_for_metrics(v.to(self.accelerator.device)).cpu())
             for key in parts:
@@ -233,6 +254,7 @@ class ContinualTrainer:
             "timing": self.timing,
             "config": asdict(self.args),
             "versions": _versions(),
+            **self.notes,
         }
         if self.accelerator.is_main_process:
             out = self.args.output_dir

@@ -1,0 +1,117 @@
+"""Prompt-ID keys for adapters that carry none, such as PEFT's own LoRA (the ``lora`` baseline).
+
+DualPrompt's task inference (Wang et al., ECCV 2022, Sec. 4.3) needs only two things: a query, the frozen model's
+pre-logits feature, and one learnable key per task. DualPrompt and DualPrompt-Soft-TF keep the key inside their task
+adapter. :class:`TaskKeys` gives any other ``PeftModel`` the same rule: one key per task adapter, trained with the
+same pull constraint (``-lambda * cos(query, key_t)``) and saved beside the adapter as ``task_key.safetensors``
+(PEFT ignores extra files in an adapter folder, so the folder still loads with ``PeftModel.from_pretrained``).
+
+It has the two methods :func:`peft_memory.prompt_id` reads from a peft_memory tuner, ``frozen_features`` and
+``key_similarity``, so ``prompt_id(model, inputs, names, keys=task_keys)`` works on any PEFT model.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .families import get_family
+
+KEY_FILE = "task_key.safetensors"
+
+
+def frozen_query(peft_model, inputs: dict) -> torch.Tensor:
+    """The base model's pre-logits feature ``(batch, features)``: the classifier's input with every adapter
+    disabled (``PeftModel.disable_adapter()``), without gradient. On a bare encoder: its pooled output.
+
+    Raises:
+        ValueError: if the base model is not a supported family (see :mod:`peft_memory.families`).
+    """
+    base = peft_model.get_base_model()
+    family = get_family(base)
+    head = getattr(base, family.classifier, None)  # nn.Linear, or PEFT's ModulesToSaveWrapper around it
+    store: dict = {}
+    if head is not None:
+        handle = head.register_forward_hook(lambda m, args, out: store.__setitem__("features", args[0]))
+    else:
+        handle = base.register_forward_hook(
+            lambda m, args, out: store.__setitem__("features", family.pooled_features(out)))
+    try:
+        with torch.no_grad(), peft_model.disable_adapter():
+            peft_model(**inputs)
+    finally:
+        handle.remove()
+    return store["features"]
+
+
+class TaskKeys(nn.Module):
+    """One learnable key ``(dim,)`` per task adapter, for Prompt-ID on adapters without keys.
+
+    Args:
+        dim: feature size of the query (the base model's ``hidden_size``).
+        init: keys start at ``U(-init, init)``, as DualPrompt's public code (1.0).
+
+    Example::
+
+        keys = TaskKeys(model.config.hidden_size)
+        keys.add("task_0")                                   # trained by keys.matching_loss(...)
+        task = peft_memory.prompt_id(model, inputs, ["task_0", "task_1"], keys=keys)   # (batch,)
+    """
+
+    def __init__(self, dim: int, init: float = 1.0):
+        super().__init__()
+        if dim <= 0 or init <= 0:
+            raise ValueError(f"TaskKeys needs dim > 0 and init > 0, got dim={dim}, init={init}.")
+        self.dim, self.init = dim, init
+        self.keys = nn.ParameterDict()
+
+    def add(self, name: str, device=None, dtype=None) -> nn.Parameter:
+        """Create ``name``'s key at ``U(-init, init)``. Raises ``ValueError`` if it exists."""
+        if name in self.keys:
+            raise ValueError(f"a key for adapter {name!r} exists already; each task adapter has one key.")
+        key = nn.Parameter(torch.empty(self.dim, device=device, dtype=dtype).uniform_(-self.init, self.init))
+        self.keys[name] = key
+        return key
+
+    # the two methods prompt_id() reads
+    def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:
+        """See :func:`frozen_query`."""
+        return frozen_query(peft_model, inputs)
+
+    def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
+        """Cosine similarity ``(batch, T)`` between query ``features`` ``(batch, dim)`` and the adapters' keys.
+
+        Raises:
+            KeyError: naming the adapters that have no key.
+        """
+        missing = [n for n in adapter_names if n not in self.keys]
+        if missing:
+            raise KeyError(f"no Prompt-ID key for adapters {missing}; known: {list(self.keys)}.")
+        keys = torch.stack([self.keys[n] for n in adapter_names]).to(features)
+        return F.normalize(features, dim=-1) @ F.normalize(keys, dim=-1).T
+
+    # persistence, one file per adapter folder
+    def save(self, name: str, folder: str) -> str:
+        """Write ``name``'s key to ``folder/task_key.safetensors``; returns the path."""
+        path = os.path.join(folder, KEY_FILE)
+        save_file({"key": self.keys[name].detach().cpu().contiguous()}, path)
+        return path
+
+    def load(self, name: str, folder: str, device=None) -> None:
+        """Read ``folder/task_key.safetensors`` as ``name``'s key (safetensors only: nothing is unpickled).
+
+        Raises:
+            FileNotFoundError: if the adapter folder has no key file (it was not trained with task keys).
+            ValueError: if the key's size differs from ``dim``.
+        """
+        path = os.path.join(folder, KEY_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: this adapter was saved without a Prompt-ID key.")
+        key = load_file(path)["key"]
+        if key.shape != (self.dim,):
+            raise ValueError(f"{path} holds a key of shape {tuple(key.shape)}; this TaskKeys has dim={self.dim}.")
+        self.keys[name] = nn.Parameter(key.to(device), requires_grad=False)
