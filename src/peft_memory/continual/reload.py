@@ -87,7 +87,7 @@ def verify_run(output_dir: str, model: PeftModel | None = None) -> dict[str, flo
 EVALUATION_SETTINGS = ("task_id_mode", "task_id_batchwise", "task_id_shots", "eval_batch_size")
 
 
-def evaluate_run(run_dir: str, output_dir: str, **settings) -> dict:
+def evaluate_run(run_dir: str, output_dir: str, *, sequence=None, base_model=None, inputs=None, **settings) -> dict:
     """Re-evaluate a finished run's saved adapters under other evaluation settings, without training.
 
     Column ``j`` of every accuracy matrix is rebuilt with the adapters of tasks ``0..j`` only, which training never
@@ -97,6 +97,8 @@ def evaluate_run(run_dir: str, output_dir: str, **settings) -> dict:
     Args:
         run_dir: the finished run (adapters and ``results.json``).
         output_dir: where the new ``results.json`` and heatmap go (the adapters stay in ``run_dir``).
+        sequence, base_model, inputs: the run's task sequence, a fresh base model and its input pipeline; default:
+            loaded from the run's saved arguments (``load_sequence``, ``load_model_and_inputs``).
         settings: any of :data:`EVALUATION_SETTINGS`.
 
     Raises:
@@ -114,13 +116,16 @@ def evaluate_run(run_dir: str, output_dir: str, **settings) -> dict:
         results = json.load(f)
     args = ContinualArguments(**{**results["config"], **settings, "output_dir": output_dir, "push_to_hub": None})
     method = get_method(args.method)
-    sequence = load_sequence(args)
-    base, inputs = load_model_and_inputs(args, sequence.max_task_classes)
-    trainer = ContinualTrainer(base, sequence, method, inputs, args)
+    if sequence is None:
+        sequence = load_sequence(args)
+    if base_model is None:
+        base_model, inputs = load_model_and_inputs(args, sequence.max_task_classes)
+    trainer = ContinualTrainer(base_model, sequence, method, inputs, args)
     trainer.notes["adapters_from"] = os.path.abspath(run_dir)
-    trainer.model = load_run(run_dir, [t.name for t in trainer.tasks[: results["tasks_completed"]]], base_model=base)
+    names = [t.name for t in trainer.tasks[: results["tasks_completed"]]]
+    trainer.model = load_run(run_dir, names, base_model=base_model)
     if method.task_keys:
-        trainer.task_keys = load_task_keys(run_dir, list(trainer.model.peft_config), base.config.hidden_size)
+        trainer.task_keys = load_task_keys(run_dir, names, base_model.config.hidden_size)
     columns = [len(sequence) - 1] if method.joint else range(results["tasks_completed"])
     for j in columns:
         trainer.evaluate_seen(j)
