@@ -10,7 +10,12 @@ disabled is bit-exact) or ``(keys, values, mask)``:
 
 - ``keys``, ``values``: ``(batch, heads, n_extra, head_dim)``, prepended on the key axis;
 - ``mask``: ``None`` (every query reads every extra key) or a bool ``(batch, 1 or heads, q_len, n_extra)``
-  (True = attend), the per-query-row rules of memory tokens (Sandler et al. 2022, Table 1).
+  (True = attend), the per-query-row rules of memory tokens (Sandler et al. 2022, Table 1);
+- optionally (an :class:`ExtraKV`) ``key_mask``, a bool ``(batch, 1 or heads, q_len, k_len)`` ANDed into the
+  model's own mask over the sequence's keys (task class tokens appended to the sequence are keys that the original
+  tokens must not read), and ``base_rows``: the first ``base_rows`` queries are computed by the untouched base
+  call on the first ``base_rows`` keys alone (bit-exact original tokens, also under sdpa), and ``mask`` /
+  ``key_mask`` then describe only the remaining ``q_len - base_rows`` query rows.
 
 The mask builders of the base implementations are registered under the new names too: without them transformers
 returns ``mask=None`` for unknown names and BERT's padding mask would be silently dropped. Flash and flex attention
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from transformers import AttentionInterface
@@ -30,6 +36,16 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 PREFIX = "peft_memory_"
 SUPPORTED = ("eager", "sdpa")
 _PROVIDER_ATTR = "_peft_memory_extra_kv"
+
+
+class ExtraKV(NamedTuple):
+    """What a provider returns (a plain ``(keys, values, mask)`` tuple works too); see the module docstring."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
+    base_rows: int | None = None
 
 
 def _base_function(module, base: str) -> Callable:
@@ -68,6 +84,30 @@ def extend_mask(mask: torch.Tensor | None, extra_mask: torch.Tensor | None, n_ex
     return torch.cat([extra_mask.expand(batch, heads, q_len, n_extra), mask.expand(batch, heads, q_len, k_len)], -1)
 
 
+def _attend(fn, module, query, key, value, attention_mask, extra_k, extra_v, extra_mask, key_mask, additive, kwargs):
+    n_extra = extra_k.shape[2]
+    batch, q_len, k_len = query.shape[0], query.shape[2], key.shape[2]
+    if key_mask is not None:
+        attention_mask = _and_mask(attention_mask, key_mask, additive, query.dtype)
+    key = torch.cat([extra_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
+    value = torch.cat([extra_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
+    attention_mask = extend_mask(attention_mask, extra_mask, n_extra, k_len, q_len, additive=additive,
+                                 dtype=query.dtype)
+    return fn(module, query, key, value, attention_mask, **kwargs)
+
+
+def _and_mask(mask: torch.Tensor | None, key_mask: torch.Tensor, additive: bool, dtype) -> torch.Tensor:
+    """``mask`` (``None``, bool or additive) restricted further by the bool ``key_mask``, in ``mask``'s convention."""
+    if mask is None:
+        mask = key_mask
+        if not additive:
+            return mask
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    if mask.dtype == torch.bool:
+        return mask & key_mask
+    return torch.where(key_mask, mask, torch.finfo(mask.dtype).min)
+
+
 def _make_attention(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         fn = _base_function(module, base)
@@ -75,14 +115,17 @@ def _make_attention(base: str) -> Callable:
         extra = provider(module, query) if provider is not None else None
         if extra is None:
             return fn(module, query, key, value, attention_mask, **kwargs)
-        extra_k, extra_v, extra_mask = extra
-        n_extra = extra_k.shape[2]
-        batch = query.shape[0]
-        key = torch.cat([extra_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
-        value = torch.cat([extra_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
-        attention_mask = extend_mask(attention_mask, extra_mask, n_extra, key.shape[2] - n_extra, query.shape[2],
-                                     additive=base == "eager", dtype=query.dtype)
-        return fn(module, query, key, value, attention_mask, **kwargs)
+        extra_k, extra_v, extra_mask, key_mask, base_rows = ExtraKV(*extra)
+        if base_rows is None:
+            return _attend(fn, module, query, key, value, attention_mask, extra_k, extra_v, extra_mask, key_mask,
+                           base == "eager", kwargs)
+        n = base_rows  # original rows: the base call on the original keys; the rest also read the extra keys
+        base_mask = None if attention_mask is None else attention_mask[:, :, :n, :n]
+        out, weights = fn(module, query[:, :, :n], key[:, :, :n], value[:, :, :n], base_mask, **kwargs)
+        rest_mask = None if attention_mask is None else attention_mask[:, :, n:]
+        out_rest, _ = _attend(fn, module, query[:, :, n:], key, value, rest_mask, extra_k, extra_v, extra_mask,
+                              key_mask, base == "eager", kwargs)
+        return torch.cat([out, out_rest], dim=1), weights  # (batch, q_len, heads, head_dim)
 
     attention.__name__ = f"{PREFIX}{base}_attention"
     return attention

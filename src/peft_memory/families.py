@@ -25,6 +25,8 @@ class ModelFamily:
         ffn: the two feed-forward projections (in, out).
         attention: the module, relative to an encoder layer, that calls transformers' attention interface.
         classifier: attribute name of the classification head on ``*For*Classification`` models.
+        attention_norm: the LayerNorm before self-attention, relative to an encoder layer (``None``: post-LN BERT).
+        final_norm: the LayerNorm after the encoder, an attribute of the bare model (``None``: BERT).
     """
 
     name: str
@@ -37,6 +39,8 @@ class ModelFamily:
     ffn: tuple[str, str]
     attention: str = "attention"
     classifier: str = "classifier"
+    attention_norm: str | None = "layernorm_before"
+    final_norm: str | None = "layernorm"
 
     def pooled_features(self, output) -> torch.Tensor:
         """The feature a classifier reads, from a bare model's output.
@@ -61,7 +65,7 @@ VIT = ModelFamily(
     ffn=("mlp.fc1", "mlp.fc2"),
 )
 # DINOv2 keeps ViT's attention and MLP names; its layers live in `encoder.layer`.
-DINOV2 = replace(VIT, name="dinov2", model_types=("dinov2",), layers_pattern="layer")
+DINOV2 = replace(VIT, name="dinov2", model_types=("dinov2",), layers_pattern="layer", attention_norm="norm1")
 BERT = ModelFamily(
     name="bert",
     model_types=("bert",),
@@ -72,6 +76,8 @@ BERT = ModelFamily(
     attention_output="attention.output.dense",
     ffn=("intermediate.dense", "output.dense"),
     attention="attention.self",
+    attention_norm=None,
+    final_norm=None,
 )
 
 FAMILIES = (VIT, DINOV2, BERT)
@@ -111,6 +117,15 @@ def encoder_layers(model: nn.Module, family: ModelFamily) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == family.layers_pattern and len(module) == n:
             return module
     raise ValueError(f"no {n}-long ModuleList named {family.layers_pattern!r} in {type(model).__name__}.")
+
+
+def bare_model(model: nn.Module) -> nn.Module:
+    """The bare encoder inside a model (``ViTModel``, ``Dinov2Model``, ``BertModel``): the first module with an
+    ``embeddings`` child. Raises ``ValueError`` for an unexpected layout."""
+    for module in model.modules():
+        if isinstance(getattr(module, "embeddings", None), nn.Module):
+            return module
+    raise ValueError(f"{type(model).__name__} has no module with an `embeddings` child.")
 
 
 def attention_modules(model: nn.Module, family: ModelFamily) -> list[nn.Module]:

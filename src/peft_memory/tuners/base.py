@@ -194,23 +194,28 @@ class ContinualTuner(BaseTuner):
         """
         if self._adapters_off:
             return None
-        heads, routing = self.task_heads, self._routing
+        heads, routing, head = self.task_heads, self._routing, self._apply_head
         if routing.superpose is not None:
-            return torch.cat([heads[n](features) for n in routing.superpose[0]], dim=-1)
+            return torch.cat([head(n, features) for n in routing.superpose[0]], dim=-1)
         if routing.groups is not None:
             if len(routing.groups) == 1 and routing.groups[0][0] in heads:
-                return heads[routing.groups[0][0]](features)
+                return head(routing.groups[0][0], features)
             width = max(heads[n].out_features for n, _ in routing.groups if n in heads)
             out = features.new_full((features.shape[0], width), torch.finfo(features.dtype).min)
             for name, index in routing.groups:
                 if name not in heads:
                     raise ValueError(f"adapter {name!r} has no task head; route only adapters with a head.")
-                out[index, : heads[name].out_features] = heads[name](features[index])
+                out[index, : heads[name].out_features] = head(name, features, index)
             return out
         active = [n for n in self.active_adapters if n in heads]
         if not active:
             return None
-        return torch.cat([heads[n](features) for n in active], dim=-1)
+        return torch.cat([head(n, features) for n in active], dim=-1)
+
+    def _apply_head(self, name: str, features: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Task ``name``'s head on ``features`` ``(batch, in_features)`` (rows ``index`` only, if given). Tuners whose
+        tasks read their own feature (memory tokens' class tokens) override it."""
+        return self.task_heads[name](features if index is None else features[index])
 
     def _classifier_hook(self, module, args, output):
         if self._capture is not None:

@@ -1,0 +1,4 @@
+from .config import MemoryTokenConfig
+from .model import MemoryTokenModel
+
+__all__ = ["MemoryTokenConfig", "MemoryTokenModel"]
