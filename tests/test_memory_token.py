@@ -1,15 +1,20 @@
 """Memory tokens (Sandler et al. 2022): base model untouched, concatenation == alone, the literal reference
 computation, Table 1 masks, extension, plain fine-tuning mode, save/load, errors."""
 
+import contextlib
 import functools
 
 import pytest
 import torch
 from conftest import MODEL_KINDS, make_inputs, make_model
 from peft import PeftModel, get_peft_model
+from test_continual_trainer import minilm, run
 
 import peft_memory  # noqa: F401
 from peft_memory import MemoryTokenConfig, gradient_id
+from peft_memory.continual.evaluation import evaluate_concatenated_batch
+from peft_memory.continual.reload import load_run, verify_run
+from peft_memory.continual.tasks import Task
 from peft_memory.families import bare_model, encoder_layers, get_family
 from peft_memory.tuners.memory_token.masks import class_token_reads, table1_masks
 
@@ -259,3 +264,32 @@ def test_memory_layer_out_of_range():
 
 
 assert set(MODEL_KINDS) == {"bert_cls", "bert", "vit_cls", "vit", "dinov2"}
+
+
+class AllHeads:
+    """Stand-in for a memory-token model: every head's logits from one forward, fixed by hand."""
+
+    def __init__(self, task_logits):
+        self.task_logits = task_logits
+        self.base_model = type("T", (), {"concatenated": staticmethod(lambda names: contextlib.nullcontext())})()
+
+    def __call__(self, **batch):
+        return type("O", (), {"task_logits": self.task_logits})()
+
+
+def test_most_confident_head_rule_by_hand():
+    tasks = [Task("t0", ["a", "b"], [None], [None], [0, 1]), Task("t1", ["c", "d"], [None], [None], [2, 3])]
+    # sample 0: t0's head is sure (softmax 0.98), t1's unsure -> t0; sample 1: t1's head is surer -> t1
+    heads = {"t0": torch.tensor([[4.0, 0.0], [1.0, 0.0]]), "t1": torch.tensor([[0.1, 0.0], [0.0, 3.0]])}
+    out = evaluate_concatenated_batch(AllHeads(heads), {}, torch.tensor([0, 1]), 1, tasks)
+    assert out["task_id"].tolist() == [False, True] and out["cil"].tolist() == [False, True]
+    assert out["til"].tolist() == [True, True]  # t1's own head is right on both
+
+
+def test_memory_token_trainer_run_keeps_task_incremental_accuracy_and_reloads(tmp_path, tokenizer):
+    trainer, results, _ = run(tmp_path, tokenizer, method="memory_token", num_memory_tokens=2,
+                              max_steps_per_task=4)
+    assert results["task_identity"]["mode"] == "max_softmax"
+    til = results["til_accuracy_matrix"]
+    assert til[0][0] == til[0][1]  # task_1's adapter runs in the same forward and changes nothing for task_0
+    assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=minilm())) == {"task_0": 0.0, "task_1": 0.0}

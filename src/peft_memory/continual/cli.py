@@ -74,7 +74,7 @@ def evaluate(argv: list[str]) -> int:
                                      description="Re-evaluate a finished run's adapters (no training).")
     parser.add_argument("run_dir")
     parser.add_argument("output_dir")
-    parser.add_argument("--task_id_mode", choices=["gradient_id", "prompt_id", "max_logit"])
+    parser.add_argument("--task_id_mode", choices=["gradient_id", "prompt_id", "max_logit", "max_softmax"])
     parser.add_argument("--task_id_batchwise", action="store_true", default=None,
                         help="one task id per test batch (labelled BATCH-WISE in the results)")
     parser.add_argument("--task_id_shots", type=int)

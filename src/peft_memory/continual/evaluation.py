@@ -23,6 +23,9 @@ def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, nu
     """
     if mode == "gradient_id":
         return gradient_id(model, inputs, names, per_sample=per_sample, num_shots=num_shots)
+    if mode == "max_softmax":
+        raise ValueError("task_id_mode='max_softmax' reads every head from one forward: use "
+                         "evaluate_concatenated_batch (memory tokens).")
     if mode == "prompt_id":
         return prompt_id(model, inputs, names, per_sample=per_sample, keys=keys)
     if mode != "max_logit":
@@ -37,6 +40,28 @@ def infer_tasks(model, inputs, names: list[str], mode: str, per_sample: bool, nu
     if not per_sample:
         task = torch.full_like(task, int(task.mode().values))
     return task
+
+
+def evaluate_concatenated_batch(model, batch: dict, labels: torch.Tensor, k: int, tasks: list[Task],
+                                per_sample: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`evaluate_batch` for memory tokens: ONE forward with every seen task's adapter taking part gives every
+    head's logits (``task_logits``). Task-incremental: the true task's head. Class-incremental rule: the most
+    confident head, ``argmax_t max softmax(logits_t)``, per sample (``per_sample=False``: the batch's majority,
+    labelled batch-wise)."""
+    names = [t.name for t in tasks]
+    with torch.no_grad(), model.base_model.concatenated(names):
+        per_task = model(**batch).task_logits
+    logits = [per_task[n].float().cpu() for n in names]
+    confidence = torch.stack([lg.softmax(dim=-1).max(dim=-1).values for lg in logits], dim=-1)  # (batch, T)
+    inferred = confidence.argmax(dim=-1)
+    if not per_sample:
+        inferred = torch.full_like(inferred, int(inferred.mode().values))
+    labels = labels.cpu()
+    til_pred = logits[k].argmax(dim=-1)
+    pred_local = torch.stack([logits[t][i].argmax() for i, t in enumerate(inferred.tolist())])
+    true_global = _global(tasks, torch.full_like(labels, k), labels)
+    return {"til": til_pred == labels, "cil": _global(tasks, inferred, pred_local) == true_global,
+            "task_id": inferred == k}
 
 
 def _global(tasks: list[Task], task_index: torch.Tensor, local: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,9 @@ import torch
 from peft import LoraConfig, PeftConfig
 
 from ..families import get_family, num_layers
-from ..tuners import DualPromptConfig, SoftMaskConfig
+from ..tuners import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig
 from ..tuners.prompts import PromptFields
 from .tasks import Task
-
-TASK_ID_MODES = ("gradient_id", "prompt_id", "max_logit")
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,8 @@ class MethodSpec:
     Attributes:
         name: CLI name (``--method``).
         make_config: ``(task, args, base_model) -> PeftConfig`` for the task's adapter.
-        task_id_mode: default task-identity inference (``gradient_id``, ``prompt_id`` or ``max_logit``).
+        task_id_mode: default task-identity inference (``gradient_id``, ``prompt_id``, ``max_logit`` or
+            ``max_softmax``: the most confident head, all heads in one forward, memory tokens).
         joint: train one adapter on all tasks' data at once (the upper bound), not continually.
         auxiliary_loss: ``(peft_model, batch, adapter_name, keys=None, weight=None) -> scalar`` added to the
             cross-entropy of each step.
@@ -38,7 +37,7 @@ class MethodSpec:
     joint: bool = False
     auxiliary_loss: Callable | None = None
     task_keys: bool = False
-    task_id_modes: tuple[str, ...] = TASK_ID_MODES
+    task_id_modes: tuple[str, ...] = ("gradient_id", "prompt_id", "max_logit")
 
 
 def matching_loss(model, batch: dict, adapter_name: str, keys=None, weight: float | None = None) -> torch.Tensor:
@@ -99,14 +98,25 @@ def _lora(task: Task, args, model) -> LoraConfig:
     )
 
 
+def _memory_token(task: Task, args, model=None) -> MemoryTokenConfig:
+    return MemoryTokenConfig(
+        label_names=task.label_names,
+        num_memory_tokens=args.num_memory_tokens,
+        layers_to_transform=list(args.layers) if args.layers else None,
+        memory_after_norm=args.memory_after_norm,
+        attention=args.memory_attention,
+    )
+
+
 METHODS: dict[str, MethodSpec] = {
-    "soft_mask": MethodSpec("soft_mask", _soft_mask, "gradient_id"),
+    "soft_mask": MethodSpec("soft_mask", _soft_mask, "gradient_id", task_id_modes=("gradient_id", "max_logit")),
     "dual_prompt": MethodSpec("dual_prompt", _dual_prompt, "prompt_id", auxiliary_loss=matching_loss),
     "soft_mask_prompts": MethodSpec("soft_mask_prompts", _soft_mask_prompts, "prompt_id",
                                     auxiliary_loss=matching_loss),
     "lora": MethodSpec("lora", _lora, "prompt_id", auxiliary_loss=matching_loss, task_keys=True,
                        task_id_modes=("prompt_id", "max_logit")),
-    "head_only": MethodSpec("head_only", _head_only, "max_logit"),
+    "memory_token": MethodSpec("memory_token", _memory_token, "max_softmax", task_id_modes=("max_softmax", "max_logit")),
+    "head_only": MethodSpec("head_only", _head_only, "max_logit", task_id_modes=("max_logit", "gradient_id")),
     "joint": MethodSpec("joint", _soft_mask, "max_logit", joint=True),
 }
 

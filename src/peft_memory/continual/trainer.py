@@ -28,7 +28,7 @@ from ..task_keys import TaskKeys
 from . import metrics
 from .arguments import ContinualArguments
 from .data import make_loader
-from .evaluation import evaluate_batch, evaluate_joint_batch
+from .evaluation import evaluate_batch, evaluate_concatenated_batch, evaluate_joint_batch
 from .methods import MethodSpec
 from .plots import plot_accuracy_matrix
 from .reload import REFERENCE_FILE, save_reference_predictions
@@ -211,6 +211,9 @@ class ContinualTrainer:
                 labels = batch.pop("labels")
                 if self.method.joint:
                     out = evaluate_joint_batch(self.model, batch, labels, task)
+                elif self.task_id_mode == "max_softmax":
+                    out = evaluate_concatenated_batch(self.model, batch, labels, i, seen,
+                                                      per_sample=not self.args.task_id_batchwise)
                 else:
                     out = evaluate_batch(self.model, batch, labels, i, seen, self.task_id_mode,
                                          per_sample=not self.args.task_id_batchwise, num_shots=self.args.task_id_shots,

@@ -19,6 +19,7 @@ Output: ``logits`` as for every peft_memory tuner (the active adapter's head; pe
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import torch
@@ -206,6 +207,17 @@ class MemoryTokenModel(ContinualTuner):
         if family.attention_norm and not config.memory_after_norm:
             memory = layer.get_submodule(family.attention_norm)(memory)
         return layer.get_submodule(family.key)(memory), layer.get_submodule(family.value)(memory)
+
+    @contextlib.contextmanager
+    def concatenated(self, adapter_names: list[str]):
+        """Run the next forwards with every adapter of ``adapter_names`` taking part (one class token each), then
+        restore the active adapters: ``output.task_logits[name]`` is ``(batch, num_labels)`` for each of them."""
+        previous = list(self.active_adapters)
+        self.set_adapter(list(adapter_names), inference_mode=True)
+        try:
+            yield
+        finally:
+            self.set_adapter(previous if len(previous) > 1 else previous[0])
 
     # ------------------------------------------------------------- outputs
     def _token_features(self) -> torch.Tensor:
