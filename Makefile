@@ -15,7 +15,7 @@ VIT ?= ../shared/models/vit-small-patch14-dinov2
 VISION_ARGS := --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2
 
-.PHONY: setup test demo baselines vision compare lint clean
+.PHONY: setup test demo baselines vision compare memory-table bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,25 @@ compare: setup
 	    head_only joint,outputs/compare/$$b/$(m)) > outputs/compare/$$b.md || exit 1; \
 	  cat outputs/compare/$$b.md; \
 	done
+
+# The shape of Sandler et al. 2022, Table 2 on 5-split Fashion-MNIST with the ViT: head only, head + class token
+# (0 memory tokens), 1, 5 and 10 memory tokens per layer, and full fine-tuning of one model per task (lr 1e-4).
+# Writes outputs/table2.md.
+MEMORY_TOKENS := 0 1 5 10
+memory-table: setup
+	$(CLI) train $(VISION_ARGS) --method head_only --output_dir outputs/table2/head_only
+	for m in $(MEMORY_TOKENS); do \
+	  $(CLI) train $(VISION_ARGS) --method memory_token --num_memory_tokens $$m \
+	    --output_dir outputs/table2/memory_$$m || exit 1; \
+	done
+	$(PY) examples/vit/full_finetune.py $(VISION_ARGS) --learning_rate 1e-4 --output_dir outputs/table2/full_finetune
+	$(CLI) report outputs/table2/head_only $(foreach m,$(MEMORY_TOKENS),outputs/table2/memory_$(m)) \
+	  outputs/table2/full_finetune > outputs/table2.md
+	cat outputs/table2.md
+
+# Speed benchmarks (bench/): ratios measured in one process, alternating repetitions, medians.
+bench: setup
+	$(PY) bench/memory_concat.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
