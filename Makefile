@@ -96,6 +96,7 @@ memory-table: setup
 
 # Speed benchmarks (bench/): ratios measured in one process, alternating repetitions, medians.
 bench: setup
+	$(PY) bench/run_all.py
 	$(PY) bench/memory_concat.py
 
 lint: setup

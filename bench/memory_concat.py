@@ -11,9 +11,9 @@ Same process, same batch, alternating repetitions, medians. Prints a Markdown ta
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
+import functools
+import os
+import sys
 
 import torch
 from peft import get_peft_model
@@ -21,6 +21,9 @@ from transformers import ViTConfig, ViTModel
 
 import peft_memory  # noqa: F401
 from peft_memory import MemoryTokenConfig
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import alternate, machine  # noqa: E402
 
 
 def build(tiny: bool, tasks: int, tokens: int, attn: str):
@@ -37,25 +40,13 @@ def build(tiny: bool, tasks: int, tokens: int, attn: str):
     return model.eval(), config
 
 
-def timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes (smoke run)")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median; at least 5)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--tokens", type=int, default=5, help="memory tokens per layer per task")
-    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 5, 10])
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    args = parser.parse_args(argv)
-    args.tasks = sorted(set(args.tasks) | {1})  # one task is the reference
-    model, config = build(args.tiny, max(args.tasks), args.tokens, args.attn)
+def measure(tiny: bool = False, reps: int = 5, batch: int = 4, tokens: int = 5, tasks=(1, 2, 5, 10),
+            attn: str = "sdpa") -> dict[tuple[str, int], float]:
+    """Median seconds of ``("concat", T)`` (T tasks in one forward) and ``("separate", T)`` (T forwards)."""
+    tasks = sorted(set(tasks) | {1})  # one task is the reference
+    model, config = build(tiny, max(tasks), tokens, attn)
     tuner = model.base_model
-    pixels = torch.randn(args.batch, 3, config.image_size, config.image_size)
+    pixels = torch.randn(batch, 3, config.image_size, config.image_size)
 
     def concat(t):
         with torch.inference_mode(), tuner.concatenated([f"task_{i}" for i in range(t)]):
@@ -67,22 +58,30 @@ def main(argv=None) -> None:
                 tuner.set_adapter(f"task_{i}")
                 model(pixel_values=pixels)
 
-    for t in args.tasks:  # warm-up
-        concat(t)
-    times = {(kind, t): [] for t in args.tasks for kind in ("concat", "separate")}
-    for _ in range(args.reps):  # alternate every measurement within each repetition
-        for t in args.tasks:
-            times[("concat", t)].append(timed(concat, t))
-            times[("separate", t)].append(timed(separate, t))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    fns = {}
+    for t in tasks:
+        fns[("concat", t)] = functools.partial(concat, t)
+        fns[("separate", t)] = functools.partial(separate, t)
+    return alternate(fns, reps=reps)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (smoke run)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median; at least 5)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=5, help="memory tokens per layer per task")
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    args = parser.parse_args(argv)
+    med = measure(args.tiny, args.reps, args.batch, args.tokens, args.tasks, args.attn)
     one = med[("concat", 1)]
     shape = "tiny ViT" if args.tiny else "ViT-S/14 224px (hidden 384, 12 layers, 6 heads, 257 tokens)"
     print(f"# Memory tokens: T tasks in one forward ({shape}, batch {args.batch}, {args.tokens} memory tokens per "
-          f"layer per task, {args.attn}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-          f", torch {torch.__version__}, median of {args.reps})\n")
+          f"layer per task, {args.attn}; {machine()}; median of {args.reps})\n")
     print("| T | one forward (ms) | concat(T) / one task | T separate / concat(T) |")
     print("|---|---|---|---|")
-    for t in args.tasks:
+    for t in sorted({t for _, t in med}):
         print(f"| {t} | {1000 * med[('concat', t)]:.1f} | {med[('concat', t)] / one:.3f}x | "
               f"{med[('separate', t)] / med[('concat', t)]:.2f}x |")
 

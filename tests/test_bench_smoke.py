@@ -18,3 +18,12 @@ def test_memory_concat_bench_runs_on_tiny_shapes(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.000x"
+
+
+def test_run_all_writes_every_row_on_tiny_shapes(tmp_path):
+    text = load("run_all").main(["--tiny", "--reps", "1", "--output", str(tmp_path / "RESULTS.md")])
+    assert (tmp_path / "RESULTS.md").read_text() == text
+    for row in ("SoftMask inference, cached", "SoftMask mixed batch of 5 tasks", "SoftMask training step vs PEFT LoRA",
+                "Gradient-ID per sample vs Prompt-ID", "DualPrompt forward incl. frozen query",
+                "Memory tokens: 10 tasks concatenated", "Adapter size on disk per task, SoftMask"):
+        assert f"| {row}" in text, row

@@ -1,0 +1,79 @@
+"""Shared benchmark plumbing: alternating repetitions with medians, the machine's description, RESULTS.md rows."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def alternate(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function over ``reps`` rounds; every round runs each function once, in turn, so slow
+    drifts of the machine (other processes, thermal) hit all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine() -> str:
+    """CPU model, cores and threads, torch version, and the GPU if one is used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}{gpu}"
+
+
+@dataclass
+class Row:
+    """One line of RESULTS.md. ``value`` is a ratio (``unit="x"``) or a reported quantity."""
+
+    name: str
+    value: float
+    goal: str  # e.g. "<= 1.03x", ">= 0.95x" or "reported"
+    shapes: str
+    detail: str = ""
+    unit: str = "x"
+
+    @property
+    def met(self) -> str:
+        if self.goal.startswith("<="):
+            return "yes" if self.value <= float(self.goal[2:].strip(" x")) else "**no**"
+        if self.goal.startswith(">="):
+            return "yes" if self.value >= float(self.goal[2:].strip(" x")) else "**no**"
+        return "-"
+
+    def markdown(self) -> str:
+        value = f"{self.value:.3f}{self.unit}" if self.unit == "x" else f"{self.value:,.2f} {self.unit}"
+        return f"| {self.name} | {value} | {self.goal} | {self.met} | {self.shapes} | {self.detail} |"
+
+
+def results_markdown(rows: list[Row], command: str, reps: int) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `{command}` on: {machine()}. Each ratio is measured in one process, alternating the "
+        f"measured functions every repetition; medians of {reps}. Benchmarks are not tests: CI runs them only on "
+        "tiny shapes (`tests/test_bench_smoke.py`).",
+        "",
+        "| row | measured | goal | met | shapes | detail |",
+        "|---|---|---|---|---|---|",
+        *(row.markdown() for row in rows),
+        "",
+    ]
+    return "\n".join(lines)
