@@ -18,7 +18,7 @@ SHAPES = {
                                intermediate_size=3072), 32, 128),
     "tiny-vit": ("vit", dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=5, num_attention_heads=2,
                              intermediate_size=64), 10, 32),
-    "tiny-bert": ("bert", dict(vocab_size=200, hidden_size=32, num_hidden_layers=5, num_attention_heads=2,
+    "tiny-bert": ("bert", dict(vocab_size=30522, hidden_size=32, num_hidden_layers=5, num_attention_heads=2,
                                intermediate_size=64), 10, 16),
 }
 

@@ -23,6 +23,7 @@ from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig, gra
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Row, alternate, results_markdown  # noqa: E402
 from models import SHAPES, describe, make  # noqa: E402
+from training_cost import peak_memory, trainer_throughput  # noqa: E402
 
 NAMES = [f"task_{i}" for i in range(5)]
 
@@ -183,6 +184,8 @@ def main(argv=None) -> str:
         rows += dual_prompt_forward(shape, args.reps, device)
     for shape in text:
         rows += task_identity_pass(shape, args.reps, device)
+        rows += trainer_throughput(shape, args.reps)
+        rows += peak_memory(shape)
     for shape in vision:
         rows += memory_concat(shape, args.reps, device)
         rows += adapter_sizes(shape, device)
