@@ -97,7 +97,7 @@ memory-table: setup
 # Speed benchmarks (bench/): ratios measured in one process, alternating repetitions, medians.
 bench: setup
 	$(PY) bench/run_all.py
-	$(PY) bench/memory_concat.py
+	$(PY) bench/memory_concat.py >> bench/RESULTS.md
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
