@@ -7,7 +7,15 @@ from peft import PeftModel, mapping
 from peft.tuners import tuners_utils
 
 import peft_memory
-from peft_memory import DualPromptConfig, DualPromptModel, PeftMemoryType, SoftMaskConfig, SoftMaskModel
+from peft_memory import (
+    DualPromptConfig,
+    DualPromptModel,
+    MemoryTokenConfig,
+    MemoryTokenModel,
+    PeftMemoryType,
+    SoftMaskConfig,
+    SoftMaskModel,
+)
 
 
 def test_peft_version_is_the_pinned_minor():
@@ -22,7 +30,9 @@ def test_dispatch_mappings_exist_and_hold_our_types():
     assert mapping.PEFT_TYPE_TO_PREFIX_MAPPING["SOFT_MASK"] == "soft_mask_"
     assert mapping.PEFT_TYPE_TO_CONFIG_MAPPING["DUAL_PROMPT"] is DualPromptConfig
     assert mapping.PEFT_TYPE_TO_TUNER_MAPPING["DUAL_PROMPT"] is DualPromptModel
-    assert "MEMORY_TOKEN" not in mapping.PEFT_TYPE_TO_TUNER_MAPPING  # registered when its tuner lands (issue 5)
+    assert mapping.PEFT_TYPE_TO_CONFIG_MAPPING["MEMORY_TOKEN"] is MemoryTokenConfig
+    assert mapping.PEFT_TYPE_TO_TUNER_MAPPING["MEMORY_TOKEN"] is MemoryTokenModel
+    assert mapping.PEFT_TYPE_TO_PREFIX_MAPPING["MEMORY_TOKEN"] == "memory_token_"
 
 
 def test_peft_type_enum_is_still_closed():
