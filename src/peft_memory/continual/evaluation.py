@@ -58,7 +58,7 @@ def evaluate_concatenated_batch(model, batch: dict, labels: torch.Tensor, k: int
         inferred = torch.full_like(inferred, int(inferred.mode().values))
     labels = labels.cpu()
     til_pred = logits[k].argmax(dim=-1)
-    pred_local = torch.stack([logits[t][i].argmax() for i, t in enumerate(inferred.tolist())])
+    pred_local = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=-1).gather(1, inferred[:, None])[:, 0]
     true_global = _global(tasks, torch.full_like(labels, k), labels)
     return {"til": til_pred == labels, "cil": _global(tasks, inferred, pred_local) == true_global,
             "task_id": inferred == k}

@@ -83,6 +83,13 @@ class ContinualTuner(BaseTuner):
         super().set_adapter(adapter_name, inference_mode=inference_mode)
         self._set_tuner_level_grads(inference_mode=inference_mode)
 
+    def _tuner_level_dict(self, name: str) -> nn.ParameterDict:
+        """The tuner-level ``nn.ParameterDict`` ``<prefix><name>`` (adapter name -> parameter), created on first use."""
+        key = self.prefix + name
+        if key not in self._modules:
+            self.add_module(key, nn.ParameterDict())
+        return self._modules[key]
+
     def _tuner_level_dicts(self) -> list[nn.Module]:
         return [self._modules[self.prefix + n] for n in self.tuner_level_names if self.prefix + n in self._modules]
 

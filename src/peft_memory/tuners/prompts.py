@@ -63,10 +63,7 @@ class PromptsMixin:
     include :data:`PROMPT_ATTRS`)."""
 
     def _prompt_dict(self, name: str) -> nn.ParameterDict:
-        key = self.prefix + name
-        if key not in self._modules:
-            self.add_module(key, nn.ParameterDict())
-        return self._modules[key]
+        return self._tuner_level_dict(name)
 
     @staticmethod
     def _wants_prompts(config) -> bool:

@@ -57,10 +57,7 @@ class MemoryTokenModel(ContinualTuner):
         raise NotImplementedError
 
     def _params(self, name: str) -> nn.ParameterDict:
-        key = self.prefix + name
-        if key not in self._modules:
-            self.add_module(key, nn.ParameterDict())
-        return self._modules[key]
+        return self._tuner_level_dict(name)
 
     # ------------------------------------------------------------------ set-up
     def inject_adapter(self, model, adapter_name, *args, **kwargs):
@@ -92,8 +89,8 @@ class MemoryTokenModel(ContinualTuner):
     def _install_hooks(self, model) -> None:
         if "_mem" in self.__dict__:
             return
-        self._mem = SimpleNamespace(names=[], n=None, reads=None, tokens=None, fine_tune_cls=False, base_logits=None,
-                                    task_logits=None)
+        self._mem = SimpleNamespace(names=[], n=None, reads=None, masks={}, tokens=None, fine_tune_cls=False,
+                                    base_logits=None, task_logits=None)
         enable_injection(model)
         # plain attributes, not submodules: the tuner must not register the model's modules a second time
         self.__dict__["_bare"] = bare = bare_model(model)
@@ -144,7 +141,7 @@ class MemoryTokenModel(ContinualTuner):
         st = self._mem
         st.names, st.tokens, st.base_logits, st.task_logits = self._taking_part(), None, None, None
         st.fine_tune_cls = bool(st.names) and self.peft_config[st.names[0]].fine_tune_cls
-        st.reads = None
+        st.reads, st.masks = None, {}
         if st.names and not st.fine_tune_cls:
             st.reads = class_token_reads(st.names, {n: self.peft_config[n].extends for n in st.names})
             mask = kwargs.get("attention_mask")
@@ -195,8 +192,10 @@ class MemoryTokenModel(ContinualTuner):
                 k = v = query.new_zeros(1, heads, 0, head_dim)
             if st.fine_tune_cls:  # plain fine-tuning: every token reads the memory
                 return ExtraKV(k, v) if keys else None
-            memory_mask, key_mask = table1_masks(st.reads, sizes, st.n, device=query.device)
-            return ExtraKV(k, v, memory_mask, key_mask, base_rows=st.n)
+            masks = st.masks.get(tuple(sizes))  # layers with the same memory layout share their masks
+            if masks is None:
+                masks = st.masks[tuple(sizes)] = table1_masks(st.reads, sizes, st.n, device=query.device)
+            return ExtraKV(k, v, *masks, base_rows=st.n)
 
         return provide
 
