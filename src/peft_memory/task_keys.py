@@ -24,9 +24,13 @@ from .families import get_family
 KEY_FILE = "task_key.safetensors"
 
 
-def frozen_query(peft_model, inputs: dict) -> torch.Tensor:
+def frozen_query(peft_model, inputs: dict, disabled=None) -> torch.Tensor:
     """The base model's pre-logits feature ``(batch, features)``: the classifier's input with every adapter
-    disabled (``PeftModel.disable_adapter()``), without gradient. On a bare encoder: its pooled output.
+    disabled, without gradient. On a bare encoder: its pooled output.
+
+    Args:
+        disabled: a context-manager factory that turns the adapters off; default ``peft_model.disable_adapter``
+            (peft_memory's tuners that wrap no layer pass their own ``adapters_disabled``, since PEFT's raises there).
 
     Raises:
         ValueError: if the base model is not a supported family (see :mod:`peft_memory.families`).
@@ -41,7 +45,7 @@ def frozen_query(peft_model, inputs: dict) -> torch.Tensor:
         handle = base.register_forward_hook(
             lambda m, args, out: store.__setitem__("features", family.pooled_features(out)))
     try:
-        with torch.no_grad(), peft_model.disable_adapter():
+        with torch.no_grad(), (disabled or peft_model.disable_adapter)():
             peft_model(**inputs)
     finally:
         handle.remove()

@@ -48,7 +48,6 @@ class ContinualTuner(BaseTuner):
             return
         self._routing = Routing()
         self._adapters_off = False
-        self._capture: dict | None = None  # set to a dict to record the head input ("features")
         setattr(self, self._head_attr, nn.ModuleDict())
         family = get_family(model)
         classifier = find_classifier(model, family)
@@ -225,15 +224,11 @@ class ContinualTuner(BaseTuner):
         return self.task_heads[name](features if index is None else features[index])
 
     def _classifier_hook(self, module, args, output):
-        if self._capture is not None:
-            self._capture["features"] = args[0]
         logits = self._task_logits(args[0])
         return output if logits is None else logits
 
     def _bare_model_hook(self, module, args, output):
         features = self._family.pooled_features(output)
-        if self._capture is not None:
-            self._capture["features"] = features
         logits = self._task_logits(features)
         if logits is not None:
             output["logits"] = logits

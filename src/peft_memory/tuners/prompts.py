@@ -19,7 +19,6 @@ the largest cosine similarity, per sample. Training pulls the true task's key to
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..attention import enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
+from ..task_keys import frozen_query
 from .validation import validate_layers
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
@@ -152,19 +152,10 @@ class PromptsMixin:
         return provide
 
     # --------------------------------------------------------- query and keys
-    @contextlib.contextmanager
-    def _capturing(self):
-        self._capture = {}
-        try:
-            yield self._capture
-        finally:
-            self._capture = None
-
     def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:
-        """The frozen model's pre-logits feature ``(batch, features)`` (adapters disabled; no grad)."""
-        with torch.no_grad(), self.adapters_disabled(), self._capturing() as store:
-            peft_model(**inputs)
-        return store["features"]
+        """The frozen model's pre-logits feature ``(batch, features)`` (adapters disabled; no grad); see
+        :func:`peft_memory.frozen_query`."""
+        return frozen_query(peft_model, inputs, disabled=self.adapters_disabled)
 
     def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         """Cosine similarity ``(batch, T)`` between the query features and the adapters' keys."""
