@@ -69,7 +69,7 @@ def results_markdown(rows: list[Row], command: str, reps: int) -> str:
         "",
         f"Produced by `{command}` on: {machine()}. Each ratio is measured in one process, alternating the "
         f"measured functions every repetition; medians of {reps}. Benchmarks are not tests: CI runs them only on "
-        "tiny shapes (`tests/test_bench_smoke.py`).",
+        "tiny shapes (`tests/test_bench_smoke.py`). Missed goals: profiles and reasons in [NOTES.md](NOTES.md).",
         "",
         "| row | measured | goal | met | shapes | detail |",
         "|---|---|---|---|---|---|",

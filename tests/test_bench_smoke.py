@@ -27,3 +27,10 @@ def test_run_all_writes_every_row_on_tiny_shapes(tmp_path):
                 "Gradient-ID per sample vs Prompt-ID", "DualPrompt forward incl. frozen query",
                 "Memory tokens: 10 tasks concatenated", "Adapter size on disk per task, SoftMask"):
         assert f"| {row}" in text, row
+
+
+def test_task_identity_profile_runs_on_tiny_shapes(capsys):
+    times = load("profile_task_identity").main(["--shape", "tiny-bert", "--reps", "1"])
+    assert set(times) == {"routed forward", "Prompt-ID query pass", "superposed forward (masks + prompts)",
+                          "Gradient-ID, masks + prompts", "Gradient-ID, masks only"}
+    assert "| routed forward |" in capsys.readouterr().out
