@@ -17,46 +17,42 @@ import sys
 
 import torch
 from peft import get_peft_model
-from transformers import ViTConfig, ViTModel
 
 import peft_memory  # noqa: F401
 from peft_memory import MemoryTokenConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import alternate, machine  # noqa: E402
+from models import SHAPES, describe, make  # noqa: E402
 
 
-def build(tiny: bool, tasks: int, tokens: int, attn: str):
-    if tiny:
-        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, attn_implementation=attn)
-    else:  # ViT-S/14 (DINOv2-small layout) at 224 px: 16 x 16 patches + CLS = 257 tokens
-        config = ViTConfig(image_size=224, patch_size=14, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                           intermediate_size=1536, attn_implementation=attn)
-    torch.manual_seed(0)
-    model = get_peft_model(ViTModel(config), MemoryTokenConfig(num_memory_tokens=tokens, num_labels=10), "task_0")
+def build(shape: str, tasks: int, tokens: int, device: str = "cpu"):
+    """``(model, inputs)``: shape ``shape`` of :mod:`models` with ``tasks`` memory adapters ``task_0..``."""
+    base, inputs = make(shape, device=device)
+    model = get_peft_model(base, MemoryTokenConfig(num_memory_tokens=tokens, num_labels=10), "task_0")
     for t in range(1, tasks):
         model.add_adapter(f"task_{t}", MemoryTokenConfig(num_memory_tokens=tokens, num_labels=10))
-    return model.eval(), config
+    return model.eval(), inputs
 
 
-def measure(tiny: bool = False, reps: int = 5, batch: int = 4, tokens: int = 5, tasks=(1, 2, 5, 10),
-            attn: str = "sdpa") -> dict[tuple[str, int], float]:
-    """Median seconds of ``("concat", T)`` (T tasks in one forward) and ``("separate", T)`` (T forwards)."""
+def measure(shape: str = "vit-s14", reps: int = 5, batch: int | None = None, tokens: int = 5, tasks=(1, 2, 5, 10),
+            device: str = "cpu") -> dict[tuple[str, int], float]:
+    """Median seconds of ``("concat", T)`` (T tasks in one forward) and ``("separate", T)`` (T forwards); ``batch``
+    keeps the first ``batch`` samples of the shape's batch."""
     tasks = sorted(set(tasks) | {1})  # one task is the reference
-    model, config = build(tiny, max(tasks), tokens, attn)
+    model, inputs = build(shape, max(tasks), tokens, device)
+    inputs = {k: v[:batch] for k, v in inputs.items()} if batch else inputs
     tuner = model.base_model
-    pixels = torch.randn(batch, 3, config.image_size, config.image_size)
 
     def concat(t):
         with torch.inference_mode(), tuner.concatenated([f"task_{i}" for i in range(t)]):
-            model(pixel_values=pixels)
+            model(**inputs)
 
     def separate(t):
         with torch.inference_mode():
             for i in range(t):
                 tuner.set_adapter(f"task_{i}")
-                model(pixel_values=pixels)
+                model(**inputs)
 
     fns = {}
     for t in tasks:
@@ -72,13 +68,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=5, help="memory tokens per layer per task")
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 5, 10])
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     args = parser.parse_args(argv)
-    med = measure(args.tiny, args.reps, args.batch, args.tokens, args.tasks, args.attn)
+    shape = "tiny-vit" if args.tiny else "vit-s14"
+    med = measure(shape, args.reps, args.batch, args.tokens, args.tasks)
     one = med[("concat", 1)]
-    shape = "tiny ViT" if args.tiny else "ViT-S/14 224px (hidden 384, 12 layers, 6 heads, 257 tokens)"
-    print(f"# Memory tokens: T tasks in one forward ({shape}, batch {args.batch}, {args.tokens} memory tokens per "
-          f"layer per task, {args.attn}; {machine()}; median of {args.reps})\n")
+    print(f"# Memory tokens: T tasks in one forward ({describe(shape).replace(f'batch {SHAPES[shape][2]}', f'batch {args.batch}')}"
+          f", {args.tokens} memory tokens per layer per task; {machine()}; median of {args.reps})\n")
     print("| T | one forward (ms) | concat(T) / one task | T separate / concat(T) |")
     print("|---|---|---|---|")
     for t in sorted({t for _, t in med}):

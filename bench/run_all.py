@@ -22,6 +22,7 @@ from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig, gra
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Row, alternate, results_markdown  # noqa: E402
+from memory_concat import measure as measure_memory  # noqa: E402
 from models import SHAPES, describe, make  # noqa: E402
 from training_cost import peak_memory, trainer_throughput  # noqa: E402
 
@@ -130,22 +131,10 @@ def dual_prompt_forward(shape, reps, device):
 
 
 def memory_concat(shape, reps, device):
-    base, inputs = make(shape, device=device)
-    model = get_peft_model(base, MemoryTokenConfig(num_labels=10), "task_0")
-    names = [f"task_{i}" for i in range(10)]
-    for name in names[1:]:
-        model.add_adapter(name, MemoryTokenConfig(num_labels=10))
-    tuner = model.eval().base_model
-
-    def run(k):
-        def fn():
-            with torch.inference_mode(), tuner.concatenated(names[:k]):
-                model(**inputs)
-        return fn
-
-    t = alternate({"one": run(1), "ten": run(10)}, reps)
-    return [Row("Memory tokens: 10 tasks concatenated in one pass vs one task", t["ten"] / t["one"], "<= 1.2x",
-                describe(shape), "5 memory tokens per layer per task, every layer")]
+    med = measure_memory(shape, reps, tasks=(1, 10), device=device)
+    return [Row("Memory tokens: 10 tasks concatenated in one pass vs one task",
+                med[("concat", 10)] / med[("concat", 1)], "<= 1.2x", describe(shape),
+                "5 memory tokens per layer per task, every layer")]
 
 
 def adapter_sizes(shape, device):
