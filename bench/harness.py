@@ -12,19 +12,36 @@ from dataclasses import dataclass
 import torch
 
 
-def alternate(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function over ``reps`` rounds; every round runs each function once, in turn, so slow
-    drifts of the machine (other processes, thermal) hit all of them alike."""
+class Timings(dict):
+    """Median seconds per function (the dict), with every round's times kept in ``rounds`` for paired ratios."""
+
+    def __init__(self, rounds: dict[str, list[float]]) -> None:
+        super().__init__({k: statistics.median(v) for k, v in rounds.items()})
+        self.rounds = rounds
+
+    def ratio(self, num: str, den: str) -> float:
+        """Median over rounds of ``num / den`` measured in the same round: slow drifts of the machine cancel."""
+        return statistics.median(a / b for a, b in zip(self.rounds[num], self.rounds[den]))
+
+
+def alternate(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1) -> Timings:
+    """Seconds of each function over ``reps`` rounds. Every round runs the functions in order and then in reverse
+    order (A B B A) and keeps the mean of the two runs, so drifts of the machine (other processes, thermal, caches)
+    and the position in the round hit all of them alike."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    rounds: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
     for _ in range(reps):
-        for key, fn in fns.items():
+        spent = dict.fromkeys(fns, 0.0)
+        for key, fn in order + order[::-1]:
             start = time.perf_counter()
             fn()
-            times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+            spent[key] += time.perf_counter() - start
+        for key, value in spent.items():
+            rounds[key].append(value / 2)
+    return Timings(rounds)
 
 
 def machine() -> str:

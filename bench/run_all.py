@@ -59,9 +59,9 @@ def soft_mask_inference(shape, reps, device):
     tuner.merge_adapter([NAMES[0]])
     m = alternate({"base": base, "merged": cached}, reps)
     tuner.unmerge_adapter()
-    return [Row("SoftMask inference, cached, vs base forward", t["cached"] / t["base"], "<= 1.03x", describe(shape)),
-            Row("SoftMask inference, merged, vs base forward", m["merged"] / m["base"], "<= 1.03x", describe(shape)),
-            Row("SoftMask mixed batch of 5 tasks (adapter_names) vs base forward", t["routed"] / t["base"],
+    return [Row("SoftMask inference, cached, vs base forward", t.ratio("cached", "base"), "<= 1.03x", describe(shape)),
+            Row("SoftMask inference, merged, vs base forward", m.ratio("merged", "base"), "<= 1.03x", describe(shape)),
+            Row("SoftMask mixed batch of 5 tasks (adapter_names) vs base forward", t.ratio("routed", "base"),
                 "<= 1.3x", describe(shape))]
 
 
@@ -92,24 +92,30 @@ def soft_mask_vs_lora_training(shape, reps, device):
     soft_step, soft_params = train_step_fn(soft, inputs)
     lora_step, lora_params = train_step_fn(lora, inputs)
     t = alternate({"soft": soft_step, "lora": lora_step}, reps)
-    return [Row("SoftMask training step vs PEFT LoRA on the same layers", t["soft"] / t["lora"], "<= 1.1x",
+    return [Row("SoftMask training step vs PEFT LoRA on the same layers", t.ratio("soft", "lora"), "<= 1.1x",
                 describe(shape), f"trainable: SoftMask {soft_params:,}, LoRA r={rank} {lora_params:,}")]
 
 
 def task_identity_pass(shape, reps, device, batches=2):
     model, inputs = with_adapters(shape, lambda: SoftMaskConfig(num_labels=10, use_prompts=True), device=device)
 
-    def whole_pass(rule):
+    def whole_pass(rule, **kwargs):
         def run():
             for _ in range(batches):
                 with torch.no_grad():
-                    task = rule(model, inputs, NAMES)
+                    task = rule(model, inputs, NAMES, **kwargs)
                     model(**inputs, adapter_names=[NAMES[i] for i in task.tolist()])
         return run
 
-    t = alternate({"gid": whole_pass(gradient_id), "pid": whole_pass(prompt_id)}, reps)
+    t = alternate({"gid": whole_pass(gradient_id), "pid": whole_pass(prompt_id),
+                   "gid_batch": whole_pass(gradient_id, per_sample=False, num_shots=7),
+                   "pid_batch": whole_pass(prompt_id, per_sample=False)}, reps)
+    detail = "5 tasks, DualPrompt-Soft-TF adapters"
     return [Row("Gradient-ID per sample vs Prompt-ID per sample (test pass incl. classification)",
-                t["gid"] / t["pid"], "<= 1.2x", describe(shape), "5 tasks, DualPrompt-Soft-TF adapters")]
+                t.ratio("gid", "pid"), "<= 1.2x", describe(shape), detail),
+            Row("Gradient-ID batch-wise (7 shots, reference protocol) vs Prompt-ID batch-wise (majority vote)",
+                t.ratio("gid_batch", "pid_batch"), "reported", describe(shape),
+                detail + "; one task id per test batch: the published 1.1x-1.6x is measured this way")]
 
 
 def dual_prompt_forward(shape, reps, device):
@@ -126,7 +132,7 @@ def dual_prompt_forward(shape, reps, device):
             model(**inputs, adapter_names=[NAMES[i] for i in task.tolist()])
 
     t = alternate({"base": base, "dual": prompted}, reps)
-    return [Row("DualPrompt forward incl. frozen query pass vs base forward", t["dual"] / t["base"], "<= 2.1x",
+    return [Row("DualPrompt forward incl. frozen query pass vs base forward", t.ratio("dual", "base"), "<= 2.1x",
                 describe(shape), "5 tasks, per-sample Prompt-ID")]
 
 

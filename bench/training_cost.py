@@ -73,7 +73,7 @@ def trainer_throughput(shape: str, reps: int, steps: int = 8, batch: int = 16) -
             opt.zero_grad(set_to_none=True)
 
     t = alternate({"trainer": trainer_run, "bare": bare_run}, reps, warmup=1)
-    return [Row("Continual trainer throughput vs a bare Accelerate loop", t["bare"] / t["trainer"], ">= 0.95x",
+    return [Row("Continual trainer throughput vs a bare Accelerate loop", t.ratio("bare", "trainer"), ">= 0.95x",
                 describe(shape).replace(f"batch {SHAPES[shape][2]}", f"batch {batch}"),
                 f"{steps} SoftMask steps incl. model set-up, both sides")]
 

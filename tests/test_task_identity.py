@@ -83,3 +83,27 @@ def test_superposition_is_linear_in_alpha(trained):
 def test_empty_candidates_error(trained):
     with pytest.raises(ValueError, match="adapter_names is empty"):
         gradient_id(trained, _task_batch(0, 2, 0)[0], [])
+
+
+def _alpha_grad(model, x, alphas):
+    """d(sum of entropies)/d alphas through the tuner's superposition, ``alphas`` ``(batch, T)``."""
+    alphas = alphas.clone().requires_grad_(True)
+    with torch.enable_grad(), model.base_model.superposition(["t0", "t1"], alphas):
+        log_p = model(**x).logits.log_softmax(-1)
+        (grad,) = torch.autograd.grad(-(log_p.exp() * log_p).sum(), alphas)
+    return grad
+
+
+def test_shared_alpha_fast_path_equals_the_stacked_per_sample_path(trained):
+    """Gradient-ID's rows all hold 1/T: the layers run one matmul with the mixed weight and get per-sample gradients
+    in the backward (SharedSuperposition). The same gradients, per sample, as the T-matmul path that any alphas take
+    (forced here by a 1e-7 difference in one row that is not part of the comparison)."""
+    x0, _ = _task_batch(0, 3, seed=11)
+    x1, _ = _task_batch(1, 3, seed=12)
+    x = {k: torch.cat([x0[k], x1[k], x0[k][:1]]) for k in x0}
+    shared = torch.full((7, 2), 0.5)
+    general = shared.clone()
+    general[-1] += 1e-7
+    fast, slow = _alpha_grad(trained, x, shared), _alpha_grad(trained, x, general)
+    assert fast.abs().max() > 1e-3  # a gradient that can differ
+    torch.testing.assert_close(fast[:6], slow[:6], rtol=1e-4, atol=1e-6)

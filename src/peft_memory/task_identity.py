@@ -10,7 +10,9 @@ those logits (the reference code keeps the top ``C/T``; ``top_k`` does the same)
 
 Per-sample (default): every sample gets its own row of alphas. ``W * sum_t alpha_t M_t`` is linear in alpha, so all
 rows fit in one batched forward and one backward (no loop over samples); samples do not interact, so the gradient
-for row ``b`` is exactly what sample ``b`` alone would give. Batch-wise (the reference evaluation, ``per_sample=False``)
+for row ``b`` is exactly what sample ``b`` alone would give. Every row holds ``1/T``, so each masked layer runs one
+matmul with the mean masked weight and forms the per-sample gradients ``<sum_s g_s^T x_s, W * M_t>`` in the backward
+(``SharedSuperposition``): the superposed forward costs about one plain forward, not ``T`` matmuls per masked layer. Batch-wise (the reference evaluation, ``per_sample=False``)
 uses the first ``num_shots`` samples and one id for the whole batch: it leaks task identity whenever a test batch
 holds a single task (google-research/l2p issue #28), so results computed that way must be labelled as such.
 """

@@ -176,7 +176,10 @@ class ContinualTuner(BaseTuner):
         missing = [n for n in adapter_names if n not in self.task_heads]
         if missing:
             raise ValueError(f"adapters {missing} have no task head (num_labels was not set in their config).")
-        with self._routed(superpose=(list(adapter_names), alphas)):
+        with torch.no_grad():  # one check per forward, not one per layer
+            row = alphas[:1].detach()
+            shared = row[0].clone() if bool((alphas == row).all()) else None
+        with self._routed(superpose=(list(adapter_names), alphas), shared_alphas=shared):
             yield
 
     @contextlib.contextmanager

@@ -7,6 +7,9 @@ forward pass by the tuner's context managers and read by the layers and the task
   ``index`` is a ``LongTensor`` of the batch rows that use that adapter. A layer runs one matmul per adapter present.
 - ``superpose``: ``(adapter_names, alphas)`` with ``alphas`` of shape ``(batch, num_adapters)``: every masked layer
   uses ``W * sum_t alphas[b, t] * M_t`` for sample ``b`` (SupSup superposition, used by Gradient-ID).
+- ``shared_alphas``: ``(num_adapters,)``, set with ``superpose`` when every row of ``alphas`` holds the same values
+  (Gradient-ID evaluates at ``1/T`` for every sample): the layers then run one matmul with the mixed weight and get
+  the per-sample gradients in the backward (:class:`peft_memory.tuners.soft_mask.layer.SharedSuperposition`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import torch
 class Routing:
     groups: list[tuple[str, torch.Tensor]] | None = None
     superpose: tuple[list[str], torch.Tensor] | None = None
+    shared_alphas: torch.Tensor | None = None
 
     def reset(self) -> None:
         self.groups = None
         self.superpose = None
+        self.shared_alphas = None
 
 
 def group_by_adapter(adapter_names: list[str], device: torch.device) -> list[tuple[str, torch.Tensor]]:

@@ -109,7 +109,7 @@ class Linear(nn.Module, SoftMaskLayer):
             return base(x, *args, **kwargs)
         routing = self._routing
         if routing.superpose is not None:
-            return self._superposed(x, *routing.superpose)
+            return self._superposed(x, *routing.superpose, shared=routing.shared_alphas)
         if routing.groups is not None:
             return self._routed(x, routing.groups)
         active = [a for a in self.active_adapters if a in self.soft_mask]
@@ -132,19 +132,62 @@ class Linear(nn.Module, SoftMaskLayer):
             out[index] = F.linear(x[index], self._adapter_weight(name), bias)
         return out
 
-    def _superposed(self, x: torch.Tensor, names: list[str], alphas: torch.Tensor) -> torch.Tensor:
-        """``x_b (W * sum_t alphas[b, t] M_t)^T + b`` for every sample ``b`` in one matmul.
+    def _superposed(self, x: torch.Tensor, names: list[str], alphas: torch.Tensor,
+                    shared: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_b (W * sum_t alphas[b, t] M_t)^T + b`` for every sample ``b``; ``alphas``: ``(batch, T)``.
 
-        Linear in ``alphas``, so it equals ``sum_t alphas[b, t] * x_b (W * M_t)^T``: the ``T`` masked weights are
-        stacked into one ``(T * out, in)`` matrix and the outputs mixed per sample. ``alphas``: ``(batch, T)``.
+        Linear in ``alphas``, so it equals ``sum_t alphas[b, t] * x_b (W * M_t)^T``. When every row of ``alphas`` is
+        ``shared`` (``(T,)``, Gradient-ID's ``1/T``), one matmul with the mixed weight gives the output and
+        :class:`SharedSuperposition` the per-sample gradients; otherwise the ``T`` masked weights are stacked into one
+        ``(T * out, in)`` matrix and the outputs mixed per sample.
         """
         with torch.no_grad():
-            stacked = torch.cat([self._adapter_weight(n) for n in names], dim=0)  # (T*out, in)
-        y = F.linear(x, stacked).unflatten(-1, (len(names), self.out_features))  # (B, ..., T, out)
-        mix = alphas.to(y.dtype).view(alphas.shape[0], *([1] * (y.dim() - 3)), len(names), 1)
-        out = (y * mix).sum(dim=-2)
+            stacked = torch.stack([self._adapter_weight(n) for n in names])  # (T, out, in)
+        if shared is not None:
+            out = SharedSuperposition.apply(x, alphas, stacked, shared)
+        else:
+            y = F.linear(x, stacked.flatten(0, 1)).unflatten(-1, (len(names), self.out_features))  # (B, ..., T, out)
+            mix = alphas.to(y.dtype).view(alphas.shape[0], *([1] * (y.dim() - 3)), len(names), 1)
+            out = (y * mix).sum(dim=-2)
         bias = self.get_base_layer().bias
         return out if bias is None else out + bias
 
     def __repr__(self) -> str:
         return "soft_mask." + super().__repr__()
+
+
+class SharedSuperposition(torch.autograd.Function):
+    """``y_b = x_b (sum_t alphas[b, t] W_t)^T`` when every row of ``alphas`` equals ``shared``, with exact gradients.
+
+    Forward: one matmul with ``W_bar = sum_t shared[t] W_t`` instead of ``T`` (the value is the same for every row).
+    Backward: ``dL/dx = g W_bar`` and, per sample, ``dL/d alphas[b, t] = <G_b, W_t>`` with
+    ``G_b = sum_s g_{b,s}^T x_{b,s}`` of shape ``(out, in)``: one batched matmul plus a ``(batch, out * in) @
+    (out * in, T)`` product, instead of the ``T`` matmuls of the stacked form. Batch rows are processed in chunks so
+    that ``G`` holds at most ``_CHUNK`` elements.
+
+    Shapes: ``x`` ``(batch, ..., in)``, ``alphas`` ``(batch, T)``, ``weights`` ``(T, out, in)`` (no gradient),
+    ``shared`` ``(T,)``; output ``(batch, ..., out)``.
+    """
+
+    _CHUNK = 1 << 26
+
+    @staticmethod
+    def forward(ctx, x, alphas, weights, shared):
+        mixed = (shared.to(weights.dtype) @ weights.flatten(1)).view(weights.shape[1:])
+        ctx.save_for_backward(x, weights, mixed)
+        ctx.alpha_dtype = alphas.dtype
+        return F.linear(x, mixed)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weights, mixed = ctx.saved_tensors
+        grad_x = grad @ mixed if ctx.needs_input_grad[0] else None
+        grad_alphas = None
+        if ctx.needs_input_grad[1]:
+            batch, (num, out, inp) = x.shape[0], weights.shape
+            g, xs = grad.reshape(batch, -1, out).transpose(1, 2), x.reshape(batch, -1, inp)
+            flat = weights.flatten(1).T  # (out * in, T)
+            step = max(1, SharedSuperposition._CHUNK // (out * inp))
+            grad_alphas = torch.cat([torch.bmm(g[i:i + step], xs[i:i + step]).flatten(1) @ flat
+                                     for i in range(0, batch, step)]).to(ctx.alpha_dtype)
+        return grad_x, grad_alphas, None, None
