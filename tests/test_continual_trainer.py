@@ -20,11 +20,14 @@ from peft_memory.continual.reload import load_run, verify_run
 WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
          "red blue green yellow black white pink brown grey orange "
          "one two three four five six seven eight nine ten "
-         "bread rice apple cheese milk egg soup cake meat salt").split()
+         "bread rice apple cheese milk egg soup cake meat salt "
+         "sun moon star rain snow wind cloud storm fog ice "
+         "car bus train boat plane bike truck ship cart taxi").split()
 
 
 def toy_sequence(num_tasks=2, per_class=16):
-    """Class c's texts use words 10c..10c+9 (animals, colours, numbers, food), so every class is learnable."""
+    """Class c's texts use words 10c..10c+9 (animals, colours, numbers, food, weather, vehicles): every class is
+    learnable. At most 3 tasks of 2 classes."""
     g = torch.Generator().manual_seed(0)
     texts, labels = [], []
     for c in range(2 * num_tasks):

@@ -8,6 +8,7 @@ saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MAS
 from .registry import PeftMemoryType, register_method
 from .task_identity import gradient_id, prompt_id
 from .task_keys import TaskKeys, frozen_query
+from .version import __version__
 from .tuners import (
     DualPromptConfig,
     DualPromptModel,
@@ -20,8 +21,6 @@ from .tuners import (
 register_method(PeftMemoryType.SOFT_MASK, SoftMaskConfig, SoftMaskModel)
 register_method(PeftMemoryType.DUAL_PROMPT, DualPromptConfig, DualPromptModel)
 register_method(PeftMemoryType.MEMORY_TOKEN, MemoryTokenConfig, MemoryTokenModel)
-
-__version__ = "0.1.0"
 
 __all__ = ["DualPromptConfig", "DualPromptModel", "MemoryTokenConfig", "MemoryTokenModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "TaskKeys",
            "frozen_query", "gradient_id", "prompt_id", "__version__"]

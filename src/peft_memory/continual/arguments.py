@@ -29,6 +29,12 @@ class ContinualArguments(PromptFields):
     )
     order: int = field(default=4, metadata={"help": "Task order of the five-dataset benchmark (4-7)."})
     output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue the interrupted run in --output_dir from its last finished task "
+                                 "(same arguments required); starts from the first task if none finished."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start again in an --output_dir that holds a run (its adapters are replaced "
+                                 "task by task). Without it, such a folder is refused."})
     seed: int = field(default=0, metadata={"help": "Seed of class order, sampling, initialisation and shuffling."})
     train_per_class: int | None = field(
         default=None, metadata={"help": "Training examples per class (default: the benchmark's; IDBR: 2000)."}

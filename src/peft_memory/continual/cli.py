@@ -31,7 +31,10 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     from .methods import get_method
     from .trainer import ContinualTrainer
 
+    from .checkpoint import prepare_output_dir
+
     method = get_method(args.method)
+    prepare_output_dir(args)  # before the data and model load: a bad --output_dir fails at once
     set_seed(args.seed)
     sequence = load_sequence(args)
     model, inputs = load_model_and_inputs(args, sequence.max_task_classes)

@@ -52,6 +52,10 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         args = ContinualArguments(**results["config"])
         num_labels = max(len(t["label_names"]) for t in results["tasks"])  # TaskSequence.max_task_classes
         base_model, _ = load_model_and_inputs(args, num_labels)
+    from .checkpoint import adapter_weights_path
+
+    for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin
+        adapter_weights_path(os.path.join(output_dir, name))
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:
         model.load_adapter(os.path.join(output_dir, name), adapter_name=name)

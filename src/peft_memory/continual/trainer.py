@@ -9,7 +9,6 @@ The maths (metrics, task-identity inference) lives in plain functions; this file
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,8 +24,9 @@ from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
 from ..task_keys import TaskKeys
-from . import metrics
+from . import checkpoint, metrics
 from .arguments import ContinualArguments
+from .checkpoint import atomic_write_json, run_config
 from .data import make_loader
 from .evaluation import evaluate_batch, evaluate_concatenated_batch, evaluate_joint_batch
 from .methods import MethodSpec
@@ -43,14 +43,6 @@ class TrainerCallback:
     def after_task_saved(self, trainer: ContinualTrainer, task: Task, path: str) -> None: ...
 
     def after_eval(self, trainer: ContinualTrainer, results: dict) -> None: ...
-
-
-def atomic_write_json(obj, path: str) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 class ContinualTrainer:
@@ -88,9 +80,7 @@ class ContinualTrainer:
         self.pooled: dict[str, float] = {}
         self.notes: dict = {}  # extra top-level entries of results.json
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
-        os.makedirs(args.output_dir, exist_ok=True)
-        if not os.access(args.output_dir, os.W_OK):
-            raise PermissionError(f"output_dir={args.output_dir!r} is not writable; pass a writable --output_dir.")
+        checkpoint.prepare_output_dir(args)
 
     # ----------------------------------------------------------------- run
     def run(self) -> dict:
@@ -98,23 +88,67 @@ class ContinualTrainer:
         set_seed(self.args.seed)
         if self._logging:
             self.accelerator.init_trackers("peft_memory", config=_flat(asdict(self.args)))
-        results = {}
-        for k, task in enumerate(self.tasks):
+        start = self.resume() if self.args.resume else 0
+        results = self.write_results(self._column(start - 1)) if start else {}
+        for k, task in enumerate(self.tasks[start:], start):
             for cb in self.callbacks:
                 cb.before_task(self, task)
             self.train_task(task)
             path = self.save_task(task)
             for cb in self.callbacks:
                 cb.after_task_saved(self, task, path)
-            column = len(self.sequence) - 1 if self.method.joint else k
-            self.evaluate_seen(column)
-            results = self.write_results(column)
+            self.evaluate_seen(self._column(k))
+            results = self.write_results(self._column(k))
+            self.save_state(k)
             for cb in self.callbacks:
                 cb.after_eval(self, results)
         if self.accelerator.is_main_process:
             self.save_reference_predictions()
         self.accelerator.end_training()
         return results
+
+    def _column(self, k: int) -> int:
+        """Accuracy-matrix column filled after training ``self.tasks[k]`` (joint: the last one)."""
+        return len(self.sequence) - 1 if self.method.joint else k
+
+    # ----------------------------------------------------------- resume
+    def save_state(self, k: int) -> None:
+        """Record ``self.tasks[k]`` as finished (main process; see :mod:`peft_memory.continual.checkpoint`)."""
+        if self.accelerator.is_main_process:
+            checkpoint.write_state(self.args.output_dir, {
+                "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
+                "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
+                "timing": self.timing, "notes": self.notes})
+        self.accelerator.wait_for_everyone()
+
+    def resume(self) -> int:
+        """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are.
+
+        Raises:
+            ValueError: if the interrupted run had other arguments or tasks, or an adapter file is corrupted.
+            FileNotFoundError: if a finished task's ``adapter_model.safetensors`` is missing.
+        """
+        out = self.args.output_dir
+        state = checkpoint.read_state(out)
+        if state is None:
+            print(f"--resume: no finished task in {out}; starting from the first task.")
+            return 0
+        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
+        done = state["tasks_completed"]
+        for task in self.tasks[:done]:
+            folder = os.path.join(out, task.name)
+            self._add_adapter(task)
+            checkpoint.load_adapter_weights(self.model, task.name, folder, self.accelerator.device)
+            if self.task_keys is not None:
+                self.task_keys.load(task.name, folder, device=self.accelerator.device)
+        self.model.eval()
+        self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
+        self.pooled, self.timing, self.notes = state["pooled"], state["timing"], state["notes"]
+        checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
+        if self.accelerator.is_main_process:
+            print(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
+                  + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
+        return done
 
     # ------------------------------------------------------------- training
     @property
@@ -255,7 +289,7 @@ class ContinualTrainer:
             "til_accuracy": self.pooled["til"],
             "task_id_accuracy": self.pooled["task_id"],
             "timing": self.timing,
-            "config": asdict(self.args),
+            "config": run_config(self.args),
             "versions": _versions(),
             **self.notes,
         }

@@ -65,9 +65,11 @@ class ContinualTuner(BaseTuner):
                 f"adapter_name={adapter_name!r} is a substring of the tuner prefix {self.prefix!r}; PEFT would "
                 "mis-filter its state dict. Choose another adapter name."
             )
+        config = self.peft_config[adapter_name]
+        if hasattr(config, "check_base_model"):
+            config.check_base_model(model, adapter_name)
         self._ensure_shared_state(model)
         super().inject_adapter(model, adapter_name, *args, **kwargs)
-        config = self.peft_config[adapter_name]
         if getattr(config, "num_labels", None):
             ref = next(model.parameters())
             head = nn.Linear(self._head_in_features, config.num_labels, device=ref.device, dtype=ref.dtype)

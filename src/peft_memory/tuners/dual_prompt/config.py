@@ -10,11 +10,12 @@ from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
 from ..prompts import PromptFields
+from ..compat import CompatibilityFields
 from ..validation import validate_head_fields
 
 
 @dataclass
-class DualPromptConfig(PromptFields, PeftConfig):
+class DualPromptConfig(PromptFields, CompatibilityFields, PeftConfig):
     """Configuration of a :class:`DualPromptModel`: one adapter per task (its E-prompt, key and head, and a snapshot
     of the shared G-prompt).
 
@@ -27,9 +28,12 @@ class DualPromptConfig(PromptFields, PeftConfig):
         matching_loss_weight (`float`): lambda of ``CE - lambda * cos(query, key)`` (paper: 1.0).
         num_labels (`Optional[int]`), label_names (`Optional[list[str]]`): the task's head and class names.
         target_modules: unused (prompts attach through the attention-injection mechanism, no layer is wrapped).
+        peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
+            (`Optional[int]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: for negative layers or lengths, both lengths 0, or inconsistent ``num_labels``/``label_names``.
+        ValueError: ``peft_memory_version`` from another major.minor version (install that version or retrain).
     """
 
     target_modules: list[str] | str | None = field(default=DUMMY_TARGET_MODULES,
@@ -44,5 +48,6 @@ class DualPromptConfig(PromptFields, PeftConfig):
         super().__post_init__()
         self.peft_type = PeftMemoryType.DUAL_PROMPT
         self.target_modules = DUMMY_TARGET_MODULES
+        self.check_version()
         validate_head_fields(self)
         self.validate_prompts()

@@ -9,13 +9,14 @@ from peft.config import PeftConfig
 from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
+from ..compat import CompatibilityFields
 from ..validation import validate_head_fields, validate_layers
 
 ATTENTION_MODES = ("concatenation", "extension")
 
 
 @dataclass
-class MemoryTokenConfig(PeftConfig):
+class MemoryTokenConfig(CompatibilityFields, PeftConfig):
     """Configuration of a :class:`MemoryTokenModel`: one adapter per task holding its memory, its class token and its
     head.
 
@@ -38,10 +39,13 @@ class MemoryTokenConfig(PeftConfig):
         cls_token_id (`Optional[int]`): BERT only: the token whose embedding initialises the task class token
             (default 101, ``[CLS]`` in BERT's WordPiece vocabularies).
         num_labels (`Optional[int]`), label_names (`Optional[list[str]]`): the task's head and class names.
+        peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
+            (`Optional[int]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: for a negative ``num_memory_tokens``, a non-positive ``init_std``, an unknown ``attention``,
             negative layers, or inconsistent ``num_labels``/``label_names``.
+        ValueError: ``peft_memory_version`` from another major.minor version (install that version or retrain).
     """
 
     num_memory_tokens: int = field(default=5, metadata={"help": "Memory tokens per selected layer (paper: 1-20)."})
@@ -69,6 +73,7 @@ class MemoryTokenConfig(PeftConfig):
         super().__post_init__()
         self.peft_type = PeftMemoryType.MEMORY_TOKEN
         self.target_modules = DUMMY_TARGET_MODULES
+        self.check_version()
         validate_head_fields(self)
         validate_layers(self.layers_to_transform)
         if isinstance(self.layers_to_transform, int):

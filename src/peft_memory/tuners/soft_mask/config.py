@@ -9,11 +9,12 @@ from peft.config import PeftConfig
 
 from ...registry import PeftMemoryType
 from ..prompts import PromptFields
+from ..compat import CompatibilityFields
 from ..validation import validate_head_fields, validate_layers
 
 
 @dataclass
-class SoftMaskConfig(PromptFields, PeftConfig):
+class SoftMaskConfig(PromptFields, CompatibilityFields, PeftConfig):
     """Configuration of a :class:`SoftMaskModel`: one adapter per task.
 
     Each adapter holds a real-valued mask ``M_t`` with the shape of every targeted frozen weight ``W``; the layer
@@ -45,10 +46,13 @@ class SoftMaskConfig(PromptFields, PeftConfig):
         modules_to_save (`Optional[list[str]]`): extra modules to train and save (PEFT semantics).
         use_prompts (`bool`): also give the task DualPrompt G-/E-prompts and a key (DualPrompt-Soft-TF, the
             paper's best setting); the prompt fields of :class:`DualPromptConfig` apply (default ``False``).
+        peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
+            (`Optional[int]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: on a non-finite ``mask_init``, a non-positive ``num_labels``, ``label_names`` whose length differs
             from ``num_labels``, or a negative layer index.
+        ValueError: ``peft_memory_version`` from another major.minor version (install that version or retrain).
     """
 
     target_modules: list[str] | str | None = field(
@@ -99,6 +103,7 @@ class SoftMaskConfig(PromptFields, PeftConfig):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, (list, tuple)):
             self.exclude_modules = set(self.exclude_modules)
+        self.check_version()
         validate_head_fields(self)
         if not isinstance(self.mask_init, (int, float)) or not math.isfinite(self.mask_init):
             raise ValueError(f"mask_init must be a finite number, got {self.mask_init!r}; the paper uses 1.0.")
