@@ -21,9 +21,9 @@ VIT_DINOV2_PATH = os.path.join(SHARED, "models", "vit-small-patch14-dinov2")
 
 
 def bert_config(attn="eager", **kw):
-    kw = {"num_labels": 3, **kw}
-    return BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                      intermediate_size=37, max_position_embeddings=64, attn_implementation=attn, **kw)
+    kw = {"num_labels": 3, "vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
+          "intermediate_size": 37, "max_position_embeddings": 64, **kw}
+    return BertConfig(attn_implementation=attn, **kw)
 
 
 def vit_config(attn="eager", **kw):

@@ -131,7 +131,7 @@ def test_soft_tf_with_prompts_uses_masks_and_prompts_of_one_adapter():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"g_prompt_layers": [-1]}, "layers_to_transform must hold non-negative"),
+    ({"g_prompt_layers": [-1]}, "g_prompt_layers must hold non-negative"),
     ({"e_prompt_length": -2}, "e_prompt_length must be a non-negative integer"),
     ({"g_prompt_length": 0, "e_prompt_length": 0}, "both 0: no prompt would be attached"),
 ])

@@ -16,6 +16,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -110,12 +111,15 @@ class TaskKeys(nn.Module):
 
         Raises:
             FileNotFoundError: if the adapter folder has no key file (it was not trained with task keys).
-            ValueError: if the key's size differs from ``dim``.
+            ValueError: if the key's size differs from ``dim``, or the file is corrupted.
         """
         path = os.path.join(folder, KEY_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: this adapter was saved without a Prompt-ID key.")
-        key = load_file(path)["key"]
+        try:
+            key = load_file(path)["key"]
+        except (SafetensorError, KeyError) as err:
+            raise ValueError(f"{path} is corrupted or truncated ({err}); save the key again or retrain the task.") from err
         if key.shape != (self.dim,):
             raise ValueError(f"{path} holds a key of shape {tuple(key.shape)}; this TaskKeys has dim={self.dim}.")
         self.keys[name] = nn.Parameter(key.to(device), requires_grad=False)

@@ -34,7 +34,8 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     from .checkpoint import prepare_output_dir
 
     method = get_method(args.method)
-    prepare_output_dir(args)  # before the data and model load: a bad --output_dir fails at once
+    method.resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before the data and model load
+    prepare_output_dir(args)
     set_seed(args.seed)
     sequence = load_sequence(args)
     model, inputs = load_model_and_inputs(args, sequence.max_task_classes)

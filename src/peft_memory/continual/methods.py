@@ -39,6 +39,14 @@ class MethodSpec:
     task_keys: bool = False
     task_id_modes: tuple[str, ...] = ("gradient_id", "prompt_id", "max_logit")
 
+    def resolve_task_id_mode(self, mode: str | None) -> str:
+        """``mode`` (or the method's default if ``None``); raises ``ValueError`` if it does not apply."""
+        mode = mode or self.task_id_mode
+        if mode not in self.task_id_modes:
+            raise ValueError(f"--task_id_mode {mode} does not apply to --method {self.name}; choose one of "
+                             f"{list(self.task_id_modes)}.")
+        return mode
+
 
 def matching_loss(model, batch: dict, adapter_name: str, keys=None, weight: float | None = None) -> torch.Tensor:
     """DualPrompt's pull constraint ``-lambda * mean cos(query, key_t)`` (Wang et al. 2022, Eq. 5); the query is

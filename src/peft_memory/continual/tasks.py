@@ -18,6 +18,9 @@ import numpy as np
 class Task:
     """One task of a class-incremental sequence.
 
+    Raises ``ValueError`` for no classes, a split without a ``label`` column, or labels outside
+    ``0..len(label_names)-1``.
+
     Attributes:
         name: task (and adapter) name; unique in a sequence.
         label_names: the task's class names, index = local label.
@@ -36,6 +39,19 @@ class Task:
             self.global_labels = list(range(len(self.label_names)))
         if len(self.global_labels) != len(self.label_names):
             raise ValueError(f"task {self.name!r}: global_labels and label_names differ in length.")
+        if not self.label_names:
+            raise ValueError(f"task {self.name!r} has no classes; pass its label_names.")
+        for split, ds in (("train", self.train), ("test", self.test)):
+            if not isinstance(ds, datasets.Dataset):  # stand-ins (e.g. in evaluation-only code) are not checked
+                continue
+            if "label" not in ds.column_names:
+                raise ValueError(f"task {self.name!r}: the {split} set has no 'label' column (columns: "
+                                 f"{ds.column_names}); rename the label column to 'label'.")
+            outside = sorted(v for v in ds.unique("label") if not 0 <= v < self.num_labels)
+            if outside:
+                raise ValueError(f"task {self.name!r}: {split} labels {outside[:5]} are outside the task's classes "
+                                 f"0..{self.num_labels - 1} ({self.num_labels} label_names); map labels to local ids "
+                                 "0..num_labels-1 or add the missing label_names.")
 
     @property
     def num_labels(self) -> int:

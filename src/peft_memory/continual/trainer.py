@@ -69,10 +69,7 @@ class ContinualTrainer:
         self.callbacks = list(callbacks)
         self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
-        self.task_id_mode = args.task_id_mode or method.task_id_mode
-        if self.task_id_mode not in method.task_id_modes:
-            raise ValueError(f"--task_id_mode {self.task_id_mode} does not apply to --method {method.name}; choose one "
-                             f"of {list(method.task_id_modes)}.")
+        self.task_id_mode = method.resolve_task_id_mode(args.task_id_mode)
         self.task_keys = TaskKeys(base_model.config.hidden_size, args.prompt_init) if method.task_keys else None
         self.tasks = self._joint_tasks() if method.joint else list(sequence.tasks)
         t = len(sequence)

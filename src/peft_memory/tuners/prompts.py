@@ -28,7 +28,7 @@ from torch import nn
 from ..attention import enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
 from ..task_keys import frozen_query
-from .validation import validate_layers
+from .validation import validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
 
@@ -47,14 +47,17 @@ class PromptFields:
                                                                "prompt_init), as the public code (1.0)."})
     matching_loss_weight: float = field(default=1.0, metadata={"help": "lambda of the key-query matching loss."})
 
-    def validate_prompts(self) -> None:
+    def validate_prompts(self, attached: bool = True) -> None:
+        """Raise ``ValueError`` naming the bad prompt field; ``attached``: the prompts are used (not both empty)."""
         for name in ("g_prompt_layers", "e_prompt_layers"):
-            validate_layers(getattr(self, name))
+            setattr(self, name, validate_layers(getattr(self, name), name, allow_none=False))
         for name in ("g_prompt_length", "e_prompt_length"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        if self.g_prompt_length == 0 and self.e_prompt_length == 0:
+        validate_number(self, "prompt_init", positive=True, hint="the public code uses 1.0")
+        validate_number(self, "matching_loss_weight", hint="the paper uses 1.0")
+        if attached and self.g_prompt_length == 0 and self.e_prompt_length == 0:
             raise ValueError("g_prompt_length and e_prompt_length are both 0: no prompt would be attached.")
 
 

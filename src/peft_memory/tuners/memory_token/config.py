@@ -10,7 +10,7 @@ from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
 from ..compat import CompatibilityFields
-from ..validation import validate_head_fields, validate_layers
+from ..validation import validate_flag, validate_head_fields, validate_layers, validate_number
 
 ATTENTION_MODES = ("concatenation", "extension")
 
@@ -75,14 +75,17 @@ class MemoryTokenConfig(CompatibilityFields, PeftConfig):
         self.target_modules = DUMMY_TARGET_MODULES
         self.check_version()
         validate_head_fields(self)
-        validate_layers(self.layers_to_transform)
-        if isinstance(self.layers_to_transform, int):
-            self.layers_to_transform = [self.layers_to_transform]
+        self.layers_to_transform = validate_layers(self.layers_to_transform)
+        for flag in ("memory_after_norm", "fine_tune_cls"):
+            validate_flag(self, flag)
+        if self.cls_token_id is not None and (not isinstance(self.cls_token_id, int) or isinstance(self.cls_token_id, bool)
+                                              or self.cls_token_id < 0):
+            raise ValueError(f"cls_token_id must be a token id (a non-negative integer), got {self.cls_token_id!r}; "
+                             "BERT's [CLS] is 101.")
         m = self.num_memory_tokens
         if not isinstance(m, int) or isinstance(m, bool) or m < 0:
             raise ValueError(f"num_memory_tokens must be a non-negative integer, got {m!r}; the paper uses 1-20.")
-        if not isinstance(self.init_std, (int, float)) or not self.init_std > 0:
-            raise ValueError(f"init_std must be a positive number, got {self.init_std!r}; the paper uses 0.02.")
+        validate_number(self, "init_std", positive=True, hint="the paper uses 0.02")
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention={self.attention!r} is unknown; use one of {list(ATTENTION_MODES)}.")
         if self.fine_tune_cls and self.attention == "extension":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from peft.config import PeftConfig
@@ -10,7 +9,7 @@ from peft.config import PeftConfig
 from ...registry import PeftMemoryType
 from ..prompts import PromptFields
 from ..compat import CompatibilityFields
-from ..validation import validate_head_fields, validate_layers
+from ..validation import validate_flag, validate_head_fields, validate_layers, validate_number
 
 
 @dataclass
@@ -105,8 +104,8 @@ class SoftMaskConfig(PromptFields, CompatibilityFields, PeftConfig):
             self.exclude_modules = set(self.exclude_modules)
         self.check_version()
         validate_head_fields(self)
-        if not isinstance(self.mask_init, (int, float)) or not math.isfinite(self.mask_init):
-            raise ValueError(f"mask_init must be a finite number, got {self.mask_init!r}; the paper uses 1.0.")
-        validate_layers(self.layers_to_transform)
-        if self.use_prompts:
-            self.validate_prompts()
+        validate_number(self, "mask_init", hint="the paper uses 1.0")
+        self.layers_to_transform = validate_layers(self.layers_to_transform)
+        for flag in ("use_prompts", "mask_ffn", "mask_attention_output", "init_weights"):
+            validate_flag(self, flag)
+        self.validate_prompts(attached=self.use_prompts)
