@@ -55,9 +55,10 @@ def soft_mask_inference(shape, reps, device):
         with torch.inference_mode():
             model(**inputs, adapter_names=mixed)
 
-    t = alternate({"base": base, "cached": cached, "routed": routed}, reps)
+    # a 3% goal needs more rounds than the machine's noise (identical forwards differ by up to 5% on 2 shared cores)
+    t = alternate({"base": base, "cached": cached, "routed": routed}, 3 * reps)
     tuner.merge_adapter([NAMES[0]])
-    m = alternate({"base": base, "merged": cached}, reps)
+    m = alternate({"base": base, "merged": cached}, 3 * reps)
     tuner.unmerge_adapter()
     return [Row("SoftMask inference, cached, vs base forward", t.ratio("cached", "base"), "<= 1.03x", describe(shape)),
             Row("SoftMask inference, merged, vs base forward", m.ratio("merged", "base"), "<= 1.03x", describe(shape)),
@@ -162,7 +163,8 @@ def adapter_sizes(shape, device):
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, for the CI smoke run")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions (median); at least 5 for real figures")
+    parser.add_argument("--reps", type=int, default=7, help="rounds (median); at least 5 for real figures "
+                        "(the inference rows run 3x as many)")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -45,8 +45,12 @@ def _sequence(rows: int, seq_len: int) -> TaskSequence:
     return TaskSequence("bench", [Task("task_0", ["a", "b"], ds, ds.select(range(8)), [0, 1])], ["a", "b"])
 
 
-def trainer_throughput(shape: str, reps: int, steps: int = 8, batch: int = 16) -> list[Row]:
-    """Time to train ``steps`` SoftMask steps with ContinualTrainer.train_task vs the same steps in a bare loop."""
+def trainer_throughput(shape: str, reps: int, steps: int = 24, batch: int = 16) -> list[Row]:
+    """Time to train ``steps`` SoftMask steps with ContinualTrainer.train_task vs the same steps in a bare loop.
+
+    Both sides include building the model and the loader. The trainer also pays a fixed ~0.25 s per task (2-core
+    CPU) for accelerate's ``free_memory()`` garbage collection after the task (profile in NOTES.md): 24 steps keep
+    that fixed cost from dominating a throughput figure (at 8 steps it alone is ~4%)."""
     seq_len = SHAPES[shape][3]
     sequence, inputs = _sequence(steps * batch, seq_len), TextInputs(_tokenizer(), max_length=seq_len)
     task = sequence.tasks[0]

@@ -138,7 +138,7 @@ def load_adapter_weights(model, name: str, folder: str, device) -> None:
 
     weights = load_file(adapter_weights_path(folder), device=str(device))
     result = set_peft_model_state_dict(model, weights, adapter_name=name)
-    unexpected = [k for k in result.unexpected_keys if name in k or k in weights]
+    unexpected = list(result.unexpected_keys)
     if unexpected:
         raise ValueError(f"{folder}: weights {unexpected[:3]} do not belong to adapter {name!r} of this model; "
                          "resume with the method and base model that wrote them.")

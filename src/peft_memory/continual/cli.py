@@ -28,10 +28,9 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
     from accelerate.utils import set_seed
 
+    from .checkpoint import prepare_output_dir
     from .methods import get_method
     from .trainer import ContinualTrainer
-
-    from .checkpoint import prepare_output_dir
 
     method = get_method(args.method)
     method.resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before the data and model load

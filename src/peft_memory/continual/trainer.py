@@ -128,7 +128,8 @@ class ContinualTrainer:
         out = self.args.output_dir
         state = checkpoint.read_state(out)
         if state is None:
-            print(f"--resume: no finished task in {out}; starting from the first task.")
+            if self.accelerator.is_main_process:
+                print(f"--resume: no finished task in {out}; starting from the first task.")
             return 0
         checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
         done = state["tasks_completed"]
