@@ -80,17 +80,27 @@ class Row:
         return f"| {self.name} | {value} | {self.goal} | {self.met} | {self.shapes} | {self.detail} |"
 
 
-def results_markdown(rows: list[Row], command: str, reps: int) -> str:
+def results_markdown(rows: list[Row], command: str, reps: int, reasons: dict[str, str] | None = None) -> str:
+    """RESULTS.md: the table, then every goal missed in this run with its written reason (``reasons``, keyed by row
+    name; profiles in NOTES.md)."""
     lines = [
         "# Benchmark results",
         "",
-        f"Produced by `{command}` on: {machine()}. Each ratio is measured in one process, alternating the "
-        f"measured functions every repetition; medians of {reps}. Benchmarks are not tests: CI runs them only on "
-        "tiny shapes (`tests/test_bench_smoke.py`). Missed goals: profiles and reasons in [NOTES.md](NOTES.md).",
+        f"Produced by `{command}` on: {machine()}. Each ratio is measured in one process: every round runs the "
+        "measured functions in order and in reverse order (A-B-B-A), and a ratio is the median over the rounds of "
+        f"the ratio within a round; {reps} rounds (3x as many for the inference rows). Benchmarks are not tests: CI "
+        "runs them only on tiny shapes (`tests/test_bench_smoke.py`). Profiles and analysis: [NOTES.md](NOTES.md).",
         "",
         "| row | measured | goal | met | shapes | detail |",
         "|---|---|---|---|---|---|",
         *(row.markdown() for row in rows),
         "",
     ]
+    missed = [row for row in rows if row.met == "**no**"]
+    if missed:
+        lines += ["## Goals missed in this run", ""]
+        for row in missed:
+            reason = (reasons or {}).get(row.name, "no written reason yet; profile it (NOTES.md).")
+            lines.append(f"- **{row.name}** ({row.shapes}): {row.value:.3f}x. {reason}")
+        lines.append("")
     return "\n".join(lines)

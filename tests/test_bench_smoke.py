@@ -34,3 +34,20 @@ def test_task_identity_profile_runs_on_tiny_shapes(capsys):
     assert set(times) == {"routed forward", "Prompt-ID query pass", "superposed forward (masks + prompts)",
                           "Gradient-ID, masks + prompts", "Gradient-ID, masks only"}
     assert "| routed forward |" in capsys.readouterr().out
+
+
+def test_results_list_each_missed_goal_with_its_reason():
+    harness = load("harness")
+    rows = [harness.Row("fast row", 1.01, "<= 1.03x", "tiny"), harness.Row("slow row", 1.5, "<= 1.2x", "tiny"),
+            harness.Row("other slow row", 0.5, ">= 0.95x", "tiny")]
+    text = harness.results_markdown(rows, "cmd", 5, {"slow row": "Because of X."})
+    missed = text.split("## Goals missed in this run")[1]
+    assert "- **slow row** (tiny): 1.500x. Because of X." in missed
+    assert "- **other slow row** (tiny): 0.500x. no written reason yet" in missed
+    assert "fast row" not in missed
+    assert "## Goals missed" not in harness.results_markdown(rows[:1], "cmd", 5)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    timings = load("harness").Timings({"a": [1.0, 2.0, 10.0], "b": [2.0, 2.0, 5.0]})
+    assert timings["a"] == 2.0 and timings.ratio("a", "b") == 1.0  # per-round 0.5, 1.0, 2.0
