@@ -8,7 +8,6 @@ saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MAS
 from .registry import PeftMemoryType, register_method
 from .task_identity import gradient_id, prompt_id
 from .task_keys import TaskKeys, frozen_query
-from .version import __version__
 from .tuners import (
     DualPromptConfig,
     DualPromptModel,
@@ -17,6 +16,7 @@ from .tuners import (
     SoftMaskConfig,
     SoftMaskModel,
 )
+from .version import __version__
 
 register_method(PeftMemoryType.SOFT_MASK, SoftMaskConfig, SoftMaskModel)
 register_method(PeftMemoryType.DUAL_PROMPT, DualPromptConfig, DualPromptModel)

@@ -9,8 +9,8 @@ from peft.config import PeftConfig
 from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
-from ..prompts import PromptFields
 from ..compat import CompatibilityFields
+from ..prompts import PromptFields
 from ..validation import validate_head_fields
 
 

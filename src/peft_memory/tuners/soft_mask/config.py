@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from peft.config import PeftConfig
 
 from ...registry import PeftMemoryType
-from ..prompts import PromptFields
 from ..compat import CompatibilityFields
+from ..prompts import PromptFields
 from ..validation import validate_flag, validate_head_fields, validate_layers, validate_number
 
 

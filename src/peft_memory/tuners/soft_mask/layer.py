@@ -184,7 +184,7 @@ class SharedSuperposition(torch.autograd.Function):
         grad_x = grad @ mixed if ctx.needs_input_grad[0] else None
         grad_alphas = None
         if ctx.needs_input_grad[1]:
-            batch, (num, out, inp) = x.shape[0], weights.shape
+            batch, (_, out, inp) = x.shape[0], weights.shape
             g, xs = grad.reshape(batch, -1, out).transpose(1, 2), x.reshape(batch, -1, inp)
             flat = weights.flatten(1).T  # (out * in, T)
             step = max(1, SharedSuperposition._CHUNK // (out * inp))
