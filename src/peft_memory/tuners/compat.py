@@ -55,5 +55,6 @@ class CompatibilityFields:
             raise ValueError(
                 f"adapter {adapter_name!r} was made for a base model with hidden_size={self.base_model_hidden_size} "
                 f"and num_hidden_layers={self.base_model_num_layers}, but this base model has hidden_size={hidden} "
-                f"and num_hidden_layers={layers}. Load the adapter onto {origin}."
+                f"and num_hidden_layers={layers}. Load the adapter onto {origin} (or, when reusing one config "
+                "object for several base models, pass a fresh config to each)."
             )
