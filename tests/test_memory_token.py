@@ -119,10 +119,10 @@ def literal_reference(model, inputs, name):
             h = bare.embeddings(inputs["pixel_values"])
             pad = torch.ones(h.shape[:2], dtype=torch.bool)
         batch, n, hidden = h.shape
-        h = torch.cat([h, tuner._params("class_token")[name].expand(batch, 1, hidden)], dim=1)
+        h = torch.cat([h, tuner._tuner_level_dict("class_token")[name].expand(batch, 1, hidden)], dim=1)
         for index, layer in enumerate(encoder_layers(base, family)):
             m = config.num_memory_tokens if index in config.layers_to_transform else 0
-            memory = tuner._params("memory")[name][config.layers_to_transform.index(index)] if m else h[0, :0]
+            memory = tuner._tuner_level_dict("memory")[name][config.layers_to_transform.index(index)] if m else h[0, :0]
             x = torch.cat([h, memory.expand(batch, m, hidden)], dim=1)
             allowed = torch.zeros(batch, 1, n + 1 + m, n + 1 + m, dtype=torch.bool)
             allowed[:, :, :, :n] = pad[:, None, None, :]  # everyone reads the unpadded inputs ...
@@ -173,7 +173,7 @@ def test_extension_reads_earlier_tasks_and_needs_them():
     model.base_model.set_adapter(["a", "b", "c", "d"])
     with torch.no_grad():
         before = model(**inputs).task_logits
-        memory = model.base_model._params("memory")["a"]  # an earlier task's memory changes d, not b
+        memory = model.base_model._tuner_level_dict("memory")["a"]  # an earlier task's memory changes d, not b
         memory.add_(torch.randn(memory.shape, generator=torch.Generator().manual_seed(0)))
         after = model(**inputs).task_logits
     assert (after["d"] - before["d"]).abs().max() > 1e-4
@@ -185,7 +185,7 @@ def test_fine_tune_cls_mode_changes_the_base_output_and_runs_alone():
     model = get_peft_model(make_model("vit_cls"), MemoryTokenConfig(num_labels=3, fine_tune_cls=True), "ft")
     tuner = model.base_model
     with torch.no_grad():
-        tuner._params("class_token")["ft"].add_(0.5)
+        tuner._tuner_level_dict("class_token")["ft"].add_(0.5)
         logits = model(**inputs).logits
         with tuner.adapters_disabled():
             ref = model(**inputs, output_hidden_states=True)
@@ -204,7 +204,7 @@ def test_gradients_reach_only_the_active_adapter():
     model(**inputs).logits.sum().backward()
     tuner = model.base_model
     for name in "abc":
-        params = [tuner._params("memory")[name], tuner._params("class_token")[name],
+        params = [tuner._tuner_level_dict("memory")[name], tuner._tuner_level_dict("class_token")[name],
                   *tuner.task_heads[name].parameters()]
         assert all((p.grad is not None and p.grad.abs().sum() > 0) == (name == "b") for p in params), name
     assert all(p.grad is None for n, p in model.named_parameters() if "memory_token_" not in n)

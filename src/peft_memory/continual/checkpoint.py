@@ -33,12 +33,28 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 EXECUTION_ONLY = ("resume", "overwrite_output_dir", "num_workers", "report_to", "push_to_hub")
 
 
-def atomic_write_json(obj, path: str) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+def write_atomically(path: str, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``: a reader (or a run killed
+    at any moment) sees the previous file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(obj, path: str) -> None:
+    """Write JSON to ``path`` atomically (:func:`write_atomically`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    write_atomically(path, write)
 
 
 def run_config(args) -> dict:
@@ -87,7 +103,7 @@ def write_state(out: str, state: dict) -> None:
 def check_resumable(state: dict, args, task_names: list[str]) -> None:
     """Raise ``ValueError`` naming every argument (or the task list) that differs from the interrupted run."""
     saved, now = state["config"], run_config(args)
-    changed = sorted(k for k in set(saved) | set(now) if k not in EXECUTION_ONLY and saved.get(k) != now.get(k))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))  # both exclude EXECUTION_ONLY
     if changed:
         diffs = ", ".join(f"--{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in changed)
         raise ValueError(f"--resume: output_dir={args.output_dir!r} holds a run with other arguments: {diffs}. "
@@ -157,10 +173,7 @@ def save_rng_state(path: str) -> None:
     tensors["python"] = torch.tensor(internal, dtype=torch.int64)
     meta = {"numpy": json.dumps([kind, int(pos), int(has_gauss), float(gauss)]),
             "python": json.dumps([version, gauss_next])}
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp, metadata=meta)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_rng_state(path: str) -> None:

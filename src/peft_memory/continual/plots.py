@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .checkpoint import write_atomically  # noqa: E402
 
 
 def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Accuracy matrix") -> None:
@@ -25,5 +29,6 @@ def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Ac
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"  # the temporary name has no image suffix
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
     plt.close(fig)

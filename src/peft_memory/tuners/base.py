@@ -66,8 +66,7 @@ class ContinualTuner(BaseTuner):
                 "mis-filter its state dict. Choose another adapter name."
             )
         config = self.peft_config[adapter_name]
-        if hasattr(config, "check_base_model"):
-            config.check_base_model(model, adapter_name)
+        config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
         self._ensure_shared_state(model)
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         if getattr(config, "num_labels", None):

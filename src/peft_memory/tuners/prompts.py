@@ -28,7 +28,7 @@ from torch import nn
 from ..attention import enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
 from ..task_keys import frozen_query
-from .validation import validate_layers, validate_number
+from .validation import validate_count, validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
 
@@ -52,9 +52,7 @@ class PromptFields:
         for name in ("g_prompt_layers", "e_prompt_layers"):
             setattr(self, name, validate_layers(getattr(self, name), name, allow_none=False))
         for name in ("g_prompt_length", "e_prompt_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+            validate_count(self, name)
         validate_number(self, "prompt_init", positive=True, hint="the public code uses 1.0")
         validate_number(self, "matching_loss_weight", hint="the paper uses 1.0")
         if attached and self.g_prompt_length == 0 and self.e_prompt_length == 0:
@@ -64,9 +62,6 @@ class PromptFields:
 class PromptsMixin:
     """Adds per-adapter G-/E-prompts and keys to a :class:`ContinualTuner` (whose ``tuner_level_names`` must
     include :data:`PROMPT_ATTRS`)."""
-
-    def _prompt_dict(self, name: str) -> nn.ParameterDict:
-        return self._tuner_level_dict(name)
 
     @staticmethod
     def _wants_prompts(config) -> bool:
@@ -92,7 +87,7 @@ class PromptsMixin:
                 set_extra_kv(module, self._provider(index))
         hidden = model.config.hidden_size
         ref = next(model.parameters())
-        g, e, k = (self._prompt_dict(a) for a in PROMPT_ATTRS)
+        g, e, k = (self._tuner_level_dict(a) for a in PROMPT_ATTRS)
         a = config.prompt_init
         previous = list(g.keys())[-1] if len(g) else None
 
@@ -110,13 +105,13 @@ class PromptsMixin:
     def _layer_prompt(self, adapter: str, layer: int) -> torch.Tensor | None:
         """``(2, length, hidden)`` prompt of ``adapter`` at ``layer`` (G then E), or ``None``."""
         config = self.peft_config[adapter]
-        if not self._wants_prompts(config) or adapter not in self._prompt_dict("e_prompt"):
+        if not self._wants_prompts(config) or adapter not in self._tuner_level_dict("e_prompt"):
             return None
         parts = []
         if layer in config.g_prompt_layers and config.g_prompt_length:
-            parts.append(self._prompt_dict("g_prompt")[adapter][config.g_prompt_layers.index(layer)])
+            parts.append(self._tuner_level_dict("g_prompt")[adapter][config.g_prompt_layers.index(layer)])
         if layer in config.e_prompt_layers and config.e_prompt_length:
-            parts.append(self._prompt_dict("e_prompt")[adapter][config.e_prompt_layers.index(layer)])
+            parts.append(self._tuner_level_dict("e_prompt")[adapter][config.e_prompt_layers.index(layer)])
         return torch.cat(parts, dim=1) if parts else None
 
     def _provider(self, layer: int):
@@ -162,5 +157,5 @@ class PromptsMixin:
 
     def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         """Cosine similarity ``(batch, T)`` between the query features and the adapters' keys."""
-        keys = torch.stack([self._prompt_dict("e_key")[n] for n in adapter_names])
+        keys = torch.stack([self._tuner_level_dict("e_key")[n] for n in adapter_names])
         return F.normalize(features, dim=-1) @ F.normalize(keys, dim=-1).T

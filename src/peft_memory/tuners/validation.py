@@ -53,6 +53,14 @@ def validate_number(config, name: str, positive: bool = False, hint: str = "") -
         raise ValueError(f"{name} must be {kind} number, got {value!r}{'; ' + hint if hint else ''}.")
 
 
+def validate_count(config, name: str, hint: str = "") -> None:
+    """``getattr(config, name)`` must be a non-negative integer (booleans refused)."""
+    value = getattr(config, name)
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}{'; ' + hint if hint else ''}.")
+
+
 def validate_flag(config, name: str) -> None:
+    """``getattr(config, name)`` must be ``True`` or ``False``."""
     if not isinstance(getattr(config, name), bool):
         raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")

@@ -10,7 +10,7 @@ from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
 from ..compat import CompatibilityFields
-from ..validation import validate_flag, validate_head_fields, validate_layers, validate_number
+from ..validation import validate_count, validate_flag, validate_head_fields, validate_layers, validate_number
 
 ATTENTION_MODES = ("concatenation", "extension")
 
@@ -78,13 +78,9 @@ class MemoryTokenConfig(CompatibilityFields, PeftConfig):
         self.layers_to_transform = validate_layers(self.layers_to_transform)
         for flag in ("memory_after_norm", "fine_tune_cls"):
             validate_flag(self, flag)
-        if self.cls_token_id is not None and (not isinstance(self.cls_token_id, int) or isinstance(self.cls_token_id, bool)
-                                              or self.cls_token_id < 0):
-            raise ValueError(f"cls_token_id must be a token id (a non-negative integer), got {self.cls_token_id!r}; "
-                             "BERT's [CLS] is 101.")
-        m = self.num_memory_tokens
-        if not isinstance(m, int) or isinstance(m, bool) or m < 0:
-            raise ValueError(f"num_memory_tokens must be a non-negative integer, got {m!r}; the paper uses 1-20.")
+        if self.cls_token_id is not None:
+            validate_count(self, "cls_token_id", hint="a token id; BERT's [CLS] is 101")
+        validate_count(self, "num_memory_tokens", hint="the paper uses 1-20")
         validate_number(self, "init_std", positive=True, hint="the paper uses 0.02")
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention={self.attention!r} is unknown; use one of {list(ATTENTION_MODES)}.")

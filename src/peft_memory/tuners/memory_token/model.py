@@ -56,9 +56,6 @@ class MemoryTokenModel(ContinualTuner):
     def _create_and_replace(self, *args, **kwargs):  # pragma: no cover - DUMMY_TARGET_MODULES: never called
         raise NotImplementedError
 
-    def _params(self, name: str) -> nn.ParameterDict:
-        return self._tuner_level_dict(name)
-
     # ------------------------------------------------------------------ set-up
     def inject_adapter(self, model, adapter_name, *args, **kwargs):
         super().inject_adapter(model, adapter_name, *args, **kwargs)
@@ -72,11 +69,11 @@ class MemoryTokenModel(ContinualTuner):
                              f"(valid: 0..{n - 1}).")
         config.layers_to_transform = layers
         if config.attention == "extension" and config.extends is None:
-            config.extends = [a for a in self._params("class_token") if not self.peft_config[a].fine_tune_cls]
+            config.extends = [a for a in self._tuner_level_dict("class_token") if not self.peft_config[a].fine_tune_cls]
         hidden, ref = model.config.hidden_size, next(model.parameters())
         memory = torch.empty(len(layers), config.num_memory_tokens, hidden, device=ref.device, dtype=ref.dtype)
-        self._params("memory")[adapter_name] = nn.Parameter(memory.normal_(0.0, config.init_std))
-        self._params("class_token")[adapter_name] = nn.Parameter(self._initial_class_token(config))
+        self._tuner_level_dict("memory")[adapter_name] = nn.Parameter(memory.normal_(0.0, config.init_std))
+        self._tuner_level_dict("class_token")[adapter_name] = nn.Parameter(self._initial_class_token(config))
         if not config.fine_tune_cls and adapter_name in self.task_heads:  # the head reads the task's class token
             old = self.task_heads[adapter_name]
             if old.in_features != hidden:
@@ -129,7 +126,7 @@ class MemoryTokenModel(ContinualTuner):
             raise ValueError("memory tokens have no superposition, so Gradient-ID does not apply; infer the task "
                              "from all heads in one forward (task_logits), e.g. the most confident head.")
         wanted = {n for n, _ in routing.groups} if routing.groups is not None else set(self.active_adapters)
-        names = [n for n in self._params("class_token") if n in wanted]
+        names = [n for n in self._tuner_level_dict("class_token") if n in wanted]
         tuned = [n for n in names if self.peft_config[n].fine_tune_cls]
         if tuned and len(names) > 1:
             raise ValueError(f"adapter {tuned[0]!r} fine-tunes the original class token (fine_tune_cls=True) and "
@@ -155,7 +152,7 @@ class MemoryTokenModel(ContinualTuner):
         st = self._mem
         if not st.names:
             return output
-        tokens = torch.stack([self._params("class_token")[n] for n in st.names]).to(output.dtype)  # (T, hidden)
+        tokens = torch.stack([self._tuner_level_dict("class_token")[n] for n in st.names]).to(output.dtype)  # (T, hidden)
         batch = output.shape[0]
         if st.fine_tune_cls:  # the adapter's class token replaces the original one
             return torch.cat([tokens[:1].expand(batch, 1, -1), output[:, 1:]], dim=1)
@@ -179,7 +176,7 @@ class MemoryTokenModel(ContinualTuner):
             for name in st.names:
                 config = self.peft_config[name]
                 if index in config.layers_to_transform and config.num_memory_tokens:
-                    memory = self._params("memory")[name][config.layers_to_transform.index(index)]
+                    memory = self._tuner_level_dict("memory")[name][config.layers_to_transform.index(index)]
                     k, v = self._project_memory(index, memory, config)
                     keys.append(k)
                     values.append(v)
