@@ -141,7 +141,7 @@ def test_config_errors(kwargs, message):
 
 
 def test_prompt_layer_out_of_range_and_flash_refused():
-    with pytest.raises(ValueError, match=r"prompt layers \[7\] out of range: the model has 4 layers"):
+    with pytest.raises(ValueError, match=r"e_prompt_layers=\[7\] has indices \[7\] out of range: the model has 4 layers"):
         get_peft_model(make_model("vit_cls"), DualPromptConfig(e_prompt_layers=[7]), adapter_name="t0")
     model = make_model("vit_cls")
     model.config._attn_implementation = "flash_attention_2"

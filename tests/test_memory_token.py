@@ -259,7 +259,7 @@ def test_config_errors(kwargs, message):
 
 
 def test_memory_layer_out_of_range():
-    with pytest.raises(ValueError, match=r"layers_to_transform has indices \[4\] out of range: the model has 4 layers"):
+    with pytest.raises(ValueError, match=r"layers_to_transform=\[0, 4\] has indices \[4\] out of range: the model has 4 layers"):
         get_peft_model(make_model("vit_cls"), MemoryTokenConfig(layers_to_transform=[0, 4]), "a")
 
 

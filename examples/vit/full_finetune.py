@@ -21,55 +21,58 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from peft_memory.continual import ContinualArguments
+from peft_memory.continual import ContinualArguments, RunResults
 from peft_memory.continual.data import make_loader
-from peft_memory.continual.loading import load_model_and_inputs, load_sequence
-from peft_memory.continual.trainer import atomic_write_json
+from peft_memory.continual.loading import load_model_and_pipeline, load_sequence
+from peft_memory.continual.results import TaskIdentityRecord, TaskRecord
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> RunResults:
     (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
-    acc = Accelerator()
+    accelerator = Accelerator()
     set_seed(args.seed)
     sequence = load_sequence(args)
-    base, inputs = load_model_and_inputs(args, sequence.max_task_classes)
+    base, pipeline = load_model_and_pipeline(args, sequence.max_task_classes)
     accuracies = []
     for task in sequence.tasks:
         set_seed(args.seed)
         model = copy.deepcopy(base).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-        loader = make_loader(task.train, inputs, args.batch_size, True, args.seed, args.num_workers)
-        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        loader = make_loader(task.train, pipeline, args.batch_size, True, args.seed, args.num_workers)
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         for _ in range(args.num_epochs):
-            for batch in tqdm(loader, desc=f"full fine-tuning {task.name}", disable=not acc.is_local_main_process):
+            for batch in tqdm(loader, desc=f"full fine-tuning {task.name}", disable=not accelerator.is_local_main_process):
                 labels = batch.pop("labels")
                 loss = torch.nn.functional.cross_entropy(model(**batch).logits[:, : task.num_labels], labels)
-                acc.backward(loss)
-                acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         model.eval()
         correct = []
-        for batch in acc.prepare(make_loader(task.test, inputs, args.eval_batch_size, False, args.seed)):
+        for batch in accelerator.prepare(make_loader(task.test, pipeline, args.eval_batch_size, False, args.seed)):
             labels = batch.pop("labels")
             with torch.no_grad():
                 pred = model(**batch).logits[:, : task.num_labels].argmax(dim=-1)
-            correct.append(acc.gather_for_metrics(pred == labels).cpu())
+            correct.append(accelerator.gather_for_metrics(pred == labels).cpu())
         accuracies.append(torch.cat(correct).float().mean().item())
         print(f"{task.name}: task-incremental accuracy {100 * accuracies[-1]:.1f}%")
-    results = {
-        "method": "full_finetune",
-        "benchmark": sequence.name,
-        "base_model": args.model,
-        "task_identity": {"mode": "given (one model per task)", "per_sample": True, "note": "task-incremental only"},
-        "til_accuracy_per_task": accuracies,
-        "til_average_accuracy": sum(accuracies) / len(accuracies),
-        "average_accuracy": None, "forgetting": None, "task_id_accuracy": None,
-        "config": {k: v for k, v in vars(args).items()},
-    }
-    if acc.is_main_process:
+    t = len(accuracies)
+    results = RunResults(
+        method="full_finetune", benchmark=sequence.name, base_model=args.model,
+        tasks=[TaskRecord(k.name, k.label_names, k.global_labels, len(k.train), len(k.test)) for k in sequence.tasks],
+        tasks_completed=t,
+        task_identity=TaskIdentityRecord("given (one model per task)", True, "task-incremental only"),
+        accuracy_matrix=[[None] * t for _ in range(t)],
+        til_accuracy_matrix=[[a if i == j else None for j in range(t)] for i, a in enumerate(accuracies)],
+        task_id_accuracy_matrix=[[None] * t for _ in range(t)],
+        average_accuracy=None, forgetting=None, backward_transfer=None,
+        til_average_accuracy=sum(accuracies) / t, cil_accuracy=None, til_accuracy=None, task_id_accuracy=None,
+        config=vars(args),
+    )
+    if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        atomic_write_json(results, os.path.join(args.output_dir, "results.json"))
+        results.save(args.output_dir)
     return results
 
 

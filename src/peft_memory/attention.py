@@ -1,7 +1,7 @@
 """One attention-injection mechanism for every method: extra keys and values with a 4D mask.
 
 DualPrompt prefixes (after W_k, W_v) and memory tokens (through the layer norm and W_k, W_v) are both extra keys
-and values that some queries may read (``DESIGN.md`` section 2). Rather than copying modeling code, we register
+and values that some queries may read (docs/attention.md). Rather than copying modeling code, we register
 two attention functions with transformers, ``peft_memory_eager`` and ``peft_memory_sdpa``, that wrap the model's own
 eager function (taken from the attention module's own modeling file: ViT upcasts the softmax to fp32, BERT does not)
 or transformers' sdpa function. Each attention module may carry a *provider*, a plain callable set with

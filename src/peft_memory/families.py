@@ -1,7 +1,7 @@
 """Where things live in each supported model family (transformers 5.x module names).
 
 This is the one table that knows module paths. Adapter state-dict keys depend on these names, which is why the
-package pins ``transformers>=5,<6`` (``DESIGN.md`` section 2).
+package pins ``transformers>=5,<6`` (docs/design.md).
 """
 
 from __future__ import annotations
@@ -104,6 +104,12 @@ def get_family(model_or_config) -> ModelFamily:
 def num_layers(model: nn.Module) -> int:
     """Number of encoder layers of a transformers model (``config.num_hidden_layers``)."""
     return int(model.config.num_hidden_layers)
+
+
+def last_layers(num: int, count: int = 3) -> list[int]:
+    """The last ``count`` of ``num`` encoder layers, 0-based: the default placement of soft masks (Soft-TF's best,
+    L[10,11,12] of ViT-B in the paper's 1-based terms) and of the ``lora`` baseline."""
+    return list(range(max(0, num - count), num))
 
 
 def encoder_layers(model: nn.Module, family: ModelFamily) -> nn.ModuleList:

@@ -3,7 +3,7 @@
 PEFT dispatches every call (``get_peft_model``, ``PeftModel.from_pretrained``, ``load_adapter``, ...) through four
 dicts in ``peft.mapping`` keyed by ``peft_type``. ``peft.utils.register_peft_method`` only accepts members of PEFT's
 closed ``PeftType`` enum, so this module writes our own ``str`` enum members into those dicts instead
-(see ``DESIGN.md`` section 1). ``import peft_memory`` does it once; a process that loads a saved adapter without
+(docs/design.md, "Registration"). ``import peft_memory`` does it once; a process that loads a saved adapter without
 importing ``peft_memory`` first fails inside PEFT with ``KeyError: 'SOFT_MASK'``.
 """
 

@@ -22,6 +22,12 @@ from __future__ import annotations
 import torch
 
 
+def batch_majority(task: torch.Tensor) -> torch.Tensor:
+    """Batch-wise inference (the reference code's): every sample gets the batch's most frequent task id, ``(batch,)``.
+    Results computed this way must be labelled batch-wise."""
+    return torch.full_like(task, int(task.mode().values))
+
+
 def gradient_id(
     model,
     inputs: dict[str, torch.Tensor],
@@ -93,6 +99,4 @@ def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], 
     if features is None:
         features = source.frozen_features(model, inputs)
     task = source.key_similarity(features, adapter_names).argmax(dim=-1).cpu()
-    if not per_sample:
-        task = torch.full_like(task, int(task.mode().values))
-    return task
+    return task if per_sample else batch_majority(task)

@@ -25,6 +25,12 @@ from .families import get_family
 KEY_FILE = "task_key.safetensors"
 
 
+def cosine_similarity(features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity ``(batch, T)`` of query ``features`` ``(batch, dim)`` and ``keys`` ``(T, dim)`` (Prompt-ID's
+    match, DualPrompt Sec. 4.3); the keys are cast to the features' dtype and device."""
+    return F.normalize(features, dim=-1) @ F.normalize(keys.to(features), dim=-1).T
+
+
 def frozen_query(peft_model, inputs: dict, disabled=None) -> torch.Tensor:
     """The base model's pre-logits feature ``(batch, features)``: the classifier's input with every adapter
     disabled, without gradient. On a bare encoder: its pooled output.
@@ -96,8 +102,7 @@ class TaskKeys(nn.Module):
         missing = [n for n in adapter_names if n not in self.keys]
         if missing:
             raise KeyError(f"no Prompt-ID key for adapters {missing}; known: {list(self.keys)}.")
-        keys = torch.stack([self.keys[n] for n in adapter_names]).to(features)
-        return F.normalize(features, dim=-1) @ F.normalize(keys, dim=-1).T
+        return cosine_similarity(features, torch.stack([self.keys[n] for n in adapter_names]))
 
     # persistence, one file per adapter folder
     def save(self, name: str, folder: str) -> str:

@@ -1,12 +1,16 @@
-"""Continual-learning protocol: task sequences, the Accelerate-driven trainer, metrics, plots, CLI."""
+"""Continual-learning protocol: task sequences, the Accelerate-driven trainer, methods, task-identity rules, metrics,
+results, plots, CLI."""
 
 from .arguments import ContinualArguments
-from .methods import METHODS, MethodSpec
+from .methods import METHODS, ContinualMethod, get_method
 from .metrics import average_accuracy, backward_transfer, forgetting
+from .results import RunResults
+from .task_id import RULES, TaskIdentityRule, get_rule
 from .tasks import Task, TaskSequence, class_incremental_split
 from .trainer import ContinualTrainer, TrainerCallback
 
 __all__ = [
-    "METHODS", "ContinualArguments", "ContinualTrainer", "MethodSpec", "Task", "TaskSequence", "TrainerCallback",
-    "average_accuracy", "backward_transfer", "class_incremental_split", "forgetting",
+    "METHODS", "RULES", "ContinualArguments", "ContinualMethod", "ContinualTrainer", "RunResults", "Task",
+    "TaskIdentityRule", "TaskSequence", "TrainerCallback", "average_accuracy", "backward_transfer",
+    "class_incremental_split", "forgetting", "get_method", "get_rule",
 ]

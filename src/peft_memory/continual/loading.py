@@ -37,7 +37,7 @@ def load_sequence(args: ContinualArguments):
     raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose one of {known}.")
 
 
-def load_model_and_inputs(args: ContinualArguments, num_labels: int):
+def load_model_and_pipeline(args: ContinualArguments, num_labels: int):
     """The base model (``AutoModelFor{Sequence,Image}Classification``) and its input pipeline."""
     from transformers import (
         AutoImageProcessor,

@@ -1,22 +1,21 @@
-"""Plots of a continual run (matplotlib, headless)."""
+"""Plots of a continual run, drawn with matplotlib's object API (a ``Figure`` of its own, no ``pyplot`` state), so
+importing peft_memory never changes the user's matplotlib backend."""
 
 from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .checkpoint import write_atomically  # noqa: E402
+from .checkpoint import write_atomically
 
 
 def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Accuracy matrix") -> None:
     """Heatmap of ``A[i, j]`` (accuracy in %, rows = evaluated task, columns = after training task) to ``path``."""
     a = np.asarray(acc, dtype=float) * 100
-    fig, ax = plt.subplots(figsize=(1.1 * len(task_names) + 2.5, 0.9 * len(task_names) + 1.8))
+    fig = Figure(figsize=(1.1 * len(task_names) + 2.5, 0.9 * len(task_names) + 1.8))
+    ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(a), vmin=0, vmax=100, cmap="viridis")
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -31,4 +30,3 @@ def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Ac
     fig.tight_layout()
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"  # the temporary name has no image suffix
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
-    plt.close(fig)

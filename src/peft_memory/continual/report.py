@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
+from .results import RunResults
 
 COLUMNS = (
     ("average_accuracy", "CIL avg acc"),
@@ -22,9 +21,7 @@ def markdown_table(run_dirs: list[str]) -> str:
     lines = ["| run | method | task identity | " + " | ".join(c[1] for c in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
     for d in run_dirs:
-        with open(os.path.join(d, "results.json")) as f:
-            r = json.load(f)
-        ti = r["task_identity"]
-        how = ti["mode"] + ("" if ti["per_sample"] else " (BATCH-WISE)")
-        lines.append(f"| `{d}` | {r['method']} | {how} | " + " | ".join(_pct(r.get(k)) for k, _ in COLUMNS) + " |")
+        r = RunResults.load(d)
+        lines.append(f"| `{d}` | {r.method} | {r.task_identity.label} | "
+                     + " | ".join(_pct(getattr(r, k)) for k, _ in COLUMNS) + " |")
     return "\n".join(lines)

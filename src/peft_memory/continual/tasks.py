@@ -65,7 +65,6 @@ class TaskSequence:
     name: str
     tasks: list[Task]
     global_label_names: list[str]
-    input_column: str = "text"
 
     def __post_init__(self):
         names = [t.name for t in self.tasks]
@@ -133,7 +132,6 @@ def class_incremental_split(
     seed: int | None,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
-    input_column: str = "text",
 ) -> TaskSequence:
     """Split one labelled dataset into ``num_tasks`` tasks of disjoint classes (Split CIFAR-100 style).
 
@@ -155,4 +153,4 @@ def class_incremental_split(
             sub = sample_per_class(sub, n, seed=(seed or 0) + k)
             parts.append(sub.map(relabel, batched=True, input_columns="label"))
         tasks.append(Task(f"task_{k}", [label_names[c] for c in classes], parts[0], parts[1], list(classes)))
-    return TaskSequence(name, tasks, list(label_names), input_column)
+    return TaskSequence(name, tasks, list(label_names))

@@ -1,10 +1,11 @@
 """The continual trainer: one task adapter after another, driven by Accelerate.
 
-Loop per task ``k`` (hooks in brackets, as in Avalanche's strategies):
-``[before_task]`` add the task's adapter and activate it -> train only its parameters on the task's data, logits
-restricted to the task's classes (its own head) -> save the adapter atomically -> ``[after_task_saved]`` ->
-evaluate every task seen so far -> write ``results.json`` and the heatmap -> ``[after_eval]``.
-The maths (metrics, task-identity inference) lives in plain functions; this file only orchestrates.
+Loop per task ``k`` (hooks in brackets, as in Avalanche's strategies): ``[before_task]`` add the task's adapter and
+activate it -> train only its parameters on the task's data, logits restricted to the task's classes (its own head)
+-> save the adapter atomically -> ``[after_task_saved]`` -> evaluate every task seen so far -> write
+``results.json`` and the heatmap -> ``[after_eval]``. What differs between methods is the method object's
+(:class:`~peft_memory.continual.methods.ContinualMethod`); the task-identity rule is a
+:class:`~peft_memory.continual.task_id.TaskIdentityRule`. This file only orchestrates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import tempfile
 import time
 from dataclasses import asdict
 
-import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -23,15 +23,16 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from ..task_keys import TaskKeys
-from . import checkpoint, metrics
+from . import checkpoint
 from .arguments import ContinualArguments
-from .checkpoint import atomic_write_json, run_config
+from .checkpoint import run_config
 from .data import make_loader
-from .evaluation import evaluate_batch, evaluate_concatenated_batch, evaluate_joint_batch
-from .methods import MethodSpec
+from .evaluation import EvalContext
+from .methods import ContinualMethod, get_method
 from .plots import plot_accuracy_matrix
-from .reload import REFERENCE_FILE, save_reference_predictions
+from .reference import REFERENCE_FILE, load_run, save_reference_predictions
+from .results import RunResults, TaskIdentityRecord, TaskRecord
+from .task_id import get_rule
 from .tasks import Task, TaskSequence
 
 
@@ -42,7 +43,7 @@ class TrainerCallback:
 
     def after_task_saved(self, trainer: ContinualTrainer, task: Task, path: str) -> None: ...
 
-    def after_eval(self, trainer: ContinualTrainer, results: dict) -> None: ...
+    def after_eval(self, trainer: ContinualTrainer, results: RunResults) -> None: ...
 
 
 class ContinualTrainer:
@@ -52,41 +53,45 @@ class ContinualTrainer:
         base_model: a transformers ViT/DINOv2/BERT model (``*ForSequenceClassification``, ``*ForImageClassification``
             or bare encoder).
         sequence: the :class:`TaskSequence`.
-        method: a :class:`MethodSpec` (``peft_memory.continual.methods.METHODS``).
-        inputs: the input pipeline (``TextInputs``), with ``prepare(ds)`` and ``collate``.
+        pipeline: the input pipeline (``TextInputs`` or ``ImageInputs``), with ``prepare(ds)`` and ``collate``.
         args: :class:`ContinualArguments`.
+        method: a :class:`~peft_memory.continual.methods.ContinualMethod`; default: the one ``args.method`` names.
         accelerator: an ``accelerate.Accelerator``; created with ``find_unused_parameters=True`` if ``None``.
         callbacks: :class:`TrainerCallback` objects.
+
+    Raises:
+        ValueError: for an unknown method, or a ``--task_id_mode`` that does not apply to the method.
     """
 
-    def __init__(self, base_model, sequence: TaskSequence, method: MethodSpec, inputs, args: ContinualArguments,
-                 accelerator: Accelerator | None = None, callbacks=()):
+    def __init__(self, base_model, sequence: TaskSequence, pipeline, args: ContinualArguments,
+                 method: ContinualMethod | None = None, accelerator: Accelerator | None = None, callbacks=()):
         self.accelerator = accelerator or Accelerator(
             log_with=args.report_to,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        self.base_model, self.sequence, self.method, self.inputs, self.args = base_model, sequence, method, inputs, args
+        self.base_model, self.sequence, self.pipeline, self.args = base_model, sequence, pipeline, args
+        self.method = method or get_method(args.method)(args)
         self.callbacks = list(callbacks)
         self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
-        self.task_id_mode = method.resolve_task_id_mode(args.task_id_mode)
-        self.task_keys = TaskKeys(base_model.config.hidden_size, args.prompt_init) if method.task_keys else None
-        self.tasks = self._joint_tasks() if method.joint else list(sequence.tasks)
+        self.task_id_mode = self.method.resolve_task_id_mode(args.task_id_mode)
+        self.rule = get_rule(self.task_id_mode)
+        self.tasks = self.method.training_tasks(sequence)
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}
-        self.notes: dict = {}  # extra top-level entries of results.json
+        self.adapters_from: str | None = None
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
         checkpoint.prepare_output_dir(args)
 
     # ----------------------------------------------------------------- run
-    def run(self) -> dict:
-        """Train and evaluate every task in order; returns the final results dict (also in ``results.json``)."""
+    def run(self) -> RunResults:
+        """Train and evaluate every task in order; returns the final :class:`RunResults` (also ``results.json``)."""
         set_seed(self.args.seed)
         if self._logging:
             self.accelerator.init_trackers("peft_memory", config=_flat(asdict(self.args)))
         start = self.resume() if self.args.resume else 0
-        results = self.write_results(self._column(start - 1)) if start else {}
+        results = self.write_results(self._column(start - 1)) if start else None
         for k, task in enumerate(self.tasks[start:], start):
             for cb in self.callbacks:
                 cb.before_task(self, task)
@@ -105,8 +110,7 @@ class ContinualTrainer:
         return results
 
     def _column(self, k: int) -> int:
-        """Accuracy-matrix column filled after training ``self.tasks[k]`` (joint: the last one)."""
-        return len(self.sequence) - 1 if self.method.joint else k
+        return self.method.column(k, self.sequence)
 
     # ----------------------------------------------------------- resume
     def save_state(self, k: int) -> None:
@@ -115,7 +119,7 @@ class ContinualTrainer:
             checkpoint.write_state(self.args.output_dir, {
                 "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
                 "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
-                "timing": self.timing, "notes": self.notes})
+                "timing": self.timing})
         self.accelerator.wait_for_everyone()
 
     def resume(self) -> int:
@@ -133,15 +137,15 @@ class ContinualTrainer:
             return 0
         checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
         done = state["tasks_completed"]
+        device = self.accelerator.device
         for task in self.tasks[:done]:
             folder = os.path.join(out, task.name)
             self._add_adapter(task)
-            checkpoint.load_adapter_weights(self.model, task.name, folder, self.accelerator.device)
-            if self.task_keys is not None:
-                self.task_keys.load(task.name, folder, device=self.accelerator.device)
+            checkpoint.load_adapter_weights(self.model, task.name, folder, device)
+            self.method.load_extras(self.model, task, folder, device)
         self.model.eval()
         self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
-        self.pooled, self.timing, self.notes = state["pooled"], state["timing"], state["notes"]
+        self.pooled, self.timing = state["pooled"], state["timing"]
         checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
         if self.accelerator.is_main_process:
             print(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
@@ -149,109 +153,94 @@ class ContinualTrainer:
         return done
 
     # ------------------------------------------------------------- training
-    @property
-    def _key_weight(self) -> float | None:
-        """lambda of the matching loss for keys kept by the trainer (adapters with keys read their config)."""
-        return self.args.matching_loss_weight if self.task_keys is not None else None
-
     def _add_adapter(self, task: Task) -> None:
-        config = self.method.make_config(task, self.args, self.base_model)
+        config = self.method.make_config(task, self.base_model)
         if self.model is None:
             self.model = get_peft_model(self.base_model, config, adapter_name=task.name)
         else:
             self.model.add_adapter(task.name, config)
         self.model.set_adapter(task.name)
-        if self.task_keys is not None:  # earlier tasks' keys are frozen, like their adapters
-            self.task_keys.requires_grad_(False)
-            self.task_keys.add(task.name, device=self.accelerator.device)
+        self.method.on_adapter_added(self.model, task, self.accelerator.device)
 
     def train_task(self, task: Task) -> None:
-        """Add ``task``'s adapter and train its parameters (masks and head) only."""
-        args, acc = self.args, self.accelerator
+        """Add ``task``'s adapter and train its parameters only (and the method's extra parameters)."""
+        args, accelerator, method = self.args, self.accelerator, self.method
         start = time.perf_counter()
         self._add_adapter(task)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        keys = [] if self.task_keys is None else [self.task_keys.keys[task.name]]
-        optimizer = torch.optim.AdamW(params + keys, lr=args.learning_rate, weight_decay=args.weight_decay)
-        loader = make_loader(task.train, self.inputs, args.batch_size, True, args.seed, args.num_workers)
-        model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
+        params = [p for p in self.model.parameters() if p.requires_grad] + method.extra_parameters(task)
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        loader = make_loader(task.train, self.pipeline, args.batch_size, True, args.seed, args.num_workers)
+        model, optimizer, loader = accelerator.prepare(self.model, optimizer, loader)
         model.train()
         steps, step_cap = 0, args.max_steps_per_task
         total = len(loader) * args.num_epochs if step_cap is None else min(step_cap, len(loader) * args.num_epochs)
-        bar = tqdm(total=total, desc=f"train {task.name}", disable=not acc.is_local_main_process)
+        bar = tqdm(total=total, desc=f"train {task.name}", disable=not accelerator.is_local_main_process)
         for _ in range(args.num_epochs):
             for batch in loader:
                 labels = batch.pop("labels")
                 logits = model(**batch).logits[:, : task.num_labels]  # the task's own head
                 loss = torch.nn.functional.cross_entropy(logits, labels)
-                if self.method.auxiliary_loss is not None:
-                    loss = loss + self.method.auxiliary_loss(acc.unwrap_model(model), batch, task.name,
-                                                             keys=self.task_keys, weight=self._key_weight)
-                acc.backward(loss)
-                if keys and acc.num_processes > 1:  # the keys live outside DDP: average their gradients by hand
-                    keys[0].grad = acc.reduce(keys[0].grad, reduction="mean")
+                extra = method.auxiliary_loss(accelerator.unwrap_model(model), batch, task)
+                if extra is not None:
+                    loss = loss + extra
+                accelerator.backward(loss)
+                method.after_backward(accelerator, task)
                 if args.max_grad_norm:
-                    acc.clip_grad_norm_(params + keys, args.max_grad_norm)
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if self._logging:
-                    acc.log({f"train/{task.name}/loss": loss.item()})
+                    accelerator.log({f"train/{task.name}/loss": loss.item()})
                 if step_cap is not None and steps >= step_cap:
                     break
             if step_cap is not None and steps >= step_cap:
                 break
         bar.close()
-        self.model = acc.unwrap_model(model)
+        self.model = accelerator.unwrap_model(model)
         self.model.eval()
-        acc.free_memory()
+        accelerator.free_memory()
         self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
 
     def save_task(self, task: Task) -> str:
         """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename)."""
-        acc = self.accelerator
+        accelerator = self.accelerator
         final = os.path.join(self.args.output_dir, task.name)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
             tmp = tempfile.mkdtemp(dir=self.args.output_dir, prefix=f".tmp-{task.name}-")
             self.model.save_pretrained(tmp, selected_adapters=[task.name])
-            if self.task_keys is not None:
-                self.task_keys.save(task.name, os.path.join(tmp, task.name))
+            self.method.save_extras(task, os.path.join(tmp, task.name))
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(tmp, task.name), final)
             shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
+        accelerator.wait_for_everyone()
         return final
 
     # ----------------------------------------------------------- evaluation
     def evaluate_seen(self, j: int) -> None:
         """Fill column ``j`` of the accuracy matrices: every task seen so far, with the adapters seen so far."""
         start = time.perf_counter()
-        seen = self.tasks[: j + 1] if not self.method.joint else self.tasks
+        accelerator, args = self.accelerator, self.args
+        seen = [t for k, t in enumerate(self.tasks) if self._column(k) <= j]
+        evaluated = self.sequence.tasks[: j + 1]
+        ctx = EvalContext(self.model, seen, evaluated, self.method, self.rule, per_sample=not args.task_id_batchwise,
+                          num_shots=args.task_id_shots)
         pooled = {"cil": [], "til": [], "task_id": []}
-        eval_tasks = self.sequence.tasks[: j + 1]
-        for i, task in enumerate(eval_tasks):
-            loader = self.accelerator.prepare(
-                make_loader(task.test, self.inputs, self.args.eval_batch_size, False, self.args.seed, self.args.num_workers)
-            )
+        after = self.tasks[min(j, len(self.tasks) - 1)].name
+        for i, task in enumerate(evaluated):
+            loader = accelerator.prepare(
+                make_loader(task.test, self.pipeline, args.eval_batch_size, False, args.seed, args.num_workers))
             parts = {"cil": [], "til": [], "task_id": []}
-            for batch in tqdm(loader, desc=f"eval {task.name} after {self.tasks[min(j, len(self.tasks) - 1)].name}",
-                              disable=not self.accelerator.is_local_main_process, leave=False):
+            for batch in tqdm(loader, desc=f"eval {task.name} after {after}",
+                              disable=not accelerator.is_local_main_process, leave=False):
                 labels = batch.pop("labels")
-                if self.method.joint:
-                    out = evaluate_joint_batch(self.model, batch, labels, task)
-                elif self.task_id_mode == "max_softmax":
-                    out = evaluate_concatenated_batch(self.model, batch, labels, i, seen,
-                                                      per_sample=not self.args.task_id_batchwise)
-                else:
-                    out = evaluate_batch(self.model, batch, labels, i, seen, self.task_id_mode,
-                                         per_sample=not self.args.task_id_batchwise, num_shots=self.args.task_id_shots,
-                                         keys=self.task_keys)
+                out = self.method.evaluate_batch(ctx, batch, labels, i)
                 for key, v in out.items():
-                    parts[key].append(self.accelerator.gather_for_metrics(v.to(self.accelerator.device)).cpu())
+                    parts[key].append(accelerator.gather_for_metrics(v.to(accelerator.device)).cpu())
             for key in parts:
                 correct = torch.cat(parts[key])
                 self.matrices[key][i, j] = correct.float().mean().item()
@@ -259,69 +248,70 @@ class ContinualTrainer:
         self.pooled = {k: torch.cat(v).float().mean().item() for k, v in pooled.items()}
         self.timing["eval_seconds"].append(round(time.perf_counter() - start, 2))
 
-    def write_results(self, j: int) -> dict:
-        """Metrics of the tasks seen after task ``j``; written to ``results.json`` and the heatmap (main process)."""
+    def results(self, j: int) -> RunResults:
+        """The :class:`RunResults` of the tasks seen after column ``j``."""
         sub = {k: m[: j + 1, : j + 1] for k, m in self.matrices.items()}
-        joint = self.method.joint
-        summary = metrics.summarize(sub["cil"]) if not joint else {
-            "average_accuracy": float(np.nanmean(sub["cil"][:, -1])), "forgetting": None, "backward_transfer": None}
-        results = {
-            "method": self.method.name,
-            "benchmark": self.sequence.name,
-            "base_model": self.args.model,
-            "tasks": [{"name": t.name, "label_names": t.label_names, "global_labels": t.global_labels,
-                       "num_train": len(t.train), "num_test": len(t.test)} for t in self.sequence.tasks],
-            "tasks_completed": j + 1,
-            "task_identity": {
-                "mode": "true joint classifier" if joint else self.task_id_mode,
-                "per_sample": not self.args.task_id_batchwise,
-                "note": "per-sample inference" if not self.args.task_id_batchwise else
-                "BATCH-WISE inference (one id per test batch): leaks task identity when a batch holds one task",
-            },
-            "accuracy_matrix": _nested(sub["cil"]),
-            "til_accuracy_matrix": _nested(sub["til"]),
-            "task_id_accuracy_matrix": _nested(sub["task_id"]),
-            **summary,
-            "til_average_accuracy": float(np.nanmean(sub["til"][:, -1])),
-            "cil_accuracy": self.pooled["cil"],
-            "til_accuracy": self.pooled["til"],
-            "task_id_accuracy": self.pooled["task_id"],
-            "timing": self.timing,
-            "config": run_config(self.args),
-            "versions": _versions(),
-            **self.notes,
-        }
+        tasks = [TaskRecord(t.name, t.label_names, t.global_labels, len(t.train), len(t.test))
+                 for t in self.sequence.tasks]
+        identity = TaskIdentityRecord.describe(self.method.task_identity_mode(self.task_id_mode),
+                                               not self.args.task_id_batchwise)
+        return RunResults(
+            method=self.method.name, benchmark=self.sequence.name, base_model=self.args.model, tasks=tasks,
+            tasks_completed=j + 1, task_identity=identity, accuracy_matrix=_nested(sub["cil"]),
+            til_accuracy_matrix=_nested(sub["til"]), task_id_accuracy_matrix=_nested(sub["task_id"]),
+            **self.method.summarize(sub["cil"]), til_average_accuracy=float(np.nanmean(sub["til"][:, -1])),
+            cil_accuracy=self.pooled["cil"], til_accuracy=self.pooled["til"], task_id_accuracy=self.pooled["task_id"],
+            timing=self.timing, config=run_config(self.args), versions=_versions(), adapters_from=self.adapters_from,
+        )
+
+    def write_results(self, j: int) -> RunResults:
+        """:meth:`results` after column ``j``, written to ``results.json`` and the heatmap (main process)."""
+        results = self.results(j)
         if self.accelerator.is_main_process:
             out = self.args.output_dir
-            atomic_write_json(results, os.path.join(out, "results.json"))
-            names = [t.name for t in self.sequence.tasks[: j + 1]]
-            plot_accuracy_matrix(sub["cil"], names, os.path.join(out, "accuracy_matrix.png"),
+            results.save(out)
+            plot_accuracy_matrix(self.matrices["cil"][: j + 1, : j + 1], results.task_names[: j + 1],
+                                 os.path.join(out, "accuracy_matrix.png"),
                                  title=f"{self.method.name}: class-incremental accuracy (%)")
         if self._logging:
-            self.accelerator.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}, step=j)
+            values = results.to_json()
+            self.accelerator.log({f"eval/{k}": v for k, v in values.items() if isinstance(v, float)}, step=j)
+        return results
+
+    def evaluate_saved_run(self, run_dir: str) -> RunResults:
+        """Re-evaluate a finished run's saved adapters with this trainer's evaluation settings, without training.
+
+        Column ``j`` of every matrix is rebuilt with the adapters of the tasks trained up to column ``j`` only, which
+        training never changes afterwards: with the run's own settings this reproduces its matrices exactly.
+        Typical use: DualPrompt-Soft-TF adapters evaluated with Gradient-ID as well as Prompt-ID.
+
+        Raises:
+            FileNotFoundError / ValueError: ``run_dir`` holds no finished run, or an adapter file is missing or
+                corrupted.
+        """
+        finished = RunResults.load(run_dir)
+        done = [t for t in self.tasks if os.path.isfile(os.path.join(run_dir, t.name, "adapter_config.json"))]
+        done = done[: finished.tasks_completed]
+        self.model = load_run(run_dir, [t.name for t in done], base_model=self.base_model)
+        for task in done:
+            self.method.load_extras(self.model, task, os.path.join(run_dir, task.name), self.accelerator.device)
+        self.adapters_from = os.path.abspath(run_dir)
+        results = None
+        for j in sorted({self._column(k) for k in range(len(done))}):
+            self.evaluate_seen(j)
+            results = self.write_results(j)
         return results
 
     def save_reference_predictions(self, per_task: int = 8) -> None:
         """A few test inputs per task and the final model's logits for them (``reference_predictions.safetensors``),
-        so that a reload in another process can be checked bit for bit (:func:`reload.verify_run`)."""
+        so that a reload in another process can be checked bit for bit (:func:`reference.verify_run`)."""
         batches = {}
         for task in self.tasks:
-            test = task.test if not self.method.joint else self.sequence.tasks[0].test
-            batch = next(iter(make_loader(test.select(range(min(per_task, len(test)))), self.inputs, per_task,
-                                          False, self.args.seed)))
+            test = task.test.select(range(min(per_task, len(task.test))))
+            batch = next(iter(make_loader(test, self.pipeline, per_task, False, self.args.seed)))
             batch.pop("labels")
             batches[task.name] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
         save_reference_predictions(self.model, batches, os.path.join(self.args.output_dir, REFERENCE_FILE))
-
-    def _joint_tasks(self) -> list[Task]:
-        """One task holding every task's training data, labelled in the global label space (upper bound)."""
-        parts = []
-        for t in self.sequence.tasks:
-            mapping = t.global_labels
-            parts.append(t.train.map(lambda labels, m=mapping: {"label": [m[c] for c in labels]}, batched=True,
-                                     input_columns="label"))
-        train = datasets.concatenate_datasets(parts)
-        return [Task("joint", list(self.sequence.global_label_names), train, self.sequence.tasks[0].test)]
 
 
 def _nested(m: np.ndarray) -> list[list[float | None]]:

@@ -109,8 +109,7 @@ def load_image_benchmark(
     else:
         test = datasets.load_dataset(src.hub_id, split=src.test_split, cache_dir=cache_dir)
     train, test = _standardize(train, src, classes), _standardize(test, src, classes)
-    return class_incremental_split(name, train, test, names, num_tasks, seed, train_per_class, test_per_class,
-                                   input_column="image")
+    return class_incremental_split(name, train, test, names, num_tasks, seed, train_per_class, test_per_class)
 
 
 # ------------------------------------------------------------------------------------------ Fashion-MNIST
@@ -165,5 +164,4 @@ def fashion_mnist(
         splits[split] = datasets.Dataset.from_dict(
             {"image": [images[i] for i in rows], "label": labels[rows].astype(np.int64)}, features=features)
     return class_incremental_split("fashion_mnist_5split" if num_tasks == 5 else f"fashion_mnist_{num_tasks}split",
-                                   splits["train"], splits["test"], FASHION_MNIST_CLASSES, num_tasks, seed,
-                                   input_column="image")
+                                   splits["train"], splits["test"], FASHION_MNIST_CLASSES, num_tasks, seed)

@@ -5,23 +5,42 @@ the adapter config), so any subset of saved task adapters loads into one working
 three tuners share:
 
 - the task heads: a tuner-level ``nn.ModuleDict`` named ``<prefix>head`` keyed by adapter name, saved and reloaded
-  by PEFT's structural state-dict code (``DESIGN.md`` section 1). A forward hook on the model's classifier
+  by PEFT's structural state-dict code (docs/design.md, "Task heads"). A forward hook on the model's classifier
   (``*ForImageClassification``, ``*ForSequenceClassification``) replaces its logits by the task head's; on a bare
   encoder (``ViTModel``, ``BertModel``) a forward hook adds ``logits`` to the output.
 - per-sample routing with PEFT's ``adapter_names=[...]`` forward argument, and the superposition used by Gradient-ID.
 - ``set_adapter``/``disable_adapter``/``delete_adapter`` extended to the tuner-level heads.
+
+A method adds its own tuner-level parameters in :meth:`ContinualTuner._init_adapter_extras` and its one-time set-up
+through :meth:`ContinualTuner._once`; ``inject_adapter`` then sets ``requires_grad`` once for all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from ..families import find_classifier, get_family
 from .routing import Routing, group_by_adapter
+
+
+class NoLayer(BaseTunerLayer):
+    """The tuner-layer class of methods that wrap no module (DualPrompt, memory tokens); PEFT still asks for one."""
+
+    adapter_layer_names = ()
+
+
+def new_head(in_features: int, num_labels: int, ref: torch.Tensor, std: float = 0.02) -> nn.Linear:
+    """A task head ``nn.Linear(in_features, num_labels)`` on ``ref``'s device and dtype: weight ``N(0, std^2)`` (the
+    model's ``initializer_range``), bias 0."""
+    head = nn.Linear(in_features, num_labels, device=ref.device, dtype=ref.dtype)
+    nn.init.normal_(head.weight, std=std)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 class ContinualTuner(BaseTuner):
@@ -41,23 +60,32 @@ class ContinualTuner(BaseTuner):
         """``nn.ModuleDict`` adapter name -> ``nn.Linear(features, num_labels)``."""
         return getattr(self, self._head_attr)
 
-    def _ensure_shared_state(self, model: nn.Module) -> None:
-        # Created lazily: PeftModel.add_adapter calls inject_adapter directly, and BaseTuner.__init__ re-runs
-        # nn.Module.__init__ (DESIGN.md section 1).
-        if "_routing" in self.__dict__:
-            return
+    def _once(self, key: str, setup: Callable[[], None]) -> None:
+        """Run ``setup()`` the first time ``key`` is asked for on this tuner. Shared state is created lazily, on the
+        first injection: ``PeftModel.add_adapter`` calls ``inject_adapter`` directly, and ``BaseTuner.__init__``
+        re-runs ``nn.Module.__init__`` (docs/design.md, "Task heads")."""
+        done = self.__dict__.setdefault("_setup_done", set())
+        if key not in done:
+            setup()
+            done.add(key)
+
+    def _setup_heads(self, model: nn.Module) -> None:
         self._routing = Routing()
         self._adapters_off = False
         setattr(self, self._head_attr, nn.ModuleDict())
-        family = get_family(model)
-        classifier = find_classifier(model, family)
+        self._family = get_family(model)
+        classifier = find_classifier(model, self._family)
         if classifier is not None:
-            self._head_in_features = classifier.in_features
+            self._classifier_in_features = classifier.in_features
             self._hook_handle = classifier.register_forward_hook(self._classifier_hook)
         else:
-            self._head_in_features = model.config.hidden_size
+            self._classifier_in_features = model.config.hidden_size
             self._hook_handle = model.register_forward_hook(self._bare_model_hook)
-        self._family = family
+
+    def _head_in_features(self, config) -> int:
+        """Input size of the task head of an adapter with ``config``: the classifier's input (or ``hidden_size`` on a
+        bare encoder). Tuners whose heads read another feature override it."""
+        return self._classifier_in_features
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
         if adapter_name in self.prefix:
@@ -67,16 +95,18 @@ class ContinualTuner(BaseTuner):
             )
         config = self.peft_config[adapter_name]
         config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
-        self._ensure_shared_state(model)
+        self._once("heads", lambda: self._setup_heads(model))
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         if getattr(config, "num_labels", None):
-            ref = next(model.parameters())
-            head = nn.Linear(self._head_in_features, config.num_labels, device=ref.device, dtype=ref.dtype)
-            std = getattr(model.config, "initializer_range", 0.02)
-            nn.init.normal_(head.weight, std=std)
-            nn.init.zeros_(head.bias)
-            self.task_heads[adapter_name] = head
+            self.task_heads[adapter_name] = new_head(self._head_in_features(config), config.num_labels,
+                                                     next(model.parameters()),
+                                                     getattr(model.config, "initializer_range", 0.02))
+        self._init_adapter_extras(model, adapter_name, config)
         self._set_tuner_level_grads(inference_mode=config.inference_mode)
+
+    def _init_adapter_extras(self, model: nn.Module, adapter_name: str, config) -> None:
+        """Create the adapter's tuner-level parameters beside its head (prompts, memory, class token). Subclasses
+        and mixins extend it and call ``super()``; ``requires_grad`` is set afterwards, once."""
 
     # -------------------------------------------------------- adapter control
     def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
@@ -160,7 +190,7 @@ class ContinualTuner(BaseTuner):
         if unknown:
             raise ValueError(f"adapter_names contains unknown adapters {unknown}; loaded: {sorted(self.peft_config)}.")
         device = next(self.model.parameters()).device
-        with self._routed(groups=group_by_adapter(list(adapter_names), device)):
+        with self._routing_context(groups=group_by_adapter(list(adapter_names), device)):
             yield
 
     @contextlib.contextmanager
@@ -180,11 +210,11 @@ class ContinualTuner(BaseTuner):
         with torch.no_grad():  # one check per forward, not one per layer
             row = alphas[:1].detach()
             shared = row[0].clone() if bool((alphas == row).all()) else None
-        with self._routed(superpose=(list(adapter_names), alphas), shared_alphas=shared):
+        with self._routing_context(superpose=(list(adapter_names), alphas), shared_alphas=shared):
             yield
 
     @contextlib.contextmanager
-    def _routed(self, **state):
+    def _routing_context(self, **state):
         if self._routing.groups is not None or self._routing.superpose is not None:
             raise RuntimeError("nested routing contexts are not supported")
         for key, value in state.items():
@@ -195,45 +225,64 @@ class ContinualTuner(BaseTuner):
             self._routing.reset()
 
     # ---------------------------------------------------------- task heads
-    def _task_logits(self, features: torch.Tensor) -> torch.Tensor | None:
-        """Logits of the routed/active task heads for ``features`` of shape ``(batch, in_features)``.
+    def _task_logits(self, features: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Logits of the routed/active task heads.
+
+        Args:
+            features: ``(batch, in_features)`` read by every head, or ``{adapter: (batch, in_features)}``, one
+                feature per head (memory tokens: each task's class token).
 
         Returns ``None`` (keep the base model's output) when adapters are disabled or no active adapter has a head.
-        Per-sample routing returns ``(batch, max_num_labels)``; columns beyond a sample's own head are filled with
-        the dtype's most negative value.
         """
         if self._adapters_off:
             return None
-        heads, routing, head = self.task_heads, self._routing, self._apply_head
+
+        def head(name: str, index: torch.Tensor | None) -> torch.Tensor:
+            x = features[name] if isinstance(features, dict) else features
+            return self.task_heads[name](x if index is None else x[index])
+
+        return self._combine_heads(head)
+
+    def _combine_heads(self, head: Callable[[str, torch.Tensor | None], torch.Tensor]) -> torch.Tensor | None:
+        """Put the heads' logits together as the routing asks; ``head(name, index)`` gives adapter ``name``'s logits
+        ``(rows, num_labels)`` for the batch rows ``index`` (``None``: every row).
+
+        Superposition and several active adapters: the heads concatenated, ``(batch, sum num_labels)``. Per-sample
+        routing: ``(batch, max num_labels)``, columns beyond a sample's own head filled with the dtype's most
+        negative value. ``None`` if no active adapter has a head.
+
+        Raises:
+            ValueError: if a routed adapter has no task head.
+        """
+        heads, routing = self.task_heads, self._routing
         if routing.superpose is not None:
-            return torch.cat([head(n, features) for n in routing.superpose[0]], dim=-1)
+            return torch.cat([head(n, None) for n in routing.superpose[0]], dim=-1)
         if routing.groups is not None:
-            if len(routing.groups) == 1 and routing.groups[0][0] in heads:
-                return head(routing.groups[0][0], features)
-            width = max(heads[n].out_features for n, _ in routing.groups if n in heads)
-            out = features.new_full((features.shape[0], width), torch.finfo(features.dtype).min)
+            missing = [n for n, _ in routing.groups if n not in heads]
+            if missing:
+                raise ValueError(f"adapters {missing} have no task head; route only adapters with a head.")
+            if len(routing.groups) == 1:
+                return head(routing.groups[0][0], None)
+            width = max(heads[n].out_features for n, _ in routing.groups)
+            out = None
             for name, index in routing.groups:
-                if name not in heads:
-                    raise ValueError(f"adapter {name!r} has no task head; route only adapters with a head.")
-                out[index, : heads[name].out_features] = head(name, features, index)
+                logits = head(name, index)
+                if out is None:
+                    batch = sum(len(i) for _, i in routing.groups)
+                    out = logits.new_full((batch, width), torch.finfo(logits.dtype).min)
+                out[index, : heads[name].out_features] = logits
             return out
         active = [n for n in self.active_adapters if n in heads]
         if not active:
             return None
-        return torch.cat([head(n, features) for n in active], dim=-1)
-
-    def _apply_head(self, name: str, features: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Task ``name``'s head on ``features`` ``(batch, in_features)`` (rows ``index`` only, if given). Tuners whose
-        tasks read their own feature (memory tokens' class tokens) override it."""
-        return self.task_heads[name](features if index is None else features[index])
+        return torch.cat([head(n, None) for n in active], dim=-1)
 
     def _classifier_hook(self, module, args, output):
         logits = self._task_logits(args[0])
         return output if logits is None else logits
 
     def _bare_model_hook(self, module, args, output):
-        features = self._family.pooled_features(output)
-        logits = self._task_logits(features)
+        logits = self._task_logits(self._family.pooled_features(output))
         if logits is not None:
             output["logits"] = logits
         return output

@@ -22,13 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..attention import enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
-from ..task_keys import frozen_query
-from .validation import validate_count, validate_layers, validate_number
+from ..task_keys import cosine_similarity, frozen_query
+from .validation import check_layers_in_range, validate_count, validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
 
@@ -68,23 +67,20 @@ class PromptsMixin:
         """DualPromptConfig always has prompts; SoftMaskConfig only with ``use_prompts=True``."""
         return getattr(config, "use_prompts", True)
 
-    def inject_adapter(self, model, adapter_name, *args, **kwargs):
-        super().inject_adapter(model, adapter_name, *args, **kwargs)
-        config = self.peft_config[adapter_name]
+    def _init_adapter_extras(self, model, adapter_name, config) -> None:
+        super()._init_adapter_extras(model, adapter_name, config)
         if self._wants_prompts(config):  # the task's prompts and key live in its adapter, beside masks and head
             self._init_prompts(model, adapter_name, config)
-            self._set_tuner_level_grads(inference_mode=config.inference_mode)
+
+    def _attach_providers(self, model: nn.Module) -> None:
+        enable_injection(model)
+        for index, module in enumerate(attention_modules(model, self._family)):
+            set_extra_kv(module, self._provider(index))
 
     def _init_prompts(self, model: nn.Module, adapter_name: str, config) -> None:
-        n = num_layers(model)
-        bad = [i for i in (*config.g_prompt_layers, *config.e_prompt_layers) if i >= n]
-        if bad:
-            raise ValueError(f"prompt layers {bad} out of range: the model has {n} layers (valid: 0..{n - 1}).")
-        if "_prompt_providers" not in self.__dict__:
-            enable_injection(model)
-            self._prompt_providers = True
-            for index, module in enumerate(attention_modules(model, self._family)):
-                set_extra_kv(module, self._provider(index))
+        for name in ("g_prompt_layers", "e_prompt_layers"):
+            check_layers_in_range(getattr(config, name), num_layers(model), name)
+        self._once("prompts", lambda: self._attach_providers(model))
         hidden = model.config.hidden_size
         ref = next(model.parameters())
         g, e, k = (self._tuner_level_dict(a) for a in PROMPT_ATTRS)
@@ -157,5 +153,4 @@ class PromptsMixin:
 
     def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         """Cosine similarity ``(batch, T)`` between the query features and the adapters' keys."""
-        keys = torch.stack([self._tuner_level_dict("e_key")[n] for n in adapter_names])
-        return F.normalize(features, dim=-1) @ F.normalize(keys, dim=-1).T
+        return cosine_similarity(features, torch.stack([self._tuner_level_dict("e_key")[n] for n in adapter_names]))

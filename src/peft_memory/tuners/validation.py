@@ -6,25 +6,9 @@ from __future__ import annotations
 import math
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """True for an ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_head_fields(config) -> None:
-    """Check ``num_labels``/``label_names`` and fill one from the other. Shared by all peft_memory configs."""
-    if config.label_names is not None:
-        if not isinstance(config.label_names, (list, tuple)) or not config.label_names:
-            raise ValueError(f"label_names must be a non-empty list of class names, got {config.label_names!r}.")
-        config.label_names = [str(n) for n in config.label_names]
-        if config.num_labels is None:
-            config.num_labels = len(config.label_names)
-        elif len(config.label_names) != config.num_labels:
-            raise ValueError(
-                f"label_names has {len(config.label_names)} entries but num_labels={config.num_labels}; "
-                "pass one name per class or leave num_labels unset."
-            )
-    if config.num_labels is not None and (not _is_int(config.num_labels) or config.num_labels < 1):
-        raise ValueError(f"num_labels must be a positive integer, got {config.num_labels!r}.")
 
 
 def validate_layers(layers, name: str = "layers_to_transform", allow_none: bool = True) -> list[int] | None:
@@ -35,13 +19,26 @@ def validate_layers(layers, name: str = "layers_to_transform", allow_none: bool 
     """
     if layers is None and allow_none:
         return None
-    values = [layers] if _is_int(layers) else layers
-    if not isinstance(values, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in values):
+    values = [layers] if is_int(layers) else layers
+    if not isinstance(values, (list, tuple)) or not all(is_int(i) and i >= 0 for i in values):
         raise ValueError(
             f"{name} must hold non-negative 0-based layer indices, got {layers!r}; "
             "e.g. [9, 10, 11] for the last three layers of a 12-layer model."
         )
     return list(values)
+
+
+def check_layers_in_range(layers, num_layers: int, name: str = "layers_to_transform") -> None:
+    """Raise ``ValueError`` if a 0-based index of ``layers`` (a list, one int or ``None``) is not below ``num_layers``.
+
+    The message names ``name``, the bad indices and the valid range, e.g. ``layers_to_transform=[4] has indices [4]
+    out of range: the model has 4 layers (valid: 0..3).``
+    """
+    values = [layers] if is_int(layers) else list(layers or [])
+    bad = [i for i in values if i >= num_layers]
+    if bad:
+        raise ValueError(f"{name}={layers} has indices {bad} out of range: the model has {num_layers} layers "
+                         f"(valid: 0..{num_layers - 1}).")
 
 
 def validate_number(config, name: str, positive: bool = False, hint: str = "") -> None:
@@ -56,7 +53,7 @@ def validate_number(config, name: str, positive: bool = False, hint: str = "") -
 def validate_count(config, name: str, hint: str = "") -> None:
     """``getattr(config, name)`` must be a non-negative integer (booleans refused)."""
     value = getattr(config, name)
-    if not _is_int(value) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}{'; ' + hint if hint else ''}.")
 
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft.config import PeftConfig
 from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
-from ..compat import CompatibilityFields
+from ..config import TaskAdapterConfig
 from ..prompts import PromptFields
-from ..validation import validate_head_fields
 
 
 @dataclass
-class DualPromptConfig(PromptFields, CompatibilityFields, PeftConfig):
+class DualPromptConfig(PromptFields, TaskAdapterConfig):
     """Configuration of a :class:`DualPromptModel`: one adapter per task (its E-prompt, key and head, and a snapshot
     of the shared G-prompt).
 
@@ -38,16 +36,9 @@ class DualPromptConfig(PromptFields, CompatibilityFields, PeftConfig):
 
     target_modules: list[str] | str | None = field(default=DUMMY_TARGET_MODULES,
                                                    metadata={"help": "Unused: DualPrompt wraps no layer."})
-    exclude_modules: list[str] | str | None = field(default=None, metadata={"help": "Unused."})
-    target_parameters: list[str] | None = field(default=None, metadata={"help": "Unused."})
-    modules_to_save: list[str] | None = field(default=None, metadata={"help": "Extra modules to train and save."})
-    num_labels: int | None = field(default=None, metadata={"help": "Classes of this task's head."})
-    label_names: list[str] | None = field(default=None, metadata={"help": "This task's class names."})
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = PeftMemoryType.DUAL_PROMPT
+    PEFT_TYPE = PeftMemoryType.DUAL_PROMPT
+
+    def validate(self) -> None:
         self.target_modules = DUMMY_TARGET_MODULES
-        self.check_version()
-        validate_head_fields(self)
         self.validate_prompts()

@@ -6,17 +6,8 @@ No layer is wrapped, so there is no ``layer.py``: the per-layer work is the prom
 
 from __future__ import annotations
 
-from peft.tuners.tuners_utils import BaseTunerLayer
-
-from ..base import ContinualTuner
+from ..base import ContinualTuner, NoLayer
 from ..prompts import PROMPT_ATTRS, PromptsMixin
-
-
-class _NoLayer(BaseTunerLayer):
-    """DualPrompt wraps no module; PEFT still asks for a tuner-layer class."""
-
-    adapter_layer_names = ()
-
 
 class DualPromptModel(PromptsMixin, ContinualTuner):
     """DualPrompt on a ViT, DINOv2 or BERT model; use through ``peft.get_peft_model(model, DualPromptConfig(...))``.
@@ -30,7 +21,7 @@ class DualPromptModel(PromptsMixin, ContinualTuner):
     """
 
     prefix: str = "dual_prompt_"
-    tuner_layer_cls = _NoLayer
+    tuner_layer_cls = NoLayer
     target_module_mapping: dict[str, list[str]] = {}
     tuner_level_names = ("head", *PROMPT_ATTRS)
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft.config import PeftConfig
 from peft.utils.constants import DUMMY_TARGET_MODULES
 
 from ...registry import PeftMemoryType
-from ..compat import CompatibilityFields
-from ..validation import validate_count, validate_flag, validate_head_fields, validate_layers, validate_number
+from ..config import TaskAdapterConfig
+from ..validation import validate_count, validate_flag, validate_layers, validate_number
 
 ATTENTION_MODES = ("concatenation", "extension")
 
 
 @dataclass
-class MemoryTokenConfig(CompatibilityFields, PeftConfig):
+class MemoryTokenConfig(TaskAdapterConfig):
     """Configuration of a :class:`MemoryTokenModel`: one adapter per task holding its memory, its class token and its
     head.
 
@@ -63,18 +62,11 @@ class MemoryTokenConfig(CompatibilityFields, PeftConfig):
     cls_token_id: int | None = field(default=None, metadata={"help": "BERT: token initialising the class token."})
     target_modules: list[str] | str | None = field(
         default=DUMMY_TARGET_MODULES, metadata={"help": "Unused: memory tokens wrap no layer."})
-    exclude_modules: list[str] | str | None = field(default=None, metadata={"help": "Unused."})
-    target_parameters: list[str] | None = field(default=None, metadata={"help": "Unused."})
-    modules_to_save: list[str] | None = field(default=None, metadata={"help": "Extra modules to train and save."})
-    num_labels: int | None = field(default=None, metadata={"help": "Classes of this task's head."})
-    label_names: list[str] | None = field(default=None, metadata={"help": "This task's class names."})
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = PeftMemoryType.MEMORY_TOKEN
+    PEFT_TYPE = PeftMemoryType.MEMORY_TOKEN
+
+    def validate(self) -> None:
         self.target_modules = DUMMY_TARGET_MODULES
-        self.check_version()
-        validate_head_fields(self)
         self.layers_to_transform = validate_layers(self.layers_to_transform)
         for flag in ("memory_after_norm", "fine_tune_cls"):
             validate_flag(self, flag)

@@ -1,16 +1,21 @@
 """Memory-token tuner (Sandler et al., CVPR 2022): learnable memory read through the shared attention injection.
 
-No layer is wrapped. Per forward with memory adapters ``C_1..C_T`` taking part (the active adapters, or the
-adapters named in ``adapter_names=[...]``):
+No layer is wrapped. One forward with memory adapters ``C_1..C_T`` taking part (the active adapters, or those named
+in ``adapter_names=[...]``) keeps its state in one :class:`MemoryForward`, created by the first hook and dropped by
+the last:
 
-1. a pre-hook on the bare encoder pads BERT's 2D ``attention_mask`` for the ``T`` extra tokens;
-2. a hook on the embeddings appends the task class tokens: ``(batch, N, hidden) -> (batch, N + T, hidden)``;
+1. pre-hook on the bare encoder (:meth:`MemoryTokenModel._begin_forward`): the state is created and BERT's 2D
+   ``attention_mask`` padded for the ``T`` extra tokens;
+2. hook on the embeddings: the task class tokens are appended, ``(batch, N, hidden) -> (batch, N + T, hidden)``;
 3. at every layer, the provider passes each adapter's memory ``(m, hidden)`` through the layer's pre-attention
    LayerNorm and the frozen ``W_k``/``W_v`` and hands it to the attention function as extra keys and values, with
    Table 1's masks (:mod:`.masks`); the ``N`` original rows run the untouched base call;
-4. a hook on the last encoder layer cuts the class tokens off again ``(batch, N, hidden)``, so the final
-   LayerNorm, pooler and classifier see the base model's tensors (``hidden_states`` are cut the same way); each class token goes through the final LayerNorm (ViT, DINOv2) or the
-   frozen pooler (BERT) into its adapter's head.
+4. hook on the last encoder layer: the class tokens are cut off again, ``(batch, N, hidden)``, so the final
+   LayerNorm, pooler and classifier see the base model's tensors;
+5. the classifier hook (or, on a bare encoder, the model's output hook) sends each class token through the final
+   LayerNorm (ViT, DINOv2) or the frozen pooler (BERT) into its adapter's head (:func:`collect_task_logits`);
+6. hook on the model's output: ``task_logits`` and ``base_logits`` are added, ``hidden_states`` cut to the base
+   model's rows, and the state dropped.
 
 Output: ``logits`` as for every peft_memory tuner (the active adapter's head; per-sample heads with
 ``adapter_names``; the concatenated heads when several adapters are active), plus ``task_logits``
@@ -20,18 +25,59 @@ Output: ``logits`` as for every peft_memory tuner (the active adapter's head; pe
 from __future__ import annotations
 
 import contextlib
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ...attention import ExtraKV, enable_injection, set_extra_kv
 from ...families import attention_modules, bare_model, encoder_layers, num_layers
-from ..base import ContinualTuner
-from ..dual_prompt.model import _NoLayer
+from ..base import ContinualTuner, NoLayer
+from ..validation import check_layers_in_range
 from .masks import class_token_reads, table1_masks
 
 BERT_CLS_TOKEN_ID = 101  # [CLS] in BERT's WordPiece vocabularies
+
+
+@dataclass
+class MemoryForward:
+    """State of one forward pass with memory adapters taking part.
+
+    Attributes:
+        names: the ``T`` adapters taking part, in creation order.
+        fine_tune_cls: the single adapter taking part replaces the original class token (no task class tokens).
+        reads: ``(T, T)`` bool, which class tokens each class token reads (:func:`.masks.class_token_reads`).
+        num_inputs: ``N``, the original sequence length (set by the embeddings hook).
+        masks: Table 1 masks per memory layout (layers with the same memory sizes share them).
+        tokens: ``(batch, T, hidden)`` class tokens after the last layer, before the final norm.
+        task_logits: ``{adapter: (batch, num_labels)}`` once the heads have run.
+        base_logits: the base classifier's own output ``(batch, num_labels)``, if the model has a classifier.
+    """
+
+    names: list[str]
+    fine_tune_cls: bool = False
+    reads: torch.Tensor | None = None
+    num_inputs: int | None = None
+    masks: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    tokens: torch.Tensor | None = None
+    task_logits: dict[str, torch.Tensor] | None = None
+    base_logits: torch.Tensor | None = None
+
+
+@dataclass
+class ModelParts:
+    """The modules of the base model the hooks read. A plain object, not an ``nn.Module``, so the tuner does not
+    register the model's modules a second time."""
+
+    bare: nn.Module
+    layers: list[nn.Module]
+    attention: list[nn.Module]
+
+
+def collect_task_logits(heads: nn.ModuleDict, features: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Each adapter's head on its own class token: ``features`` ``(batch, T, hidden)``, ``names`` the ``T``
+    adapters in the same order; returns ``{name: (batch, num_labels)}`` for the adapters that have a head."""
+    return {n: heads[n](features[:, i]) for i, n in enumerate(names) if n in heads}
 
 
 class MemoryTokenModel(ContinualTuner):
@@ -49,7 +95,7 @@ class MemoryTokenModel(ContinualTuner):
     """
 
     prefix: str = "memory_token_"
-    tuner_layer_cls = _NoLayer
+    tuner_layer_cls = NoLayer
     target_module_mapping: dict[str, list[str]] = {}
     tuner_level_names = ("head", "memory", "class_token")
 
@@ -57,16 +103,16 @@ class MemoryTokenModel(ContinualTuner):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ set-up
-    def inject_adapter(self, model, adapter_name, *args, **kwargs):
-        super().inject_adapter(model, adapter_name, *args, **kwargs)
-        config = self.peft_config[adapter_name]
-        self._install_hooks(model)
+    def _head_in_features(self, config) -> int:
+        # the head reads the task's class token; with fine_tune_cls, the classifier's own input
+        return self._classifier_in_features if config.fine_tune_cls else self.model.config.hidden_size
+
+    def _init_adapter_extras(self, model, adapter_name, config) -> None:
+        super()._init_adapter_extras(model, adapter_name, config)
+        self._once("memory", lambda: self._install_hooks(model))
         n = num_layers(model)
+        check_layers_in_range(config.layers_to_transform, n)
         layers = list(config.layers_to_transform) if config.layers_to_transform is not None else list(range(n))
-        bad = [i for i in layers if i >= n]
-        if bad:
-            raise ValueError(f"layers_to_transform has indices {bad} out of range: the model has {n} layers "
-                             f"(valid: 0..{n - 1}).")
         config.layers_to_transform = layers
         if config.attention == "extension" and config.extends is None:
             config.extends = [a for a in self._tuner_level_dict("class_token") if not self.peft_config[a].fine_tune_cls]
@@ -74,39 +120,27 @@ class MemoryTokenModel(ContinualTuner):
         memory = torch.empty(len(layers), config.num_memory_tokens, hidden, device=ref.device, dtype=ref.dtype)
         self._tuner_level_dict("memory")[adapter_name] = nn.Parameter(memory.normal_(0.0, config.init_std))
         self._tuner_level_dict("class_token")[adapter_name] = nn.Parameter(self._initial_class_token(config))
-        if not config.fine_tune_cls and adapter_name in self.task_heads:  # the head reads the task's class token
-            old = self.task_heads[adapter_name]
-            if old.in_features != hidden:
-                head = nn.Linear(hidden, old.out_features, device=ref.device, dtype=ref.dtype)
-                nn.init.normal_(head.weight, std=getattr(model.config, "initializer_range", 0.02))
-                nn.init.zeros_(head.bias)
-                self.task_heads[adapter_name] = head
-        self._set_tuner_level_grads(inference_mode=config.inference_mode)
 
     def _install_hooks(self, model) -> None:
-        if "_mem" in self.__dict__:
-            return
-        self._mem = SimpleNamespace(names=[], n=None, reads=None, masks={}, tokens=None, fine_tune_cls=False,
-                                    base_logits=None, task_logits=None)
+        self._memory_forward = None
         enable_injection(model)
-        # plain attributes, not submodules: the tuner must not register the model's modules a second time
-        self.__dict__["_bare"] = bare = bare_model(model)
-        self.__dict__["_layers"] = layers = list(encoder_layers(model, self._family))
-        self.__dict__["_attention"] = attention_modules(model, self._family)
+        family = self._family
+        self._parts = parts = ModelParts(bare_model(model), list(encoder_layers(model, family)),
+                                         attention_modules(model, family))
         self._handles = [
-            bare.register_forward_pre_hook(self._begin_forward, with_kwargs=True),
-            bare.embeddings.register_forward_hook(self._embeddings_hook),
-            layers[-1].register_forward_hook(self._last_layer_hook),
+            parts.bare.register_forward_pre_hook(self._begin_forward, with_kwargs=True),
+            parts.bare.embeddings.register_forward_hook(self._embeddings_hook),
+            parts.layers[-1].register_forward_hook(self._last_layer_hook),
             model.register_forward_hook(self._output_hook),
         ]
-        for index, module in enumerate(self._attention):
+        for index, module in enumerate(parts.attention):
             set_extra_kv(module, self._provider(index))
 
     @torch.no_grad()
     def _initial_class_token(self, config) -> torch.Tensor:
         """The base model's embedded class token: ``cls_token + position_embeddings[0]`` (ViT, DINOv2), or the
         embedding of ``[CLS]`` at position 0 (BERT)."""
-        emb = self._bare.embeddings
+        emb = self._parts.bare.embeddings
         if hasattr(emb, "cls_token"):
             return (emb.cls_token[0, 0] + emb.position_embeddings[0, 0]).clone()
         was_training = emb.training
@@ -135,42 +169,46 @@ class MemoryTokenModel(ContinualTuner):
         return names
 
     def _begin_forward(self, module, args, kwargs):
-        st = self._mem
-        st.names, st.tokens, st.base_logits, st.task_logits = self._taking_part(), None, None, None
-        st.fine_tune_cls = bool(st.names) and self.peft_config[st.names[0]].fine_tune_cls
-        st.reads, st.masks = None, {}
-        if st.names and not st.fine_tune_cls:
-            st.reads = class_token_reads(st.names, {n: self.peft_config[n].extends for n in st.names})
-            mask = kwargs.get("attention_mask")
-            if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
-                mask, args = args[1], (args[0], None, *args[2:])
-            if mask is not None and mask.dim() == 2:  # BERT: the class tokens are real (unpadded) positions
-                kwargs["attention_mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], len(st.names))], dim=1)
+        names = self._taking_part()
+        if not names:
+            self._memory_forward = None
+            return args, kwargs
+        if self.peft_config[names[0]].fine_tune_cls:
+            self._memory_forward = MemoryForward(names, fine_tune_cls=True)
+            return args, kwargs
+        reads = class_token_reads(names, {n: self.peft_config[n].extends for n in names})
+        self._memory_forward = MemoryForward(names, reads=reads)
+        mask = kwargs.get("attention_mask")
+        if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            mask, args = args[1], (args[0], None, *args[2:])
+        if mask is not None and mask.dim() == 2:  # BERT: the class tokens are real (unpadded) positions
+            kwargs["attention_mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], len(names))], dim=1)
         return args, kwargs
 
     def _embeddings_hook(self, module, args, output):
-        st = self._mem
-        if not st.names:
+        st = self._memory_forward
+        if st is None:
             return output
         tokens = torch.stack([self._tuner_level_dict("class_token")[n] for n in st.names]).to(output.dtype)  # (T, hidden)
         batch = output.shape[0]
         if st.fine_tune_cls:  # the adapter's class token replaces the original one
             return torch.cat([tokens[:1].expand(batch, 1, -1), output[:, 1:]], dim=1)
-        st.n = output.shape[1]
+        st.num_inputs = output.shape[1]
         return torch.cat([output, tokens.expand(batch, -1, -1)], dim=1)  # (batch, N + T, hidden)
 
     def _last_layer_hook(self, module, args, output):
-        st = self._mem
-        if not st.names or st.fine_tune_cls:
+        st = self._memory_forward
+        if st is None or st.fine_tune_cls:
             return output
         hidden = output[0] if isinstance(output, tuple) else output
-        st.tokens = hidden[:, st.n:]  # (batch, T, hidden), before the final norm
-        return (hidden[:, : st.n], *output[1:]) if isinstance(output, tuple) else hidden[:, : st.n]
+        n = st.num_inputs
+        st.tokens = hidden[:, n:]  # (batch, T, hidden), before the final norm
+        return (hidden[:, :n], *output[1:]) if isinstance(output, tuple) else hidden[:, :n]
 
     def _provider(self, index: int):
         def provide(module, query):
-            st = self._mem
-            if not st.names or self._adapters_off:
+            st = self._memory_forward
+            if st is None or self._adapters_off:
                 return None
             keys, values, sizes = [], [], []
             for name in st.names:
@@ -189,17 +227,17 @@ class MemoryTokenModel(ContinualTuner):
                 k = v = query.new_zeros(1, heads, 0, head_dim)
             if st.fine_tune_cls:  # plain fine-tuning: every token reads the memory
                 return ExtraKV(k, v) if keys else None
-            masks = st.masks.get(tuple(sizes))  # layers with the same memory layout share their masks
+            masks = st.masks.get(tuple(sizes))
             if masks is None:
-                masks = st.masks[tuple(sizes)] = table1_masks(st.reads, sizes, st.n, device=query.device)
-            return ExtraKV(k, v, *masks, base_rows=st.n)
+                masks = st.masks[tuple(sizes)] = table1_masks(st.reads, sizes, st.num_inputs, device=query.device)
+            return ExtraKV(k, v, *masks, base_rows=st.num_inputs)
 
         return provide
 
     def _project_memory(self, index: int, memory: torch.Tensor, config):
         """Memory ``(m, hidden)`` through the pre-attention LayerNorm (unless ``memory_after_norm``) and the frozen
         key/value projections of layer ``index``."""
-        layer, family = self._layers[index], self._family
+        layer, family = self._parts.layers[index], self._family
         if family.attention_norm and not config.memory_after_norm:
             memory = layer.get_submodule(family.attention_norm)(memory)
         return layer.get_submodule(family.key)(memory), layer.get_submodule(family.value)(memory)
@@ -216,40 +254,47 @@ class MemoryTokenModel(ContinualTuner):
             self.set_adapter(previous if len(previous) > 1 else previous[0])
 
     # ------------------------------------------------------------- outputs
-    def _token_features(self) -> torch.Tensor:
+    def _token_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final features of the class tokens ``(batch, T, hidden)``: final LayerNorm, or BERT's frozen pooler."""
-        tokens, family = self._mem.tokens, self._family
+        bare, family = self._parts.bare, self._family
         if family.final_norm:
-            return getattr(self._bare, family.final_norm)(tokens)
-        pooler = getattr(self._bare, "pooler", None)
+            return getattr(bare, family.final_norm)(tokens)
+        pooler = getattr(bare, "pooler", None)
         return tokens if pooler is None else pooler.activation(pooler.dense(tokens))
 
-    def _apply_head(self, name, features, index=None):
-        st = self._mem
-        if st.tokens is None:  # fine_tune_cls: the head reads the original class token's feature
-            return super()._apply_head(name, features, index)
-        if st.task_logits is None:
-            feats = self._token_features()
-            st.task_logits = {n: self.task_heads[n](feats[:, i]) for i, n in enumerate(st.names)
-                              if n in self.task_heads}
-        logits = st.task_logits[name]
-        return logits if index is None else logits[index]
+    def _class_token_logits(self, st: MemoryForward) -> torch.Tensor | None:
+        """Fill ``st.task_logits`` and combine them as the routing asks (see :meth:`_combine_heads`)."""
+        st.task_logits = collect_task_logits(self.task_heads, self._token_features(st.tokens), st.names)
+        if not st.task_logits:
+            return None
+        logits = st.task_logits
+        return self._combine_heads(lambda name, index: logits[name] if index is None else logits[name][index])
 
     def _classifier_hook(self, module, args, output):
-        self._mem.base_logits = output
-        return super()._classifier_hook(module, args, output)
+        st = self._memory_forward
+        if st is None or st.tokens is None:  # no memory adapter, or fine_tune_cls: the heads read the classifier input
+            return super()._classifier_hook(module, args, output)
+        st.base_logits = output
+        logits = self._class_token_logits(st)
+        return output if logits is None else logits
+
+    def _bare_model_hook(self, module, args, output):
+        st = self._memory_forward
+        if st is None or st.tokens is None:
+            return super()._bare_model_hook(module, args, output)
+        logits = self._class_token_logits(st)
+        if logits is not None:
+            output["logits"] = logits
+        return output
 
     def _output_hook(self, module, args, output):
-        st = self._mem
-        names, st.names = st.names, []  # the forward is over: layers called directly later see no memory
-        if names and isinstance(output, dict) and not st.fine_tune_cls:
-            if st.task_logits is None and self.task_heads:
-                self._apply_head(names[0], None)
+        st, self._memory_forward = self._memory_forward, None  # the forward is over: layers called directly later see no memory
+        if st is not None and st.tokens is not None and isinstance(output, dict):
             output["task_logits"] = st.task_logits
             if st.base_logits is not None:
                 output["base_logits"] = st.base_logits
             if output.get("hidden_states") is not None:  # the base model's rows only
-                output["hidden_states"] = tuple(h[:, : st.n] for h in output["hidden_states"])
+                output["hidden_states"] = tuple(h[:, : st.num_inputs] for h in output["hidden_states"])
         return output
 
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
@@ -258,6 +303,6 @@ class MemoryTokenModel(ContinualTuner):
                              "get the base model back.")
         for handle in self.__dict__.get("_handles", []):
             handle.remove()
-        for module in self.__dict__.get("_attention", []):
+        for module in self._parts.attention if "_parts" in self.__dict__ else []:
             set_extra_kv(module, None)
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)

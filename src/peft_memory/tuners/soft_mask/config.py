@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft.config import PeftConfig
-
 from ...registry import PeftMemoryType
-from ..compat import CompatibilityFields
+from ..config import TaskAdapterConfig
 from ..prompts import PromptFields
-from ..validation import validate_flag, validate_head_fields, validate_layers, validate_number
+from ..validation import validate_flag, validate_layers, validate_number
 
 
 @dataclass
-class SoftMaskConfig(PromptFields, CompatibilityFields, PeftConfig):
+class SoftMaskConfig(PromptFields, TaskAdapterConfig):
     """Configuration of a :class:`SoftMaskModel`: one adapter per task.
 
     Each adapter holds a real-valued mask ``M_t`` with the shape of every targeted frozen weight ``W``; the layer
@@ -61,12 +59,6 @@ class SoftMaskConfig(PromptFields, CompatibilityFields, PeftConfig):
             "(plus attention output / FFN by option). An empty list masks nothing (head only)."
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or regex never to mask."}
-    )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Unused; present because PEFT's target matching reads it."}
-    )
     layers_to_transform: list[int] | int | None = field(
         default=None, metadata={"help": "0-based encoder layer indices to mask. Default: the last three layers."}
     )
@@ -84,26 +76,17 @@ class SoftMaskConfig(PromptFields, CompatibilityFields, PeftConfig):
         default=True,
         metadata={"help": "True: masks = mask_init exactly (identity at init). False: U(mask_init-0.01, mask_init)."},
     )
-    num_labels: int | None = field(
-        default=None, metadata={"help": "Number of classes of this task's head. Default: len(label_names)."}
-    )
-    label_names: list[str] | None = field(default=None, metadata={"help": "This task's class names, in label order."})
-    modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Extra modules to set trainable and save (PEFT semantics)."}
-    )
     use_prompts: bool = field(
         default=False, metadata={"help": "Add DualPrompt G-/E-prompts and a key to each task (DualPrompt-Soft-TF)."}
     )
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = PeftMemoryType.SOFT_MASK
+    PEFT_TYPE = PeftMemoryType.SOFT_MASK
+
+    def validate(self) -> None:
         if isinstance(self.target_modules, (list, tuple)):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, (list, tuple)):
             self.exclude_modules = set(self.exclude_modules)
-        self.check_version()
-        validate_head_fields(self)
         validate_number(self, "mask_init", hint="the paper uses 1.0")
         self.layers_to_transform = validate_layers(self.layers_to_transform)
         for flag in ("use_prompts", "mask_ffn", "mask_attention_output", "init_weights"):

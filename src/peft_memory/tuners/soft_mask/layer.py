@@ -111,7 +111,7 @@ class Linear(nn.Module, SoftMaskLayer):
         if routing.superpose is not None:
             return self._superposed(x, *routing.superpose, shared=routing.shared_alphas)
         if routing.groups is not None:
-            return self._routed(x, routing.groups)
+            return self._forward_routed(x, routing.groups)
         active = [a for a in self.active_adapters if a in self.soft_mask]
         if not active:
             return base(x, *args, **kwargs)
@@ -122,7 +122,7 @@ class Linear(nn.Module, SoftMaskLayer):
             )
         return F.linear(x, self.masked_weight(active[0]), base.bias)
 
-    def _routed(self, x: torch.Tensor, groups: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    def _forward_routed(self, x: torch.Tensor, groups: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
         """One masked matmul per adapter present in the batch; rows go back to their place."""
         bias = self.get_base_layer().bias
         if len(groups) == 1:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
-from ...families import get_family
+from ...families import get_family, last_layers
 from ..base import ContinualTuner
 from ..prompts import PROMPT_ATTRS, PromptsMixin
+from ..validation import check_layers_in_range
 from .layer import Linear, SoftMaskLayer
 
 
@@ -50,16 +51,10 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
         elif not peft_config.target_modules:
             peft_config.target_modules = DUMMY_TARGET_MODULES  # head only: nothing is masked
         if peft_config.layers_to_transform is None and not isinstance(peft_config.target_modules, str):
-            peft_config.layers_to_transform = list(range(max(0, n_layers - 3), n_layers))
+            peft_config.layers_to_transform = last_layers(n_layers)
         if peft_config.layers_pattern is None:
             peft_config.layers_pattern = family.layers_pattern
-        layers = peft_config.layers_to_transform
-        bad = [i for i in ([layers] if isinstance(layers, int) else layers or []) if i >= n_layers]
-        if bad:
-            raise ValueError(
-                f"layers_to_transform={layers} has indices {bad} out of range: the model has {n_layers} layers "
-                f"(valid: 0..{n_layers - 1})."
-            )
+        check_layers_in_range(peft_config.layers_to_transform, n_layers)
         return peft_config
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):

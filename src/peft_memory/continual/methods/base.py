@@ -1,0 +1,100 @@
+"""The method interface of the continual trainer: one object per method, with named hooks.
+
+In the shape of Avalanche's strategies and plugins: :class:`~peft_memory.continual.trainer.ContinualTrainer` runs the
+loop (add an adapter, train, save, evaluate) and calls these hooks at fixed points; a method overrides only the hooks
+it needs. The maths (losses, task-identity rules, metrics) lives in plain functions and objects the hooks call.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from peft import PeftConfig
+from torch import nn
+
+from .. import metrics
+from ..evaluation import EvalContext
+from ..tasks import Task, TaskSequence
+
+
+class ContinualMethod:
+    """One continual-learning method as the trainer runs it.
+
+    Args:
+        args: the run's :class:`~peft_memory.continual.ContinualArguments` (the method reads its own flags).
+
+    Class attributes:
+        name: the ``--method`` value.
+        task_id_modes: the ``--task_id_mode`` rules that apply; the first is the default.
+    """
+
+    name: ClassVar[str]
+    task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit")
+
+    def __init__(self, args):
+        self.args = args
+
+    @classmethod
+    def resolve_task_id_mode(cls, mode: str | None) -> str:
+        """``mode``, or the method's default if ``None``. Raises ``ValueError`` if the rule does not apply."""
+        mode = mode or cls.task_id_modes[0]
+        if mode not in cls.task_id_modes:
+            raise ValueError(f"--task_id_mode {mode} does not apply to --method {cls.name}; choose one of "
+                             f"{list(cls.task_id_modes)}.")
+        return mode
+
+    # ------------------------------------------------------------- the tasks
+    def training_tasks(self, sequence: TaskSequence) -> list[Task]:
+        """The tasks trained one after another, one adapter each (default: the sequence's tasks)."""
+        return list(sequence.tasks)
+
+    def column(self, k: int, sequence: TaskSequence) -> int:
+        """The accuracy-matrix column filled after training ``training_tasks(sequence)[k]`` (default ``k``)."""
+        return k
+
+    # --------------------------------------------------------------- training
+    def make_config(self, task: Task, base_model: nn.Module) -> PeftConfig:
+        """The PEFT config of ``task``'s adapter."""
+        raise NotImplementedError
+
+    def on_adapter_added(self, model, task: Task, device) -> None:
+        """Called after ``task``'s adapter was added and activated, before training (or when it is reloaded)."""
+
+    def extra_parameters(self, task: Task) -> list[nn.Parameter]:
+        """Parameters trained with ``task``'s adapter that live outside the ``PeftModel`` (default: none)."""
+        return []
+
+    def auxiliary_loss(self, model, batch: dict, task: Task) -> torch.Tensor | None:
+        """A term added to the cross-entropy of each training step (``model``: the unwrapped ``PeftModel``)."""
+        return None
+
+    def after_backward(self, accelerator, task: Task) -> None:
+        """Called after each backward pass, before clipping and the optimiser step."""
+
+    # ------------------------------------------------------------ persistence
+    def save_extras(self, task: Task, folder: str) -> None:
+        """Write what the method keeps beside ``task``'s adapter into its adapter folder."""
+
+    def load_extras(self, model, task: Task, folder: str, device) -> None:
+        """Read back what :meth:`save_extras` wrote, for ``model`` holding ``task``'s adapter (resume,
+        re-evaluation)."""
+
+    # ------------------------------------------------------------- evaluation
+    def prompt_keys(self):
+        """The Prompt-ID keys: ``None`` when the adapters carry their own (DualPrompt), else an object with
+        ``frozen_features`` and ``key_similarity`` such as :class:`peft_memory.TaskKeys`."""
+        return None
+
+    def evaluate_batch(self, ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+        """Bool ``til``, ``cil``, ``task_id`` ``(batch,)`` for a test batch of task ``k`` (default: the rule's)."""
+        return ctx.rule.evaluate_batch(ctx, batch, labels, k)
+
+    def task_identity_mode(self, mode: str) -> str:
+        """How ``results.json`` names the task-identity rule ``mode``."""
+        return mode
+
+    def summarize(self, cil: np.ndarray) -> dict[str, float | None]:
+        """``average_accuracy``, ``forgetting`` and ``backward_transfer`` of the CIL matrix so far."""
+        return metrics.summarize(cil)
