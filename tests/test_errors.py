@@ -23,7 +23,8 @@ import peft_memory  # noqa: F401
 from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig
 from peft_memory.continual import ContinualArguments
 from peft_memory.continual.checkpoint import adapter_weights_path, prepare_output_dir
-from peft_memory.continual.reload import load_run
+from peft_memory.continual.reference import load_run
+from peft_memory.continual.results import RunResults, TaskIdentityRecord, TaskRecord
 from peft_memory.continual.tasks import Task, TaskSequence
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src", "peft_memory")
@@ -33,6 +34,18 @@ def saved_adapter(tmp_path, config=None):
     model = get_peft_model(make_model("bert_cls"), config or SoftMaskConfig(num_labels=2), "task_0")
     model.save_pretrained(str(tmp_path))
     return tmp_path / "task_0" if (tmp_path / "task_0").is_dir() else tmp_path
+
+
+def minimal_results(task_names) -> RunResults:
+    """A results.json for a run of ``task_names`` (two classes each) with nothing evaluated yet."""
+    t = len(task_names)
+    empty = [[None] * t for _ in range(t)]
+    return RunResults(method="soft_mask", benchmark="toy", base_model="tiny",
+                      tasks=[TaskRecord(n, ["a", "b"], [2 * i, 2 * i + 1], 1, 1) for i, n in enumerate(task_names)],
+                      tasks_completed=t, task_identity=TaskIdentityRecord("gradient_id"), accuracy_matrix=empty,
+                      til_accuracy_matrix=empty, task_id_accuracy_matrix=empty, average_accuracy=None,
+                      forgetting=None, backward_transfer=None, til_average_accuracy=None, cil_accuracy=None,
+                      til_accuracy=None, task_id_accuracy=None)
 
 
 # ---------------------------------------------------------------- adapter files
@@ -89,8 +102,7 @@ class _Payload:
 def test_pickled_adapter_weights_are_never_loaded(tmp_path):
     run = tmp_path / "run"
     assert saved_adapter(run) == run / "task_0"  # PEFT saves a named adapter in its own subfolder
-    (run / "results.json").write_text(json.dumps({"tasks": [{"name": "task_0", "label_names": ["a", "b"]}],
-                                                  "config": {}}))
+    minimal_results(["task_0"]).save(str(run))
     (run / "task_0" / "adapter_model.safetensors").unlink()
     marker = tmp_path / "unpickled"
     (run / "task_0" / "adapter_model.bin").write_bytes(pickle.dumps(_Payload(str(marker))))

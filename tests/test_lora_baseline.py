@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import TaskKeys, frozen_query, prompt_id
+from peft_memory.continual import ContinualTrainer, get_method, get_rule
+from peft_memory.continual.cli import evaluation_arguments
 from peft_memory.continual.data import TextInputs
-from peft_memory.continual.evaluation import evaluate_batch
-from peft_memory.continual.methods import get_method
-from peft_memory.continual.reload import evaluate_run, load_task_keys, verify_run
+from peft_memory.continual.evaluation import EvalContext
+from peft_memory.continual.reference import verify_run
 from peft_memory.continual.tasks import Task
 from peft_memory.task_keys import KEY_FILE
 
@@ -124,15 +125,16 @@ def test_a_sample_routed_to_a_smaller_task_is_predicted_within_that_tasks_classe
     # task 0 does not have: the prediction must be task 0's best class (column 1), not an index error.
     table = torch.tensor([[0.1, 0.3, 5.0], [0.2, 0.1, 4.0]])
     tasks = [Task("t0", ["a", "b"], [None], [None], [0, 1]), Task("t1", ["c", "d", "e"], [None], [None], [2, 3, 4])]
-    out = evaluate_batch(FixedLogits(table), {"x": torch.tensor([0, 1])}, torch.tensor([2, 2]), 1, tasks,
-                         "prompt_id", keys=FixedKeys([0, 1]))
+    method = SimpleNamespace(prompt_keys=lambda: FixedKeys([0, 1]))
+    ctx = EvalContext(FixedLogits(table), tasks, tasks, method, get_rule("prompt_id"))
+    out = ctx.rule.evaluate_batch(ctx, {"x": torch.tensor([0, 1])}, torch.tensor([2, 2]), 1)
     assert out["til"].tolist() == [True, True] and out["task_id"].tolist() == [False, True]
     assert out["cil"].tolist() == [False, True]
 
 
 def test_lora_run_saves_peft_adapters_with_keys_and_reloads(tmp_path, tokenizer):
     trainer, results, _ = run(tmp_path, tokenizer, method="lora", max_steps_per_task=4)
-    assert results["method"] == "lora" and results["task_identity"]["mode"] == "prompt_id"
+    assert results.method == "lora" and results.task_identity.mode == "prompt_id"
     assert type(trainer.model.peft_config["task_0"]) is LoraConfig
     for name in ("task_0", "task_1"):
         assert os.path.isfile(tmp_path / name / KEY_FILE)
@@ -141,13 +143,14 @@ def test_lora_run_saves_peft_adapters_with_keys_and_reloads(tmp_path, tokenizer)
     live = get_peft_model_state_dict(trainer.model, adapter_name="task_0")
     assert sorted(saved) == sorted(live) and any("classifier" in k for k in saved)
     assert all(torch.equal(v, live[k]) for k, v in saved.items())
-    assert torch.equal(load_file(tmp_path / "task_0" / KEY_FILE)["key"], trainer.task_keys.keys["task_0"].detach())
+    assert torch.equal(load_file(tmp_path / "task_0" / KEY_FILE)["key"], trainer.method.keys.keys["task_0"].detach())
     # the adapters are plain PEFT LoRA adapters: they load without peft_memory's tuners
     plain = PeftModel.from_pretrained(minilm(), str(tmp_path / "task_0"), adapter_name="task_0")
     plain.load_adapter(str(tmp_path / "task_1"), adapter_name="task_1")
     assert verify_run(str(tmp_path), plain.eval()) == {"task_0": 0.0, "task_1": 0.0}
-    keys = load_task_keys(str(tmp_path), ["task_0", "task_1"], 384)
-    assert torch.equal(keys.keys["task_1"], trainer.task_keys.keys["task_1"].detach())
+    keys = TaskKeys(384)
+    keys.load("task_1", str(tmp_path / "task_1"))
+    assert torch.equal(keys.keys["task_1"], trainer.method.keys.keys["task_1"].detach())
 
 
 def test_lora_refuses_gradient_id(tmp_path, tokenizer):
@@ -156,29 +159,34 @@ def test_lora_refuses_gradient_id(tmp_path, tokenizer):
         run(tmp_path, tokenizer, method="lora", task_id_mode="gradient_id", max_steps_per_task=1)
 
 
+def reevaluate(run_dir, out_dir, tokenizer, **settings):
+    """``peft-memory evaluate`` on the toy run: the trainer rebuilt with the run's arguments (other evaluation
+    settings) and the toy sequence, then ``evaluate_saved_run``."""
+    args = evaluation_arguments(str(run_dir), str(out_dir), **settings)
+    return ContinualTrainer(minilm(), toy_sequence(), TextInputs(tokenizer), args).evaluate_saved_run(str(run_dir))
+
+
 @pytest.mark.parametrize("method", ["soft_mask_prompts", "lora"])
 def test_evaluate_run_reproduces_the_training_time_matrices(tmp_path, tokenizer, method):
     trainer, results, _ = run(tmp_path / "run", tokenizer, method=method, max_steps_per_task=4)
-    again = evaluate_run(str(tmp_path / "run"), str(tmp_path / "again"), sequence=toy_sequence(),
-                         base_model=minilm(), inputs=TextInputs(tokenizer))
+    again = reevaluate(tmp_path / "run", tmp_path / "again", tokenizer)
     for key in ("accuracy_matrix", "til_accuracy_matrix", "task_id_accuracy_matrix", "forgetting"):
-        assert again[key] == results[key], key
-    assert again["adapters_from"] == str(tmp_path / "run")
+        assert getattr(again, key) == getattr(results, key), key
+    assert again.adapters_from == str(tmp_path / "run")
     on_disk = json.loads((tmp_path / "again" / "results.json").read_text())
-    assert on_disk["accuracy_matrix"] == results["accuracy_matrix"]
+    assert on_disk["accuracy_matrix"] == results.accuracy_matrix
 
 
 def test_evaluate_run_with_gradient_id_and_bad_settings(tmp_path, tokenizer):
     run(tmp_path / "run", tokenizer, method="soft_mask_prompts", max_steps_per_task=4)
-    out = evaluate_run(str(tmp_path / "run"), str(tmp_path / "gid"), sequence=toy_sequence(), base_model=minilm(),
-                       inputs=TextInputs(tokenizer), task_id_mode="gradient_id")
-    assert out["task_identity"]["mode"] == "gradient_id" and out["config"]["method"] == "soft_mask_prompts"
+    out = reevaluate(tmp_path / "run", tmp_path / "gid", tokenizer, task_id_mode="gradient_id")
+    assert out.task_identity.mode == "gradient_id" and out.config["method"] == "soft_mask_prompts"
     with pytest.raises(ValueError, match=r"\['learning_rate'\] are not evaluation settings"):
-        evaluate_run(str(tmp_path / "run"), str(tmp_path / "x"), learning_rate=1.0)
+        evaluation_arguments(str(tmp_path / "run"), str(tmp_path / "x"), learning_rate=1.0)
 
 
 def test_lora_config_targets_query_and_value_of_the_last_three_layers():
     args = SimpleNamespace(layers=None, lora_r=8, lora_alpha=16)
-    config = get_method("lora").make_config(None, args, make_model("vit_cls"))
+    config = get_method("lora")(args).make_config(None, make_model("vit_cls"))
     assert sorted(config.target_modules) == ["q_proj", "v_proj"] and config.layers_to_transform == [1, 2, 3]
     assert config.modules_to_save == ["classifier"] and config.layers_pattern == "layers"

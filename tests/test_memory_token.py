@@ -12,8 +12,9 @@ from test_continual_trainer import minilm, run
 
 import peft_memory  # noqa: F401
 from peft_memory import MemoryTokenConfig, gradient_id
-from peft_memory.continual.evaluation import evaluate_concatenated_batch
-from peft_memory.continual.reload import load_run, verify_run
+from peft_memory.continual import get_rule
+from peft_memory.continual.evaluation import EvalContext
+from peft_memory.continual.reference import load_run, verify_run
 from peft_memory.continual.tasks import Task
 from peft_memory.families import bare_model, encoder_layers, get_family
 from peft_memory.tuners.memory_token.masks import class_token_reads, table1_masks
@@ -281,7 +282,8 @@ def test_most_confident_head_rule_by_hand():
     tasks = [Task("t0", ["a", "b"], [None], [None], [0, 1]), Task("t1", ["c", "d"], [None], [None], [2, 3])]
     # sample 0: t0's head is sure (softmax 0.98), t1's unsure -> t0; sample 1: t1's head is surer -> t1
     heads = {"t0": torch.tensor([[4.0, 0.0], [1.0, 0.0]]), "t1": torch.tensor([[0.1, 0.0], [0.0, 3.0]])}
-    out = evaluate_concatenated_batch(AllHeads(heads), {}, torch.tensor([0, 1]), 1, tasks)
+    ctx = EvalContext(AllHeads(heads), tasks, tasks, method=None, rule=get_rule("max_softmax"))
+    out = ctx.rule.evaluate_batch(ctx, {}, torch.tensor([0, 1]), 1)
     assert out["task_id"].tolist() == [False, True] and out["cil"].tolist() == [False, True]
     assert out["til"].tolist() == [True, True]  # t1's own head is right on both
 
@@ -289,7 +291,7 @@ def test_most_confident_head_rule_by_hand():
 def test_memory_token_trainer_run_keeps_task_incremental_accuracy_and_reloads(tmp_path, tokenizer):
     trainer, results, _ = run(tmp_path, tokenizer, method="memory_token", num_memory_tokens=2,
                               max_steps_per_task=4)
-    assert results["task_identity"]["mode"] == "max_softmax"
-    til = results["til_accuracy_matrix"]
+    assert results.task_identity.mode == "max_softmax"
+    til = results.til_accuracy_matrix
     assert til[0][0] == til[0][1]  # task_1's adapter runs in the same forward and changes nothing for task_0
     assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=minilm())) == {"task_0": 0.0, "task_1": 0.0}

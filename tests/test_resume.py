@@ -15,7 +15,6 @@ from test_continual_trainer import minilm, toy_sequence
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback
 from peft_memory.continual.data import TextInputs
-from peft_memory.continual.methods import get_method
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +51,7 @@ class Killer(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 seq = toy_sequence(num_tasks=3, per_class=8)
-trainer = ContinualTrainer(minilm(seq.num_classes), seq, get_method(method),
-                           TextInputs(AutoTokenizer.from_pretrained(get_model_path())),
+trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(AutoTokenizer.from_pretrained(get_model_path())),
                            arguments(out, method, resume=resume), callbacks=[Killer()])
 trainer.run()
 print("finished")
@@ -109,7 +107,7 @@ def test_same_seed_same_results_and_an_error_after_a_save_loses_nothing(tmp_path
     seq = toy_sequence(num_tasks=3, per_class=8)
 
     def train(out, callbacks=(), **kw):
-        trainer = ContinualTrainer(minilm(seq.num_classes), seq, get_method("soft_mask"), TextInputs(tokenizer),
+        trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer),
                                    arguments(out, **kw), callbacks=callbacks)
         return trainer.run()
 
@@ -134,9 +132,9 @@ def test_same_seed_same_results_and_an_error_after_a_save_loses_nothing(tmp_path
 
 def test_resume_refuses_other_arguments(tmp_path, tokenizer):
     seq = toy_sequence(num_tasks=2, per_class=8)
-    ContinualTrainer(minilm(seq.num_classes), seq, get_method("head_only"), TextInputs(tokenizer),
+    ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer),
                      arguments(tmp_path, "head_only")).run()
-    trainer = ContinualTrainer(minilm(seq.num_classes), seq, get_method("head_only"), TextInputs(tokenizer),
+    trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer),
                                arguments(tmp_path, "head_only", resume=True, learning_rate=1e-3))
     with pytest.raises(ValueError, match=r"--resume: .* other arguments: --learning_rate 0.01 \(now 0.001\)"):
         trainer.run()

@@ -11,8 +11,7 @@ from transformers import ViTForImageClassification, ViTImageProcessorPil
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, class_incremental_split
 from peft_memory.continual.data import ImageInputs
-from peft_memory.continual.methods import get_method
-from peft_memory.continual.reload import verify_run
+from peft_memory.continual.reference import verify_run
 from peft_memory.families import enable_position_interpolation
 
 
@@ -29,7 +28,7 @@ def toy_images(per_class=12):
             labels.append(c)
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     ds = datasets.Dataset.from_dict({"image": images, "label": labels}, features=feats)
-    return class_incremental_split("toy_images", ds, ds, ["tl", "tr", "bl", "br"], 2, seed=0, input_column="image")
+    return class_incremental_split("toy_images", ds, ds, ["tl", "tr", "bl", "br"], 2, seed=0)
 
 
 def test_tiny_vit_run_with_interpolated_positions(tmp_path):
@@ -39,8 +38,8 @@ def test_tiny_vit_run_with_interpolated_positions(tmp_path):
     inputs = ImageInputs(ViTImageProcessorPil(size={"height": 16, "width": 16}), image_size=12, augment=True)
     args = ContinualArguments(model="tiny-vit", benchmark="toy", output_dir=str(tmp_path), num_epochs=1,
                               batch_size=8, learning_rate=1e-2)
-    results = ContinualTrainer(model, toy_images(), get_method("soft_mask"), inputs, args).run()
-    assert results["tasks_completed"] == 2 and len(results["accuracy_matrix"]) == 2
+    results = ContinualTrainer(model, toy_images(), inputs, args).run()
+    assert results.tasks_completed == 2 and len(results.accuracy_matrix) == 2
     assert (tmp_path / "task_1" / "adapter_model.safetensors").is_file()
 
 
@@ -54,11 +53,11 @@ def test_real_vit_soft_mask_run_and_reload(tmp_path):
     inputs = ImageInputs(AutoImageProcessor.from_pretrained(VIT_DINOV2_PATH), image_size=28)
     args = ContinualArguments(model=VIT_DINOV2_PATH, benchmark="toy", output_dir=str(tmp_path), num_epochs=5,
                               batch_size=8, learning_rate=1e-2, image_size=28)
-    results = ContinualTrainer(model, toy_images(), get_method("soft_mask"), inputs, args).run()
-    assert results["til_accuracy"] > 0.9  # the quadrant classes are easy for a pretrained ViT
+    results = ContinualTrainer(model, toy_images(), inputs, args).run()
+    assert results.til_accuracy > 0.9  # the quadrant classes are easy for a pretrained ViT
     reloaded = AutoModelForImageClassification.from_pretrained(VIT_DINOV2_PATH, num_labels=4)
     enable_position_interpolation(reloaded)
-    from peft_memory.continual.reload import load_run
+    from peft_memory.continual.reference import load_run
 
     assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=reloaded)) == {"task_0": 0.0, "task_1": 0.0}
 
@@ -82,8 +81,8 @@ def test_tiny_dinov2_classifier_run(tmp_path):
     inputs = ImageInputs(ViTImageProcessorPil(size={"height": 16, "width": 16}))
     args = ContinualArguments(model="tiny-dinov2", benchmark="toy", output_dir=str(tmp_path), num_epochs=1,
                               batch_size=8)
-    trainer = ContinualTrainer(model, toy_images(), get_method("soft_mask"), inputs, args)
+    trainer = ContinualTrainer(model, toy_images(), inputs, args)
     results = trainer.run()
-    assert results["tasks_completed"] == 2
+    assert results.tasks_completed == 2
     assert trainer.model.base_model.task_heads["task_0"].in_features == 64
     assert len(trainer.model.base_model.targeted_module_names) == 9  # q, k, v of the last three layers

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from peft import LoraConfig
 
 from ...families import get_family, last_layers, num_layers

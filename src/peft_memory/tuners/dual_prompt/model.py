@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..base import ContinualTuner, NoLayer
 from ..prompts import PROMPT_ATTRS, PromptsMixin
 
+
 class DualPromptModel(PromptsMixin, ContinualTuner):
     """DualPrompt on a ViT, DINOv2 or BERT model; use through ``peft.get_peft_model(model, DualPromptConfig(...))``.
 
