@@ -34,7 +34,9 @@ $(DEB_DATA):
 
 setup: $(VENV)/.installed $(DEB_DATA)
 
+# The import layers of pyproject.toml ([tool.importlinter]), then the test suite.
 test: setup
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # Soft-TransFormers masks on the real MiniLM over the 5-task WordNet sequence, per-sample Gradient-ID; then reload

@@ -91,19 +91,6 @@ def test_concatenated_forward_equals_each_task_alone(kind, attn, case):
     assert together.logits.shape[-1] == sum(model.base_model.task_heads[n].out_features for n in "abc")
 
 
-@pytest.mark.parametrize("kind", ["vit_cls", "bert_cls"])
-def test_per_sample_routing_gives_each_sample_its_own_tasks_head(kind):
-    model, inputs = shared_adapters(kind, "eager", 0)
-    names = ["a", "b", "c", "a"]
-    with torch.no_grad():
-        routed = model(**inputs, adapter_names=names).logits
-    for i, name in enumerate(names):
-        model.base_model.set_adapter(name)
-        with torch.no_grad():
-            alone = model(**inputs).logits[i]
-        assert (routed[i, : alone.shape[0]] - alone).abs().max() <= 1e-5
-
-
 def literal_reference(model, inputs, name):
     """The paper's Fig. 2 taken literally on the base model's own layers: memory appended to each layer's input as
     tokens (so it goes through the layer's pre-attention norm and W_k/W_v), a 4D additive mask with Table 1's rows,
@@ -244,19 +231,6 @@ def test_gradient_id_is_refused_with_the_reason():
     model, inputs = trained_adapters("vit_cls", "eager", TEST_CASES[0][1], steps=0)
     with pytest.raises(ValueError, match="memory tokens have no superposition, so Gradient-ID does not apply"):
         gradient_id(model, inputs, ["a", "b"])
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_memory_tokens": -1}, "num_memory_tokens must be a non-negative integer, got -1"),
-    ({"init_std": 0}, "init_std must be a positive number, got 0"),
-    ({"attention": "isolation"}, r"attention='isolation' is unknown; use one of \['concatenation', 'extension'\]"),
-    ({"fine_tune_cls": True, "attention": "extension"}, "fine_tune_cls=True has no task class token"),
-    ({"layers_to_transform": [-1]}, "layers_to_transform must hold non-negative 0-based layer indices"),
-    ({"num_labels": 2, "label_names": ["x"]}, "label_names has 1 entries but num_labels=2"),
-])
-def test_config_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        MemoryTokenConfig(**kwargs)
 
 
 def test_memory_layer_out_of_range():

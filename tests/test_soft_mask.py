@@ -1,17 +1,16 @@
-"""SoftMask tuner: shared checks driven over one TEST_CASES matrix (model class x attention implementation)."""
+"""SoftMask tuner, what only soft masks do: cached, merged and unmerged weights, default targets, PEFT's own
+`disable_adapter`, merge_and_unload. The checks every tuner shares run in test_tuners.py."""
 
 import copy
 
 import pytest
 import torch
-from conftest import last_hidden, make_inputs, make_model
-from peft import PeftConfig, PeftModel, get_peft_model
+from conftest import make_inputs, make_model
+from peft import get_peft_model
 
 import peft_memory  # noqa: F401  (registers the peft types)
 from peft_memory import SoftMaskConfig
 from peft_memory.tuners.soft_mask import SoftMaskLayer
-
-TEST_CASES = [(kind, attn) for kind in ("bert_cls", "bert", "vit_cls", "vit", "dinov2") for attn in ("eager", "sdpa")]
 
 
 def two_task_model(kind, attn="eager"):
@@ -21,84 +20,21 @@ def two_task_model(kind, attn="eager"):
     return model.eval()
 
 
-@pytest.mark.parametrize("kind,attn", TEST_CASES)
-def test_init_is_bit_exact(kind, attn):
-    base = make_model(kind, attn)
+@pytest.mark.parametrize("kind", ["bert_cls", "vit_cls"])
+def test_peft_disable_adapter_and_a_headless_adapter_give_the_base_output(kind):
+    """Soft masks wrap real layers, so PEFT's own ``disable_adapter()`` works (the no-layer tuners need
+    ``adapters_disabled()``); an adapter without a head keeps the base classifier, bit for bit at init."""
+    base = make_model(kind)
     inputs = make_inputs(kind)
     with torch.no_grad():
-        ref = base(**inputs)
-        ref_hidden = last_hidden(base, inputs)
-    model = get_peft_model(copy.deepcopy(base), SoftMaskConfig(), adapter_name="t0")  # masks = 1, no task head
-    model.add_adapter("t1", SoftMaskConfig(label_names=["x", "y"]))
-    with torch.no_grad():
-        out = model(**inputs)
-        key = "logits" if "logits" in ref else "last_hidden_state"
-        assert torch.equal(out[key], ref[key])
-        model.set_adapter("t1")  # with a task head: the backbone is still unchanged bit for bit
-        assert torch.equal(last_hidden(model, inputs), ref_hidden)
-
-
-@pytest.mark.parametrize("kind,attn", TEST_CASES)
-def test_disable_adapter_gives_base_output(kind, attn):
-    base = make_model(kind, attn)
-    inputs = make_inputs(kind)
-    with torch.no_grad():
-        ref = last_hidden(base, inputs)
-        model = two_task_model(kind, attn)
-        assert not torch.equal(last_hidden(model, inputs), ref)
+        ref = base(**inputs).logits
+        model = get_peft_model(copy.deepcopy(base), SoftMaskConfig(), adapter_name="t0")  # masks = 1, no head
+        assert torch.equal(model(**inputs).logits, ref)
+        model.add_adapter("t1", SoftMaskConfig(num_labels=2, init_weights=False))
+        model.set_adapter("t1")
+        assert model(**inputs).logits.shape == (4, 2)
         with model.disable_adapter():
-            assert torch.equal(last_hidden(model, inputs), ref)
-
-
-@pytest.mark.parametrize("kind,attn", TEST_CASES)
-def test_mixed_batch_routing_equals_each_task_alone(kind, attn):
-    model = two_task_model(kind, attn)
-    inputs = make_inputs(kind, batch=5)
-    names = ["t0", "t1", "t1", "t0", "t1"]
-    with torch.no_grad():
-        mixed = model(**inputs, adapter_names=names).logits
-        assert mixed.shape == (5, 3)
-        for name, width in (("t0", 3), ("t1", 2)):
-            model.set_adapter(name)
-            alone = model(**inputs).logits
-            rows = [i for i, n in enumerate(names) if n == name]
-            torch.testing.assert_close(mixed[rows, :width], alone[rows], rtol=0, atol=1e-6)
-        assert (mixed[[1, 2, 4], 2] == torch.finfo(mixed.dtype).min).all()  # padding beyond t1's two classes
-
-
-@pytest.mark.parametrize("kind,attn", TEST_CASES)
-def test_gradients_reach_only_active_task(kind, attn):
-    model = two_task_model(kind, attn).train()
-    model.set_adapter("t1")
-    model(**make_inputs(kind)).logits.sum().backward()
-    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert with_grad, "no gradient at all"
-    assert all(".t1." in n or n.endswith(".t1") for n in with_grad), with_grad
-    assert any("soft_mask_head.t1" in n for n in with_grad) and any("soft_mask.t1" in n for n in with_grad)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all("t1" in n for n in trainable)
-
-
-@pytest.mark.parametrize("kind,attn", TEST_CASES)
-def test_save_load_round_trip(kind, attn, tmp_path):
-    model = two_task_model(kind, attn)
-    inputs = make_inputs(kind)
-    with torch.no_grad():
-        expected = {}
-        for name in ("t0", "t1"):
-            model.set_adapter(name)
-            expected[name] = model(**inputs).logits
-    model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["t0", "t1"]
-    config = PeftConfig.from_pretrained(tmp_path, subfolder="t1")
-    assert isinstance(config, SoftMaskConfig) and config.num_labels == 2
-    # Any subset loads: t1 alone first, then t0.
-    loaded = PeftModel.from_pretrained(make_model(kind, attn), tmp_path / "t1", adapter_name="t1").eval()
-    loaded.load_adapter(tmp_path / "t0", adapter_name="t0")
-    with torch.no_grad():
-        for name in ("t0", "t1"):
-            loaded.set_adapter(name)
-            assert torch.equal(loaded(**inputs).logits, expected[name])
+            assert torch.equal(model(**inputs).logits, ref)
 
 
 @pytest.mark.parametrize("kind", ["bert_cls", "vit"])
@@ -157,20 +93,6 @@ def test_head_only_adapter_masks_nothing():
     assert model(**make_inputs("vit_cls")).logits.shape == (4, 4)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         "base_model.soft_mask_head.h.weight", "base_model.soft_mask_head.h.bias"}
-
-
-@pytest.mark.parametrize(
-    "kwargs,message",
-    [
-        ({"mask_init": float("nan")}, "mask_init must be a finite number"),
-        ({"num_labels": 0}, "num_labels must be a positive integer"),
-        ({"num_labels": 3, "label_names": ["a"]}, "label_names has 1 entries but num_labels=3"),
-        ({"layers_to_transform": [-1]}, "layers_to_transform must hold non-negative 0-based layer indices"),
-    ],
-)
-def test_config_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        SoftMaskConfig(**kwargs)
 
 
 def test_layer_out_of_range_and_bad_adapter_names():
