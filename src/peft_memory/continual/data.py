@@ -32,13 +32,13 @@ class TextInputs:
         return ds.map(tokenize, batched=True, remove_columns=[c for c in ds.column_names if c not in keep])
 
 
-def make_loader(ds: datasets.Dataset, inputs, batch_size: int, shuffle: bool, seed: int,
+def make_loader(ds: datasets.Dataset, pipeline, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0) -> DataLoader:
-    """A ``DataLoader`` over ``inputs.prepare(ds, train=shuffle)`` with a seeded shuffle (same order for the same
+    """A ``DataLoader`` over ``pipeline.prepare(ds, train=shuffle)`` with a seeded shuffle (same order for the same
     seed). Training loaders (``shuffle=True``) get the input pipeline's augmentation, if any."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        inputs.prepare(ds, train=shuffle), batch_size=batch_size, shuffle=shuffle, collate_fn=inputs.collate,
+        pipeline.prepare(ds, train=shuffle), batch_size=batch_size, shuffle=shuffle, collate_fn=pipeline.collate,
         generator=generator, num_workers=num_workers,
     )
 
