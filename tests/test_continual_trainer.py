@@ -73,7 +73,8 @@ def test_soft_mask_run_writes_everything(tmp_path, tokenizer):
     a = on_disk["accuracy_matrix"]
     assert a[1][0] is None and all(v is not None for v in (a[0][0], a[0][1], a[1][1]))
     assert on_disk["average_accuracy"] == pytest.approx((a[0][1] + a[1][1]) / 2)
-    assert on_disk["task_identity"] == {"mode": "gradient_id", "per_sample": True, "note": "per-sample inference"}
+    assert on_disk["task_identity"] == {"mode": "gradient_id", "per_sample": True, "note": "per-sample inference",
+                                        "cil_rule": "routed"}
     assert on_disk["til_accuracy"] > 0.9  # the toy classes are separable
     assert (tmp_path / "accuracy_matrix.png").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["task_0", "task_1"]

@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from peft_memory.class_statistics import ClassStatistics
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = """
@@ -35,7 +37,7 @@ from peft_memory.continual.data import TextInputs
 from peft_memory.continual.methods import get_method
 
 out, method, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-seq = toy_sequence(num_tasks=2, per_class=16)
+seq = toy_sequence(num_tasks=2, per_class=18)  # 2 per class held out: 32 to train on, 8 per step
 model = minilm(seq.num_classes)
 for m in model.modules():  # dropout draws differ between 2 x 4 and 1 x 8 samples: compare without it
     if isinstance(m, __import__("torch").nn.Dropout):
@@ -99,6 +101,12 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_p
         assert wa.keys() == wb.keys()
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)  # Adam magnifies tiny gradient differences
+        sa = ClassStatistics.load(str(tmp_path / "single" / task))  # gathered over both processes, then identical
+        sb = ClassStatistics.load(str(tmp_path / "ddp" / task))
+        torch.testing.assert_close(sa.counts, sb.counts, rtol=0, atol=0)
+        torch.testing.assert_close(sa.means, sb.means, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sa.scatter, sb.scatter, rtol=1e-4, atol=1e-4)
+        assert torch.equal(sa.validation["shrinkage"].correct, sb.validation["shrinkage"].correct)
         if method == "lora":
             ka = load_file(str(tmp_path / "single" / task / "task_key.safetensors"))["key"]
             kb = load_file(str(tmp_path / "ddp" / task / "task_key.safetensors"))["key"]

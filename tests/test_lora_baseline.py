@@ -155,7 +155,7 @@ def test_lora_run_saves_peft_adapters_with_keys_and_reloads(tmp_path, tokenizer)
 
 def test_lora_refuses_gradient_id(tmp_path, tokenizer):
     with pytest.raises(ValueError, match=r"--task_id_mode gradient_id does not apply to --method lora; choose one of "
-                                         r"\['prompt_id', 'max_logit'\]"):
+                                         r"\['prompt_id', 'max_logit', 'nearest_mean', 'gaussian'\]"):
         run(tmp_path, tokenizer, method="lora", task_id_mode="gradient_id", max_steps_per_task=1)
 
 

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .families import get_family
+from .families import bare_model, get_family
 
 KEY_FILE = "task_key.safetensors"
 
@@ -31,32 +31,59 @@ def cosine_similarity(features: torch.Tensor, keys: torch.Tensor) -> torch.Tenso
     return F.normalize(features, dim=-1) @ F.normalize(keys.to(features), dim=-1).T
 
 
-def frozen_query(peft_model, inputs: dict, disabled=None) -> torch.Tensor:
-    """The base model's pre-logits feature ``(batch, features)``: the classifier's input with every adapter
-    disabled, without gradient. On a bare encoder: its pooled output.
+#: How the query feature is pooled from the frozen model (``--query_pooling``).
+QUERY_POOLINGS = ("classifier", "cls", "mean")
+
+
+def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classifier") -> torch.Tensor:
+    """The frozen base model's query feature ``(batch, features)``, with every adapter disabled, without gradient.
 
     Args:
-        disabled: a context-manager factory that turns the adapters off; default ``peft_model.disable_adapter``
-            (peft_memory's tuners that wrap no layer pass their own ``adapters_disabled``, since PEFT's raises there).
+        peft_model: the ``PeftModel``; inputs: its inputs by keyword.
+        disabled: a context-manager factory that turns the adapters off; default: the tuner's
+            ``adapters_disabled`` (peft_memory's tuners; PEFT's ``disable_adapter`` raises for tuners that wrap no
+            layer), else ``peft_model.disable_adapter``.
+        pooling: ``"classifier"`` (default): the classifier's input, DualPrompt's pre-logits feature (ViT: the
+            final-normed ``[CLS]``; BERT: the pooler output; a bare encoder: its pooled output). ``"cls"``: the last
+            hidden state's first token. ``"mean"``: the last hidden state averaged over the tokens the attention mask
+            keeps (sentence-transformers' mean pooling, e.g. all-MiniLM-L6-v2).
 
     Raises:
-        ValueError: if the base model is not a supported family (see :mod:`peft_memory.families`).
+        ValueError: for an unknown ``pooling`` or an unsupported model family (see :mod:`peft_memory.families`).
     """
+    if pooling not in QUERY_POOLINGS:
+        raise ValueError(f"query pooling {pooling!r} is unknown; use one of {list(QUERY_POOLINGS)}.")
     base = peft_model.get_base_model()
     family = get_family(base)
     head = getattr(base, family.classifier, None)  # nn.Linear, or PEFT's ModulesToSaveWrapper around it
     store: dict = {}
-    if head is not None:
+    if pooling != "classifier":
+        handle = bare_model(base).register_forward_hook(
+            lambda m, args, out: store.__setitem__("features", _pool(out.last_hidden_state, inputs, pooling)))
+    elif head is not None:
         handle = head.register_forward_hook(lambda m, args, out: store.__setitem__("features", args[0]))
     else:
         handle = base.register_forward_hook(
             lambda m, args, out: store.__setitem__("features", family.pooled_features(out)))
+    if disabled is None:
+        disabled = getattr(peft_model.base_model, "adapters_disabled", None) or peft_model.disable_adapter
     try:
-        with torch.no_grad(), (disabled or peft_model.disable_adapter)():
+        with torch.no_grad(), disabled():
             peft_model(**inputs)
     finally:
         handle.remove()
     return store["features"]
+
+
+def _pool(hidden: torch.Tensor, inputs: dict, pooling: str) -> torch.Tensor:
+    """``(batch, seq_len, hidden)`` -> ``(batch, hidden)``: the first token, or the mean over unmasked tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return hidden.mean(dim=1)
+    mask = mask[:, : hidden.shape[1]].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 class TaskKeys(nn.Module):
@@ -65,6 +92,7 @@ class TaskKeys(nn.Module):
     Args:
         dim: feature size of the query (the base model's ``hidden_size``).
         init: keys start at ``U(-init, init)``, as DualPrompt's public code (1.0).
+        pooling: the query's pooling (see :func:`frozen_query`).
 
     Example::
 
@@ -73,11 +101,13 @@ class TaskKeys(nn.Module):
         task = peft_memory.prompt_id(model, inputs, ["task_0", "task_1"], keys=keys)   # (batch,)
     """
 
-    def __init__(self, dim: int, init: float = 1.0):
+    def __init__(self, dim: int, init: float = 1.0, pooling: str = "classifier"):
         super().__init__()
         if dim <= 0 or init <= 0:
             raise ValueError(f"TaskKeys needs dim > 0 and init > 0, got dim={dim}, init={init}.")
-        self.dim, self.init = dim, init
+        if pooling not in QUERY_POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is unknown; use one of {list(QUERY_POOLINGS)}.")
+        self.dim, self.init, self.pooling = dim, init, pooling
         self.keys = nn.ParameterDict()
 
     def add(self, name: str, device=None, dtype=None) -> nn.Parameter:
@@ -91,7 +121,7 @@ class TaskKeys(nn.Module):
     # the two methods prompt_id() reads
     def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:
         """See :func:`frozen_query`."""
-        return frozen_query(peft_model, inputs)
+        return frozen_query(peft_model, inputs, pooling=self.pooling)
 
     def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         """Cosine similarity ``(batch, T)`` between query ``features`` ``(batch, dim)`` and the adapters' keys.

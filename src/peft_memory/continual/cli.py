@@ -9,6 +9,7 @@ import sys
 from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
+from .evaluation import CIL_RULES
 from .loading import load_model_and_pipeline, load_sequence
 from .results import RunResults
 from .task_id import RULES
@@ -19,7 +20,7 @@ USAGE = """usage: peft-memory {train,verify,evaluate,report,push} [--help] [opti
   verify  reload a finished run's adapters in this process and compare with the saved reference logits:
           peft-memory verify OUTPUT_DIR
   evaluate  re-evaluate a finished run's adapters with other evaluation settings, without training:
-          peft-memory evaluate RUN_DIR OUTPUT_DIR [--task_id_mode M] [--task_id_batchwise] [--task_id_shots N]
+          peft-memory evaluate RUN_DIR OUTPUT_DIR [--task_id_mode M] [--cil_rule R] [--task_id_batchwise] ...
   report  Markdown table of finished runs: peft-memory report OUTPUT_DIR [OUTPUT_DIR ...]
   push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
 """
@@ -69,7 +70,8 @@ def train(argv: list[str]) -> RunResults:
     return results
 
 
-EVALUATION_SETTINGS = ("task_id_mode", "task_id_batchwise", "task_id_shots", "eval_batch_size")
+EVALUATION_SETTINGS = ("task_id_mode", "cil_rule", "combine_top_k", "task_id_batchwise", "task_id_shots",
+                       "eval_batch_size")
 
 
 def evaluation_arguments(run_dir: str, output_dir: str, **settings) -> ContinualArguments:
@@ -100,6 +102,9 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("output_dir")
     parser.add_argument("--task_id_mode", choices=sorted(RULES))
+    parser.add_argument("--cil_rule", choices=list(CIL_RULES),
+                        help="routed | unified | combined (see peft-memory train --help)")
+    parser.add_argument("--combine_top_k", type=int)
     parser.add_argument("--task_id_batchwise", action="store_true", default=None,
                         help="one task id per test batch (labelled BATCH-WISE in the results)")
     parser.add_argument("--task_id_shots", type=int)

@@ -18,6 +18,34 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def resolve_query_pooling(requested: str, model: str) -> str:
+    """``--query_pooling``: ``auto`` becomes the model's own sentence pooling when its folder is a
+    sentence-transformers one (``modules.json`` naming a ``Pooling`` module whose ``config.json`` sets
+    ``pooling_mode_mean_tokens`` -> ``mean``, ``pooling_mode_cls_token`` -> ``cls``), else ``classifier``
+    (DualPrompt's pre-logits feature). Any other value is returned unchanged."""
+    if requested != "auto":
+        return requested
+    import json
+    import os
+
+    folder = resolve_model_path(model)
+    modules = os.path.join(folder, "modules.json")
+    if not os.path.isfile(modules):
+        return "classifier"
+    with open(modules) as f:
+        entries = json.load(f)
+    for entry in entries:
+        config = os.path.join(folder, entry.get("path", ""), "config.json")
+        if entry.get("type", "").endswith("Pooling") and os.path.isfile(config):
+            with open(config) as f:
+                pooling = json.load(f)
+            if pooling.get("pooling_mode_mean_tokens"):
+                return "mean"
+            if pooling.get("pooling_mode_cls_token"):
+                return "cls"
+    return "classifier"
+
+
 def load_sequence(args: ContinualArguments):
     """The :class:`TaskSequence` of ``args.benchmark``."""
     from .text_benchmarks import five_dataset_text, wordnet_supersenses

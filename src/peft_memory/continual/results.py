@@ -34,22 +34,25 @@ class TaskRecord:
 
 @dataclass
 class TaskIdentityRecord:
-    """How the task of a test sample was found: the rule (``mode``), and whether per sample or per test batch."""
+    """How the class of a test sample was found: the task-identity rule (``mode``), whether per sample or per test
+    batch, and the class-incremental rule (``cil_rule``: ``routed``, ``unified`` or ``combined``)."""
 
     mode: str
     per_sample: bool = True
     note: str = "per-sample inference"
+    cil_rule: str = "routed"
 
     @classmethod
-    def describe(cls, mode: str, per_sample: bool) -> TaskIdentityRecord:
+    def describe(cls, mode: str, per_sample: bool, cil_rule: str = "routed") -> TaskIdentityRecord:
         note = ("per-sample inference" if per_sample else
                 "BATCH-WISE inference (one id per test batch): leaks task identity when a batch holds one task")
-        return cls(mode, per_sample, note)
+        return cls(mode, per_sample, note, cil_rule)
 
     @property
     def label(self) -> str:
-        """``mode``, with ``(BATCH-WISE)`` appended when the inference was not per sample."""
-        return self.mode + ("" if self.per_sample else " (BATCH-WISE)")
+        """``mode``, ``+ cil_rule`` unless routed, and ``(BATCH-WISE)`` when the inference was not per sample."""
+        rule = "" if self.cil_rule == "routed" else f" + {self.cil_rule}"
+        return self.mode + rule + ("" if self.per_sample else " (BATCH-WISE)")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -23,15 +23,20 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
+from ..class_statistics import STATISTICS_FILE, ClassStatistics, GaussianClassifier, StatisticsAccumulator, Validation
+from ..task_keys import frozen_query
 from . import checkpoint
 from .arguments import ContinualArguments
 from .checkpoint import run_config
+from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
 from .data import make_loader
 from .evaluation import EvalContext
+from .loading import resolve_query_pooling
 from .methods import ContinualMethod, get_method
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
+from .statistics import collect_statistics, gathered_features, query_function, split_train
 from .task_id import get_rule
 from .tasks import Task, TaskSequence
 
@@ -69,14 +74,23 @@ class ContinualTrainer:
             log_with=args.report_to,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        if args.query_pooling == "auto":
+            args = replace(args, query_pooling=resolve_query_pooling(args.query_pooling, args.model))
         self.base_model, self.sequence, self.pipeline, self.args = base_model, sequence, pipeline, args
         self.method = method or get_method(args.method)(args)
         self.callbacks = list(callbacks)
         self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
         self.task_id_mode = self.method.resolve_task_id_mode(args.task_id_mode)
+        self.cil_rule = self.method.resolve_cil_rule(args.cil_rule)
         self.rule = get_rule(self.task_id_mode)
-        self.tasks = self.method.training_tasks(sequence)
+        self.statistics: dict[str, dict[str, ClassStatistics]] = {}  # task -> file name -> statistics
+        self.held_out: dict[str, object] = {}  # task name -> its held-out training samples (or None)
+        fit_tasks = []
+        for i, task in enumerate(sequence.tasks):
+            fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
+            fit_tasks.append(replace(task, train=fit))
+        self.tasks = self.method.training_tasks(TaskSequence(sequence.name, fit_tasks, sequence.global_label_names))
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}
@@ -96,6 +110,7 @@ class ContinualTrainer:
             for cb in self.callbacks:
                 cb.before_task(self, task)
             self.train_task(task)
+            self.collect_statistics(task)
             path = self.save_task(task)
             for cb in self.callbacks:
                 cb.after_task_saved(self, task, path)
@@ -143,6 +158,7 @@ class ContinualTrainer:
             self._add_adapter(task)
             checkpoint.load_adapter_weights(self.model, task.name, folder, device)
             self.method.load_extras(self.model, task, folder, device)
+            self.load_statistics(task, folder)
         self.model.eval()
         self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
         self.pooled, self.timing = state["pooled"], state["timing"]
@@ -163,13 +179,25 @@ class ContinualTrainer:
         self.method.on_adapter_added(self.model, task, self.accelerator.device)
 
     def train_task(self, task: Task) -> None:
-        """Add ``task``'s adapter and train its parameters only (and the method's extra parameters)."""
-        args, accelerator, method = self.args, self.accelerator, self.method
+        """Add ``task``'s adapter and train it (the method's ``train`` hook: gradient steps on the adapter's
+        parameters and the method's extra ones) on ``task.train``, the task's training data without the samples
+        held out for validation (``--validation_fraction``, drawn per class from ``--seed`` and the task's place)."""
         start = time.perf_counter()
         self._add_adapter(task)
+        self.method.train(self, task, task.train)
+        self.model.eval()
+        self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
+
+    def optimize(self, task: Task, data, learning_rate: float | None = None) -> None:
+        """AdamW steps on the active adapter's parameters (and ``method.extra_parameters``) over ``data``, for
+        ``--num_epochs`` (or ``--max_steps_per_task``); the loss is the cross-entropy over the task's own classes
+        plus ``method.auxiliary_loss``. ``learning_rate``: default ``--learning_rate``; Prompt-ID keys use
+        ``--key_learning_rate`` when given."""
+        args, accelerator, method = self.args, self.accelerator, self.method
         params = [p for p in self.model.parameters() if p.requires_grad] + method.extra_parameters(task)
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        loader = make_loader(task.train, self.pipeline, args.batch_size, True, args.seed, args.num_workers)
+        optimizer = torch.optim.AdamW(self._param_groups(params), lr=learning_rate or args.learning_rate,
+                                      weight_decay=args.weight_decay)
+        loader = make_loader(data, self.pipeline, args.batch_size, True, args.seed, args.num_workers)
         model, optimizer, loader = accelerator.prepare(self.model, optimizer, loader)
         model.train()
         steps, step_cap = 0, args.max_steps_per_task
@@ -200,9 +228,79 @@ class ContinualTrainer:
                 break
         bar.close()
         self.model = accelerator.unwrap_model(model)
-        self.model.eval()
         accelerator.free_memory()
-        self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
+
+    def _param_groups(self, params: list) -> list:
+        """One group, or two when ``--key_learning_rate`` is given: the Prompt-ID keys (``e_key`` of the prompt
+        tuners, or a method's extra key parameters) get their own learning rate."""
+        if self.args.key_learning_rate is None:
+            return params
+        keys = {id(p) for n, p in self.model.named_parameters() if "e_key" in n}
+        keys |= {id(p) for p in self.method.key_parameters()}
+        return [{"params": [p for p in params if id(p) not in keys]},
+                {"params": [p for p in params if id(p) in keys], "lr": self.args.key_learning_rate}]
+
+    # ------------------------------------------------------ class statistics
+    def collect_statistics(self, task: Task) -> None:
+        """``task``'s class statistics (:mod:`peft_memory.continual.statistics`), and, for methods that offer
+        ``--cil_rule combined``, its adapted statistics (:mod:`peft_memory.continual.combined`)."""
+        start = time.perf_counter()
+        k = self.tasks.index(task)
+        fit_ds, held_ds = task.train, self.held_out.get(task.name)
+        args, accelerator = self.args, self.accelerator
+
+        def features_of(ds, fn):
+            return gathered_features(ds, self.pipeline, args, accelerator, fn)
+
+        query = query_function(self.model, args.query_pooling)
+        fit = features_of(fit_ds, query)
+        held = features_of(held_ds, query) if held_ds is not None else None
+        spaces = self.method.statistics_spaces(self)
+        previous = {s.filename: [self.statistics[t.name][s.filename] for t in self.tasks[:k]] for s in spaces}
+        stats = collect_statistics(task.global_labels, spaces, fit, held, previous)
+        if "combined" in self.method.cil_rules:
+            validate = None
+            if held_ds is not None:
+                validate = lambda evidence: self._validate_weight(task, held_ds, fit, previous, evidence)  # noqa: E731
+            stats[ADAPTED_FILE] = adapted_statistics(self.model, task.name, task.global_labels, fit_ds, held_ds,
+                                                     features_of, validate)
+        self.statistics[task.name] = stats
+        self.timing.setdefault("statistics_seconds", []).append(round(time.perf_counter() - start, 2))
+
+    def _validate_weight(self, task: Task, held_ds, fit, previous, evidence: AdaptedEvidence):
+        """Held-out samples of ``task`` through the combined rule over every seen task, once per weight."""
+        k = self.tasks.index(task)
+        seen = self.tasks[: k + 1]
+        acc = StatisticsAccumulator(task.global_labels, fit[0].shape[1])
+        acc.add(*fit)
+        composed = ClassStatistics.compose([*previous[STATISTICS_FILE], acc.statistics()])
+        shrinkage = composed.validation["shrinkage"].best() if "shrinkage" in composed.validation else 0.1
+        gaussian = GaussianClassifier(composed, shrinkage)
+        owner = torch.tensor([next(i for i, t in enumerate(seen) if int(c) in t.global_labels)
+                              for c in composed.labels])
+        evidences = [AdaptedEvidence(self.statistics[t.name][ADAPTED_FILE]) for t in seen[:-1]] + [evidence]
+        names, widths = [t.name for t in seen], [t.num_labels for t in seen]
+        chosen = []
+        loader = self.accelerator.prepare(make_loader(held_ds, self.pipeline, self.args.eval_batch_size, False,
+                                                      self.args.seed, self.args.num_workers))
+        for batch in loader:
+            batch.pop("labels")
+            log_p = gaussian.scores(frozen_query(self.model, batch, pooling=self.args.query_pooling)).log_softmax(-1)
+            task_lp = torch.stack([log_p[:, owner == t].logsumexp(-1) for t in range(len(seen))], -1).cpu()
+            choices = combined_choice(self.model, batch, names, widths, task_lp, evidences, list(WEIGHT_GRID),
+                                      self.args.combine_top_k)
+            tasks = torch.stack([choices[w][0] for w in WEIGHT_GRID], dim=-1)  # (batch, G)
+            chosen.append(self.accelerator.gather_for_metrics(tasks.to(self.accelerator.device)).cpu())
+        chosen = torch.cat(chosen)
+        return Validation(list(WEIGHT_GRID), (chosen == k).sum(0).to(torch.float64), float(chosen.shape[0]))
+
+    def load_statistics(self, task: Task, folder: str) -> None:
+        """Read ``task``'s statistics files (those its method writes) from its adapter folder, if present."""
+        names = [s.filename for s in self.method.statistics_spaces(self)]
+        if "combined" in self.method.cil_rules:
+            names.append(ADAPTED_FILE)
+        self.statistics[task.name] = {n: ClassStatistics.load(folder, n) for n in names
+                                      if os.path.isfile(os.path.join(folder, n))}
 
     def save_task(self, task: Task) -> str:
         """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename)."""
@@ -213,6 +311,8 @@ class ContinualTrainer:
             tmp = tempfile.mkdtemp(dir=self.args.output_dir, prefix=f".tmp-{task.name}-")
             self.model.save_pretrained(tmp, selected_adapters=[task.name])
             self.method.save_extras(task, os.path.join(tmp, task.name))
+            for filename, stats in self.statistics.get(task.name, {}).items():
+                stats.save(os.path.join(tmp, task.name), filename)
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(tmp, task.name), final)
@@ -227,13 +327,18 @@ class ContinualTrainer:
         accelerator, args = self.accelerator, self.args
         seen = [t for k, t in enumerate(self.tasks) if self._column(k) <= j]
         evaluated = self.sequence.tasks[: j + 1]
+        per_task = [self.statistics.get(t.name, {}) for t in seen]
+        composed = {name: ClassStatistics.compose([s[name] for s in per_task]) for name in per_task[0]
+                    if name != ADAPTED_FILE and all(name in s for s in per_task)} if per_task else {}
         ctx = EvalContext(self.model, seen, evaluated, self.method, self.rule, per_sample=not args.task_id_batchwise,
-                          num_shots=args.task_id_shots)
+                          num_shots=args.task_id_shots, statistics=composed, task_statistics=per_task,
+                          query_pooling=args.query_pooling, cil_rule=self.cil_rule, top_k=args.combine_top_k)
         pooled = {"cil": [], "til": [], "task_id": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):
             loader = accelerator.prepare(
-                make_loader(task.test, self.pipeline, args.eval_batch_size, False, args.seed, args.num_workers))
+                make_loader(self._evaluation_set(task), self.pipeline, args.eval_batch_size, False, args.seed,
+                            args.num_workers))
             parts = {"cil": [], "til": [], "task_id": []}
             for batch in tqdm(loader, desc=f"eval {task.name} after {after}",
                               disable=not accelerator.is_local_main_process, leave=False):
@@ -248,13 +353,22 @@ class ContinualTrainer:
         self.pooled = {k: torch.cat(v).float().mean().item() for k, v in pooled.items()}
         self.timing["eval_seconds"].append(round(time.perf_counter() - start, 2))
 
+    def _evaluation_set(self, task: Task):
+        """``task.test``, or with ``--evaluate_on validation`` its held-out training samples (hyper-parameter
+        search: the test set stays untouched)."""
+        if self.args.evaluate_on == "test":
+            return task.test
+        if self.held_out.get(task.name) is None:
+            raise ValueError("--evaluate_on validation needs held-out samples: pass --validation_fraction > 0.")
+        return self.held_out[task.name]
+
     def results(self, j: int) -> RunResults:
         """The :class:`RunResults` of the tasks seen after column ``j``."""
         sub = {k: m[: j + 1, : j + 1] for k, m in self.matrices.items()}
         tasks = [TaskRecord(t.name, t.label_names, t.global_labels, len(t.train), len(t.test))
                  for t in self.sequence.tasks]
         identity = TaskIdentityRecord.describe(self.method.task_identity_mode(self.task_id_mode),
-                                               not self.args.task_id_batchwise)
+                                               not self.args.task_id_batchwise, self.cil_rule)
         return RunResults(
             method=self.method.name, benchmark=self.sequence.name, base_model=self.args.model, tasks=tasks,
             tasks_completed=j + 1, task_identity=identity, accuracy_matrix=_nested(sub["cil"]),
@@ -295,6 +409,7 @@ class ContinualTrainer:
         self.model = load_run(run_dir, [t.name for t in done], base_model=self.base_model)
         for task in done:
             self.method.load_extras(self.model, task, os.path.join(run_dir, task.name), self.accelerator.device)
+            self.load_statistics(task, os.path.join(run_dir, task.name))
         self.adapters_from = os.path.abspath(run_dir)
         results = None
         for j in sorted({self._column(k) for k in range(len(done))}):

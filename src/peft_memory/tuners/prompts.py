@@ -26,7 +26,7 @@ from torch import nn
 
 from ..attention import enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
-from ..task_keys import cosine_similarity, frozen_query
+from ..task_keys import QUERY_POOLINGS, cosine_similarity, frozen_query
 from .validation import check_layers_in_range, validate_count, validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
@@ -45,6 +45,10 @@ class PromptFields:
     prompt_init: float = field(default=1.0, metadata={"help": "Prompts and keys start at U(-prompt_init, "
                                                                "prompt_init), as the public code (1.0)."})
     matching_loss_weight: float = field(default=1.0, metadata={"help": "lambda of the key-query matching loss."})
+    query_pooling: str = field(
+        default="classifier", metadata={"help": "Prompt-ID query of the frozen model: classifier (the classifier's "
+                                        "input, DualPrompt's pre-logits feature) | cls | mean (mean over tokens, "
+                                        "sentence-transformers' pooling)."})
 
     def validate_prompts(self, attached: bool = True) -> None:
         """Raise ``ValueError`` naming the bad prompt field; ``attached``: the prompts are used (not both empty)."""
@@ -54,6 +58,8 @@ class PromptFields:
             validate_count(self, name)
         validate_number(self, "prompt_init", positive=True, hint="the public code uses 1.0")
         validate_number(self, "matching_loss_weight", hint="the paper uses 1.0")
+        if self.query_pooling not in QUERY_POOLINGS:
+            raise ValueError(f"query_pooling={self.query_pooling!r} is unknown; use one of {list(QUERY_POOLINGS)}.")
         if attached and self.g_prompt_length == 0 and self.e_prompt_length == 0:
             raise ValueError("g_prompt_length and e_prompt_length are both 0: no prompt would be attached.")
 
@@ -149,7 +155,8 @@ class PromptsMixin:
     def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:
         """The frozen model's pre-logits feature ``(batch, features)`` (adapters disabled; no grad); see
         :func:`peft_memory.frozen_query`."""
-        return frozen_query(peft_model, inputs, disabled=self.adapters_disabled)
+        pooling = next((c.query_pooling for c in self.peft_config.values() if self._wants_prompts(c)), "classifier")
+        return frozen_query(peft_model, inputs, disabled=self.adapters_disabled, pooling=pooling)
 
     def key_similarity(self, features: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
         """Cosine similarity ``(batch, T)`` between the query features and the adapters' keys."""

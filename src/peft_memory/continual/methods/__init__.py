@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from .base import ContinualMethod
 from .dual_prompt import DualPrompt, SoftMaskPrompts
-from .joint import Joint
+from .joint import Joint, JointFull
 from .lora import Lora
 from .memory_token import MemoryToken
 from .soft_mask import HeadOnly, SoftMask
+from .training_free import RanPAC, SimpleCIL
 
 #: ``--method`` name -> method class. A new method: one file in this package and one line here.
 METHODS: dict[str, type[ContinualMethod]] = {
-    m.name: m for m in (SoftMask, DualPrompt, SoftMaskPrompts, Lora, MemoryToken, HeadOnly, Joint)
+    m.name: m for m in (SoftMask, DualPrompt, SoftMaskPrompts, Lora, MemoryToken, HeadOnly, SimpleCIL, RanPAC, Joint,
+                        JointFull)
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import metrics
 from ..evaluation import EvalContext
+from ..statistics import StatisticsSpace
 from ..tasks import Task, TaskSequence
 
 
@@ -28,10 +29,12 @@ class ContinualMethod:
     Class attributes:
         name: the ``--method`` value.
         task_id_modes: the ``--task_id_mode`` rules that apply; the first is the default.
+        cil_rules: the ``--cil_rule`` values that apply; the first is the default.
     """
 
     name: ClassVar[str]
-    task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit")
+    task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit", "nearest_mean", "gaussian")
+    cil_rules: ClassVar[tuple[str, ...]] = ("routed", "unified", "combined")
 
     def __init__(self, args):
         self.args = args
@@ -44,6 +47,15 @@ class ContinualMethod:
             raise ValueError(f"--task_id_mode {mode} does not apply to --method {cls.name}; choose one of "
                              f"{list(cls.task_id_modes)}.")
         return mode
+
+    @classmethod
+    def resolve_cil_rule(cls, rule: str | None) -> str:
+        """``rule``, or the method's default if ``None``. Raises ``ValueError`` if it does not apply."""
+        rule = rule or cls.cil_rules[0]
+        if rule not in cls.cil_rules:
+            raise ValueError(f"--cil_rule {rule} does not apply to --method {cls.name}; choose one of "
+                             f"{list(cls.cil_rules)}.")
+        return rule
 
     # ------------------------------------------------------------- the tasks
     def training_tasks(self, sequence: TaskSequence) -> list[Task]:
@@ -59,11 +71,20 @@ class ContinualMethod:
         """The PEFT config of ``task``'s adapter."""
         raise NotImplementedError
 
+    def train(self, trainer, task: Task, data) -> None:
+        """Train ``task``'s freshly added adapter on ``data`` (its training data minus the held-out part); default:
+        ``trainer.optimize(task, data)``, AdamW steps. Training-free methods do nothing."""
+        trainer.optimize(task, data)
+
     def on_adapter_added(self, model, task: Task, device) -> None:
         """Called after ``task``'s adapter was added and activated, before training (or when it is reloaded)."""
 
     def extra_parameters(self, task: Task) -> list[nn.Parameter]:
         """Parameters trained with ``task``'s adapter that live outside the ``PeftModel`` (default: none)."""
+        return []
+
+    def key_parameters(self) -> list[nn.Parameter]:
+        """Prompt-ID keys among :meth:`extra_parameters` (they train at ``--key_learning_rate``)."""
         return []
 
     def auxiliary_loss(self, model, batch: dict, task: Task) -> torch.Tensor | None:
@@ -80,6 +101,11 @@ class ContinualMethod:
     def load_extras(self, model, task: Task, folder: str, device) -> None:
         """Read back what :meth:`save_extras` wrote, for ``model`` holding ``task``'s adapter (resume,
         re-evaluation)."""
+
+    def statistics_spaces(self, trainer) -> list:
+        """The spaces whose class statistics are saved with each adapter (default: the query itself, for the
+        class-statistics task-identity rules)."""
+        return [StatisticsSpace()]
 
     # ------------------------------------------------------------- evaluation
     def prompt_keys(self):

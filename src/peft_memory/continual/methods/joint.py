@@ -6,6 +6,7 @@ import datasets
 import numpy as np
 import torch
 
+from ...tuners import SoftMaskConfig
 from ..tasks import Task
 from .soft_mask import SoftMask
 
@@ -19,6 +20,7 @@ class Joint(SoftMask):
 
     name = "joint"
     task_id_modes = ("max_logit",)
+    cil_rules = ("unified",)
 
     def training_tasks(self, sequence):
         parts = []
@@ -47,3 +49,18 @@ class Joint(SoftMask):
 
     def summarize(self, cil):
         return {"average_accuracy": float(np.nanmean(cil[:, -1])), "forgetting": None, "backward_transfer": None}
+
+
+class JointFull(Joint):
+    """Joint full fine-tuning, the other upper bound: every weight of the encoder and a head over all classes train
+    on the union of the tasks' data (PEFT's ``modules_to_save`` holds the trained copy of the encoder), at
+    ``--finetune_learning_rate``."""
+
+    name = "joint_full"
+
+    def make_config(self, task, base_model):
+        return SoftMaskConfig(label_names=task.label_names, target_modules=[],
+                              modules_to_save=[base_model.base_model_prefix])
+
+    def train(self, trainer, task, data):
+        trainer.optimize(task, data, learning_rate=self.args.finetune_learning_rate)

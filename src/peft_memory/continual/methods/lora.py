@@ -21,7 +21,8 @@ class Lora(ContinualMethod):
     """
 
     name = "lora"
-    task_id_modes = ("prompt_id", "max_logit")
+    task_id_modes = ("prompt_id", "max_logit", "nearest_mean", "gaussian")
+    cil_rules = ("routed", "combined")
 
     def __init__(self, args):
         super().__init__(args)
@@ -40,7 +41,8 @@ class Lora(ContinualMethod):
 
     def _task_keys(self, model) -> TaskKeys:
         if self.keys is None:
-            self.keys = TaskKeys(model.get_base_model().config.hidden_size, self.args.prompt_init)
+            self.keys = TaskKeys(model.get_base_model().config.hidden_size, self.args.prompt_init,
+                                 self.args.query_pooling)
         return self.keys
 
     def on_adapter_added(self, model, task, device):
@@ -50,6 +52,9 @@ class Lora(ContinualMethod):
 
     def extra_parameters(self, task):
         return [self.keys.keys[task.name]]
+
+    def key_parameters(self):
+        return list(self.keys.keys.values()) if self.keys is not None else []
 
     def auxiliary_loss(self, model, batch, task):
         return matching_loss(self.keys, model, batch, task.name, self.args.matching_loss_weight)

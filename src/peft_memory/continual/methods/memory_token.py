@@ -11,7 +11,8 @@ class MemoryToken(ContinualMethod):
     most confident head, with every seen task's memory and class token in ONE forward (``max_softmax``)."""
 
     name = "memory_token"
-    task_id_modes = ("max_softmax", "max_logit")
+    task_id_modes = ("max_softmax", "max_logit", "nearest_mean", "gaussian")
+    cil_rules = ("routed",)  # each head reads its own class token: no shared feature for unified or combined
 
     def make_config(self, task, base_model):
         args = self.args

@@ -11,7 +11,7 @@ class SoftMask(ContinualMethod):
     head per task; per-sample Gradient-ID by default."""
 
     name = "soft_mask"
-    task_id_modes = ("gradient_id", "max_logit")
+    task_id_modes = ("gradient_id", "max_logit", "nearest_mean", "gaussian")
 
     def make_config(self, task, base_model):
         args = self.args
@@ -27,7 +27,7 @@ class HeadOnly(ContinualMethod):
     """A head per task over the frozen encoder (nothing masked); task = the head with the largest logit."""
 
     name = "head_only"
-    task_id_modes = ("max_logit", "gradient_id")
+    task_id_modes = ("max_logit", "gradient_id", "nearest_mean", "gaussian")
 
     def make_config(self, task, base_model):
         return SoftMaskConfig(label_names=task.label_names, target_modules=[])

@@ -6,14 +6,18 @@ from typing import ClassVar
 
 import torch
 
-from ..evaluation import EvalContext, routed_evaluation
+from ...class_statistics import STATISTICS_FILE
+from ...task_identity import batch_majority
+from ...task_keys import frozen_query
+from ..evaluation import EvalContext, evaluate_with
 
 
 class TaskIdentityRule:
     """A task-identity rule as the trainer uses it (``--task_id_mode``).
 
-    A rule that picks one task per sample implements :meth:`infer`; the class-incremental prediction is then the
-    inferred task's adapter among that task's classes (:func:`~peft_memory.continual.evaluation.routed_evaluation`).
+    A rule that picks one task per sample implements :meth:`infer`; the class-incremental prediction then follows
+    ``--cil_rule`` (:func:`~peft_memory.continual.evaluation.evaluate_with`: the inferred task's adapter among that
+    task's classes, or among every seen class).
     A rule that decides differently (all heads in one forward, say) overrides :meth:`evaluate_batch`.
     """
 
@@ -28,4 +32,39 @@ class TaskIdentityRule:
     def evaluate_batch(self, ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
         """Correctness of each sample of a test batch of ``ctx.tasks[k]``: bool ``til``, ``cil``, ``task_id``
         ``(batch,)``."""
-        return routed_evaluation(ctx, batch, labels, k, self.infer)
+        return evaluate_with(ctx, batch, labels, k, self.infer)
+
+
+class ClassStatisticsRule(TaskIdentityRule):
+    """A rule that reads the class statistics saved with every adapter: per sample, the class with the best score
+    over all seen classes gives the task. The query is the frozen model's feature of Prompt-ID (one forward with
+    the adapters disabled, computed once per batch), so the cost is a Prompt-ID pass. Subclasses build the
+    classifier (``labels`` and ``scores(features) -> (batch, C)``) in :meth:`classifier`; :meth:`features` maps the
+    query into the statistics' space (``filename``)."""
+
+    filename: ClassVar[str] = STATISTICS_FILE
+
+    def classifier(self, stats):
+        raise NotImplementedError
+
+    def features(self, ctx: EvalContext, query: torch.Tensor) -> torch.Tensor:
+        return query
+
+    def class_scores(self, ctx: EvalContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(scores (batch, C), task of each class (C,), global id of each class (C,))`` over every seen class.
+
+        Raises:
+            ValueError: if the seen adapters carry no class statistics.
+        """
+        if self.filename not in ctx.statistics:
+            raise ValueError(f"--task_id_mode {self.name} reads the class statistics saved with each adapter "
+                             f"({self.filename}); these adapters have none: retrain them with peft-memory train.")
+        classifier = ctx.cached(self.name, lambda: self.classifier(ctx.statistics[self.filename]))
+        owners = ctx.cached("class_tasks", lambda: ctx.class_tasks(classifier.labels))
+        query = frozen_query(ctx.model, batch, pooling=ctx.query_pooling)
+        return classifier.scores(self.features(ctx, query)).cpu(), owners, classifier.labels
+
+    def infer(self, ctx, batch):
+        scores, owners, _ = self.class_scores(ctx, batch)
+        task = owners[scores.argmax(dim=-1)]
+        return task if ctx.per_sample else batch_majority(task)

@@ -1,0 +1,66 @@
+"""Training-free baselines over the frozen backbone: SimpleCIL (Zhou et al. 2023) and RanPAC (McDonnell et al.
+NeurIPS 2023, without its first-session adaptation). Each task's adapter folder holds the class statistics that ARE
+the classifier; the PEFT adapter in it (a head-only soft-mask adapter) records the task's classes, and its head is
+never trained nor read."""
+
+from __future__ import annotations
+
+import torch
+
+from ...class_statistics import RandomProjection, RidgeClassifier
+from ...tuners import SoftMaskConfig
+from ..statistics import RANPAC_FILE, StatisticsSpace
+from .base import ContinualMethod
+
+#: Candidate ridge penalties of RanPAC, chosen per run on held-out training data (RanPAC's own search is similar).
+RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+
+
+class SimpleCIL(ContinualMethod):
+    """No training: the classifier over every seen class is a class-statistics classifier on the frozen query,
+    nearest class mean (SimpleCIL, the default) or the Gaussian one (``--task_id_mode gaussian``: the frozen Gaussian
+    classifier). Task-incremental: the same scores among the true task's classes."""
+
+    name = "simple_cil"
+    task_id_modes = ("nearest_mean", "gaussian")
+    cil_rules = ("unified",)
+
+    def make_config(self, task, base_model):
+        return SoftMaskConfig(label_names=task.label_names, target_modules=[])
+
+    def train(self, trainer, task, data):
+        """Training-free: the class statistics the trainer collects next are the whole classifier."""
+
+    def evaluate_batch(self, ctx, batch, labels, k):
+        scores, owners, classes = ctx.rule.class_scores(ctx, batch)
+        return statistics_evaluation(ctx, scores, owners, classes, labels, k)
+
+
+class RanPAC(SimpleCIL):
+    """RanPAC-style: the frozen query through a fixed random projection with a ReLU, ``h = ReLU(x W)`` with ``W``
+    ``(d, --ranpac_dim)`` drawn from ``--seed``; class statistics of ``h`` give a ridge classifier
+    ``(G + lambda I)^{-1} Q`` (Eq. 4), ``lambda`` chosen on held-out training data (:data:`RIDGE_GRID`)."""
+
+    name = "ranpac"
+    task_id_modes = ("ridge",)
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.projection: RandomProjection | None = None
+
+    def statistics_spaces(self, trainer):
+        if self.projection is None:
+            dim = trainer.base_model.config.hidden_size
+            self.projection = RandomProjection(dim, self.args.ranpac_dim, self.args.seed)
+        space = StatisticsSpace(RANPAC_FILE, self.projection, {"ridge": (RIDGE_GRID, RidgeClassifier)})
+        return [*super().statistics_spaces(trainer), space]
+
+
+def statistics_evaluation(ctx, scores: torch.Tensor, owners: torch.Tensor, classes: torch.Tensor,
+                          labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """Correctness when the class scores ``(batch, C)`` over every seen class are the classifier: CIL the argmax of
+    all, TIL the argmax among task ``k``'s classes, task identity the task of the CIL prediction."""
+    truth = torch.as_tensor(ctx.evaluated[k].global_labels)[labels.cpu()]
+    best = scores.argmax(dim=-1)
+    own = scores.masked_fill(owners[None] != k, float("-inf")).argmax(dim=-1)
+    return {"til": classes[own] == truth, "cil": classes[best] == truth, "task_id": owners[best] == k}
