@@ -15,7 +15,7 @@ VIT ?= ../shared/models/vit-small-patch14-dinov2
 VISION_ARGS := --overwrite_output_dir --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2
 
-.PHONY: setup test demo baselines vision compare memory-table bench lint clean
+.PHONY: setup test demo baselines vision tune compare compare-table memory-table bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,24 +62,25 @@ vision: setup
 	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint \
 		outputs/fmnist_soft_mask_batchwise
 
-# Every method side by side on both real benchmarks (issue 4's table), same seeds and per-sample task identity.
-# DualPrompt-Soft-TF is trained once and evaluated twice: with Prompt-ID (its default) and with Gradient-ID
-# (`peft-memory evaluate` rebuilds the accuracy matrices from the saved adapters, no training).
-# Writes outputs/compare/{wordnet,fashion_mnist}.md.
-COMPARE_METHODS := soft_mask dual_prompt soft_mask_prompts lora head_only joint
+# Every method x task-identity rule, one slice (benchmark x seed) per command, each under about an hour on 2 cores
+# (peft_memory/continual/compare.py holds the plan). Adapters go to outputs/compare (not committed); each run's
+# results.json is copied to results/compare/<benchmark>/seed_<k>/ (committed); a slice run again skips what is there.
+# `make tune` first chooses the key and full fine-tuning learning rates on held-out training samples (seed 0).
+SEED ?= 0
+BENCHMARK ?= wordnet
+MODEL_wordnet :=
+MODEL_fashion_mnist := --model $(VIT)
+tune: setup
+	$(CLI) tune --benchmark wordnet
+	$(CLI) tune --benchmark fashion_mnist $(MODEL_fashion_mnist)
+
 compare: setup
-	@mkdir -p outputs/compare
-	for m in $(COMPARE_METHODS); do \
-	  $(CLI) train $(DEMO_ARGS) --method $$m --output_dir outputs/compare/wordnet/$$m || exit 1; \
-	  $(CLI) train $(VISION_ARGS) --method $$m --output_dir outputs/compare/fashion_mnist/$$m || exit 1; \
-	done
-	for b in wordnet fashion_mnist; do \
-	  $(CLI) evaluate outputs/compare/$$b/soft_mask_prompts outputs/compare/$$b/soft_mask_prompts_gradient_id \
-	    --task_id_mode gradient_id || exit 1; \
-	  $(CLI) report $(foreach m,dual_prompt soft_mask_prompts soft_mask_prompts_gradient_id lora soft_mask \
-	    head_only joint,outputs/compare/$$b/$(m)) > outputs/compare/$$b.md || exit 1; \
-	  cat outputs/compare/$$b.md; \
-	done
+	$(CLI) compare --benchmark $(BENCHMARK) --seed $(SEED) $(MODEL_$(BENCHMARK))
+
+# The README's tables: mean +- std over whatever slices are committed, written between the README's markers.
+compare-table: setup
+	$(CLI) compare-table results/compare wordnet --readme README.md
+	$(CLI) compare-table results/compare fashion_mnist --readme README.md
 
 # The shape of Sandler et al. 2022, Table 2 on 5-split Fashion-MNIST with the ViT: head only, head + class token
 # (0 memory tokens), 1, 5 and 10 memory tokens per layer, and full fine-tuning of one model per task (lr 1e-4).

