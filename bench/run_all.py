@@ -1,4 +1,4 @@
-"""Every speed and size figure of issue 6, side by side, written to bench/RESULTS.md.
+"""Every speed and size figure, side by side, written to bench/RESULTS.md.
 
     python bench/run_all.py                 # CPU: ViT-S/14 and MiniLM-L6 shapes (plus ViT-B/16, BERT-base on a GPU)
     python bench/run_all.py --tiny --reps 1 --output /tmp/RESULTS.md   # smoke run (CI)
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Row, alternate, results_markdown  # noqa: E402
 from memory_concat import measure as measure_memory  # noqa: E402
 from models import SHAPES, describe, make  # noqa: E402
+from task_identity_scaling import measure as task_identity_scaling  # noqa: E402
 from training_cost import peak_memory, trainer_throughput  # noqa: E402
 
 NAMES = [f"task_{i}" for i in range(5)]
@@ -203,6 +204,7 @@ def main(argv=None) -> str:
         rows += dual_prompt_forward(shape, args.reps, device)
     for shape in text:
         rows += task_identity_pass(shape, args.reps, device)
+        rows += task_identity_scaling(shape, args.reps, (5, 10) if args.tiny else (5, 10, 20, 50), device)
         rows += trainer_throughput(shape, args.reps)
         rows += peak_memory(shape)
     for shape in vision:

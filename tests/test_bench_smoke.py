@@ -25,7 +25,8 @@ def test_run_all_writes_every_row_on_tiny_shapes(tmp_path):
     assert (tmp_path / "RESULTS.md").read_text() == text
     for row in ("SoftMask inference, cached", "SoftMask mixed batch of 5 tasks", "SoftMask training step vs PEFT LoRA",
                 "Gradient-ID per sample vs Prompt-ID", "DualPrompt forward incl. frozen query",
-                "Memory tokens: 10 tasks concatenated", "Adapter size on disk per task, SoftMask"):
+                "Memory tokens: 10 tasks concatenated", "Adapter size on disk per task, SoftMask",
+                "Test pass, gaussian, 5 tasks, vs Prompt-ID", "Test pass, gradient_id, 10 tasks"):
         assert f"| {row}" in text, row
 
 

