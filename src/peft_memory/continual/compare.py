@@ -63,21 +63,35 @@ TUNING = {
 }
 
 
-def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | None = None, seed: int = 0) -> dict:
-    """Each :data:`TUNING` flag's candidates trained on ``benchmark`` (seed 0) and evaluated on the held-out
-    training samples; writes ``<results_dir>/<benchmark>/<flag>_<value>.json`` and ``chosen.json`` (the best value
-    of each flag), which :func:`run_slice` passes to every run."""
+def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | None = None, seed: int = 0,
+         flags: list[str] | None = None) -> dict:
+    """Each :data:`TUNING` flag's candidates (or only those of ``flags``) trained on ``benchmark`` (seed 0) and
+    evaluated on the held-out training samples; writes ``<results_dir>/<benchmark>/<flag>_<value>.json`` and adds
+    the best value of each flag to ``chosen.json``, which :func:`run_slice` passes to every run.
+
+    Raises:
+        ValueError: if ``flags`` names a flag :data:`TUNING` does not have.
+    """
+    unknown = sorted(set(flags or ()) - set(TUNING))
+    if unknown:
+        raise ValueError(f"tune --flags got {unknown}; choose among {sorted(TUNING)}.")
     root = os.path.join(results_dir, benchmark)
     os.makedirs(root, exist_ok=True)
+    chosen_path = os.path.join(root, "chosen.json")
     chosen = {}
-    for flag, (method, candidates, metric, flags) in TUNING.items():
+    if os.path.isfile(chosen_path):
+        with open(chosen_path) as f:
+            chosen = json.load(f)
+    for flag, (method, candidates, metric, fixed) in TUNING.items():
+        if flags and flag not in flags:
+            continue
         scores = {}
         for value in candidates:
             target = os.path.join(root, f"{flag}_{value:g}.json")
             if not os.path.isfile(target):
                 run_dir = os.path.join(output_dir, benchmark, f"{flag}_{value:g}")
                 argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", method, "--seed", str(seed),
-                        "--evaluate_on", "validation", f"--{flag}", str(value), *flags, "--output_dir", run_dir,
+                        "--evaluate_on", "validation", f"--{flag}", str(value), *fixed, "--output_dir", run_dir,
                         "--overwrite_output_dir"]
                 (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
                 build_trainer(args).run()
@@ -87,8 +101,8 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
         chosen[flag] = max(scores, key=scores.get)
         print(f"{flag}: validation {metric} " + ", ".join(f"{v:g}: {100 * s:.1f}" for v, s in scores.items())
               + f" -> {chosen[flag]:g}")
-    with open(os.path.join(root, "chosen.json"), "w") as f:
-        json.dump(chosen, f, indent=2)
+        with open(chosen_path, "w") as f:
+            json.dump(chosen, f, indent=2)
     return chosen
 
 
@@ -197,10 +211,13 @@ def main(argv: list[str] | None = None, tuning: bool = False) -> int:
     parser.add_argument("--output_dir", default="outputs/tuning" if tuning else "outputs/compare")
     parser.add_argument("--results_dir", default="results/tuning" if tuning else "results/compare")
     parser.add_argument("--tuning_dir", default="results/tuning", help="where tune's chosen.json is read")
-    parser.add_argument("--methods", nargs="*", help="only these methods of the plan")
+    if tuning:
+        parser.add_argument("--flags", nargs="*", choices=sorted(TUNING), help="only these flags (default: all)")
+    else:
+        parser.add_argument("--methods", nargs="*", help="only these methods of the plan")
     ns, extra = parser.parse_known_args(argv)
     if tuning:
-        tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed)
+        tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed, ns.flags)
         return 0
     for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, ns.methods, ns.tuning_dir):
         print(path)
