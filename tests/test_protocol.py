@@ -13,7 +13,7 @@ from test_continual_trainer import minilm, run, toy_sequence
 from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics
 from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults
-from peft_memory.continual.compare import markdown_table, update_readme
+from peft_memory.continual.compare import TUNING, markdown_table, tune, tuned_flags, update_readme
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.loading import resolve_query_pooling
@@ -130,6 +130,24 @@ def test_compare_table_means_and_spreads_and_the_upper_bound(tmp_path):
     assert "old" not in text and table in text and text.endswith("end\n")
     with pytest.raises(ValueError, match="no <!-- compare:fashion_mnist -->"):
         update_readme(str(readme), str(tmp_path), "fashion_mnist")
+
+
+def test_tune_chooses_each_flag_on_validation_and_keeps_earlier_choices(tmp_path):
+    root = tmp_path / "wordnet"
+    root.mkdir()
+    for flag, (_, candidates, metric, _) in TUNING.items():
+        for i, value in enumerate(candidates):  # already measured: tune reads them instead of training
+            score = 0.5 - abs(i - 1) / 10  # the middle candidate is best
+            (root / f"{flag}_{value:g}.json").write_text(json.dumps({metric: score}))
+    first, second = list(TUNING)[:2]
+    assert tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=[first]) == {first: TUNING[first][1][1]}
+    chosen = tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=[second])
+    assert chosen == {first: TUNING[first][1][1], second: TUNING[second][1][1]}
+    assert tuned_flags(str(tmp_path), "wordnet") == [f"--{first}", str(TUNING[first][1][1]),
+                                                     f"--{second}", str(TUNING[second][1][1])]
+    assert tuned_flags(str(tmp_path), "fashion_mnist") == []
+    with pytest.raises(ValueError, match=r"tune --flags got \['learning_rate'\]; choose among"):
+        tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=["learning_rate"])
 
 
 def test_results_from_a_newer_schema_are_refused(tmp_path, tokenizer):
