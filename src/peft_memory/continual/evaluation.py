@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .combined import ADAPTED_FILE, combination, combined_choice, head_inputs
 from .tasks import Task
 
 
@@ -135,8 +136,6 @@ def _routed(ctx, batch, k, inferred, til_pred):
 
 def _unified(ctx, batch, inferred):
     """Every seen head on the inferred adapter's classifier input; the argmax over all of them (task, local)."""
-    from .combined import head_inputs
-
     heads = getattr(ctx.model.base_model, "task_heads", None)
     if heads is None or not all(n in heads for n in ctx.names):
         raise ValueError("--cil_rule unified applies every seen task's head to one feature: it needs adapters with "
@@ -151,8 +150,6 @@ def _unified(ctx, batch, inferred):
 
 
 def _combined(ctx, batch):
-    from .combined import ADAPTED_FILE, combination, combined_choice
-
     rule = ctx.rule
     if not hasattr(rule, "task_log_posterior"):
         raise ValueError(f"--cil_rule combined re-scores a task posterior; --task_id_mode {rule.name} gives none: "
