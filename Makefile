@@ -45,7 +45,7 @@ test: setup
 
 # Soft-TransFormers masks on the real MiniLM over the 5-task WordNet sequence, task identity from the class statistics
 # re-scored by the adapters (gaussian + combined); then reload the saved adapters in a new process and check their
-# logits. The same run as the seed-0 soft_mask row of `make compare` with that rule.
+# logits. Same data, seed and schedule as the WordNet slices of `make compare`.
 demo: setup
 	$(CLI) train $(DEMO_ARGS) --output_dir outputs/demo
 	$(CLI) verify outputs/demo
