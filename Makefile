@@ -61,8 +61,8 @@ vision: setup
 	$(CLI) report outputs/fmnist_soft_mask outputs/fmnist_head_only outputs/fmnist_joint \
 		outputs/fmnist_soft_mask_batchwise
 
-# Every method x task-identity rule, one slice (benchmark x seed) per command, each under about an hour on 2 cores
-# (peft_memory/continual/compare.py holds the plan). Adapters go to outputs/compare (not committed); each run's
+# Every method x task-identity rule, one slice (benchmark x seed) per command (peft_memory/continual/compare.py holds
+# the plan); a WordNet slice takes about 95 minutes on 2 cores, so PART=1 then PART=2 split it in two of under an hour. Adapters go to outputs/compare (not committed); each run's
 # results.json is copied to results/compare/<benchmark>/seed_<k>/ (committed); a slice run again skips what is there.
 # `make tune` first chooses the key and full fine-tuning learning rates on held-out training samples (seed 0).
 SEED ?= 0
@@ -73,8 +73,9 @@ tune: setup
 	$(CLI) tune --benchmark wordnet
 	$(CLI) tune --benchmark fashion_mnist $(MODEL_fashion_mnist)
 
+PART ?=
 compare: setup
-	$(CLI) compare --benchmark $(BENCHMARK) --seed $(SEED) $(MODEL_$(BENCHMARK))
+	$(CLI) compare --benchmark $(BENCHMARK) --seed $(SEED) $(MODEL_$(BENCHMARK)) $(if $(PART),--part $(PART))
 
 # The README's tables: mean +- std over whatever slices are committed, written between the README's markers.
 compare-table: setup

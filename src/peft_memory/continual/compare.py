@@ -55,6 +55,11 @@ PLAN = [
 ]
 
 
+#: A slice in two parts of under an hour each on 2 cores (a whole WordNet slice takes about 95 minutes):
+#: ``peft-memory compare --part 1`` then ``--part 2``.
+PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint"],
+         2: ["lora", "soft_mask_prompts", "memory_token", "joint_full"]}
+
 #: Hyper-parameters chosen by ``peft-memory tune`` on held-out TRAINING data (``--evaluate_on validation``, seed 0):
 #: flag -> (method trained, candidates, metric of the validation results.json, further flags).
 TUNING = {
@@ -215,11 +220,15 @@ def main(argv: list[str] | None = None, tuning: bool = False) -> int:
         parser.add_argument("--flags", nargs="*", choices=sorted(TUNING), help="only these flags (default: all)")
     else:
         parser.add_argument("--methods", nargs="*", help="only these methods of the plan")
+        parser.add_argument("--part", type=int, choices=sorted(PARTS),
+                            help="only the methods of this part of the slice: " + "; ".join(
+                                f"{k}: {' '.join(v)}" for k, v in PARTS.items()))
     ns, extra = parser.parse_known_args(argv)
     if tuning:
         tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed, ns.flags)
         return 0
-    for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, ns.methods, ns.tuning_dir):
+    methods = [*(ns.methods or []), *(PARTS[ns.part] if ns.part else [])] or None
+    for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, methods, ns.tuning_dir):
         print(path)
     return 0
 
