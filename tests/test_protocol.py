@@ -12,8 +12,8 @@ from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics
-from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults
-from peft_memory.continual.compare import TUNING, markdown_table, tune, tuned_flags, update_readme
+from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults, compare
+from peft_memory.continual.compare import PARTS, PLAN, TUNING, markdown_table, tune, tuned_flags, update_readme
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.loading import resolve_query_pooling
@@ -148,6 +148,16 @@ def test_tune_chooses_each_flag_on_validation_and_keeps_earlier_choices(tmp_path
     assert tuned_flags(str(tmp_path), "fashion_mnist") == []
     with pytest.raises(ValueError, match=r"tune --flags got \['learning_rate'\]; choose among"):
         tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=["learning_rate"])
+
+
+def test_compare_parts_cover_the_plan_once(monkeypatch):
+    assert sorted(m for part in PARTS.values() for m in part) == sorted(run.method for run in PLAN)
+    seen = []
+    monkeypatch.setattr(compare, "run_slice", lambda *args: seen.append(args[5]) or [])
+    compare.main(["--benchmark", "wordnet", "--part", "2"])
+    compare.main(["--benchmark", "wordnet", "--methods", "ranpac"])
+    compare.main(["--benchmark", "wordnet"])
+    assert seen == [PARTS[2], ["ranpac"], None]
 
 
 def test_results_from_a_newer_schema_are_refused(tmp_path, tokenizer):

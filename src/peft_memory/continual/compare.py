@@ -210,7 +210,9 @@ PLAN_ORDER = {run.method: i for i, run in enumerate(PLAN)}
 def main(argv: list[str] | None = None, tuning: bool = False) -> int:
     """``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``); unknown options go to every training run."""
     prog = "peft-memory tune" if tuning else "peft-memory compare"
-    parser = argparse.ArgumentParser(prog=prog, description=(tune if tuning else run_slice).__doc__.split(";")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=(
+        "choose compare's hyper-parameters on held-out training samples" if tuning else
+        "train and evaluate every method x task-identity rule of one benchmark and seed"))
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="outputs/tuning" if tuning else "outputs/compare")
