@@ -55,7 +55,8 @@ PLAN = [
 ]
 
 
-#: A slice in two parts of under an hour each on 2 cores (a whole WordNet slice takes about 95 minutes):
+#: A slice in two parts meant to stay under an hour each on 2 cores (WordNet seed 0: part 1 about 45 minutes, part 2
+#: about 40 without joint_full):
 #: ``peft-memory compare --part 1`` then ``--part 2``.
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full"]}
