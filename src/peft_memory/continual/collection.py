@@ -9,11 +9,13 @@ import os
 
 import torch
 
-from ..class_statistics import STATISTICS_FILE, ClassStatistics, GaussianClassifier, StatisticsAccumulator, Validation
+from ..class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator, Validation
 from ..task_keys import frozen_query
 from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
 from .data import make_loader
+from .evaluation import class_owners
 from .statistics import collect_statistics, gathered_features, query_function
+from .task_id.gaussian import GaussianRule, task_log_posterior
 from .tasks import Task
 
 
@@ -56,10 +58,8 @@ class StatisticsCollector:
         acc = StatisticsAccumulator(task.global_labels, fit[0].shape[1])
         acc.add(*fit)
         composed = ClassStatistics.compose([*previous[STATISTICS_FILE], acc.statistics()])
-        shrinkage = composed.validation["shrinkage"].best() if "shrinkage" in composed.validation else 0.1
-        gaussian = GaussianClassifier(composed, shrinkage)
-        owner = torch.tensor([next(i for i, s in enumerate(seen) if int(c) in s.global_labels)
-                              for c in composed.labels])
+        gaussian = GaussianRule().classifier(composed)
+        owners = class_owners(seen, gaussian.labels)
         evidences = [AdaptedEvidence(t.statistics[s.name][ADAPTED_FILE]) for s in seen[:-1]] + [evidence]
         names, widths = [s.name for s in seen], [s.num_labels for s in seen]
         chosen = []
@@ -67,8 +67,8 @@ class StatisticsCollector:
                                                    t.args.num_workers))
         for batch in loader:
             batch.pop("labels")
-            log_p = gaussian.scores(frozen_query(t.model, batch, pooling=t.args.query_pooling)).log_softmax(-1)
-            task_lp = torch.stack([log_p[:, owner == i].logsumexp(-1) for i in range(len(seen))], -1).cpu()
+            scores = gaussian.scores(frozen_query(t.model, batch, pooling=t.args.query_pooling)).cpu()
+            task_lp = task_log_posterior(scores, owners, len(seen)).cpu()
             choices = combined_choice(t.model, batch, names, widths, task_lp, evidences, list(WEIGHT_GRID),
                                       t.args.combine_top_k)
             tasks = torch.stack([choices[w][0] for w in WEIGHT_GRID], dim=-1)  # (batch, G)

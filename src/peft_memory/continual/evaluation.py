@@ -17,6 +17,16 @@ from .combined import ADAPTED_FILE, combination, combined_choice, head_inputs
 from .tasks import Task
 
 
+def class_owners(tasks: list[Task], labels: torch.Tensor) -> torch.Tensor:
+    """Task index (into ``tasks``) of each global class id of ``labels`` ``(C,)``; a class of several tasks (a shared
+    label space) belongs to the first."""
+    owner = {}
+    for t, task in enumerate(tasks):
+        for c in task.global_labels:
+            owner.setdefault(c, t)
+    return torch.tensor([owner[int(c)] for c in labels])
+
+
 @dataclass
 class EvalContext:
     """What the evaluation of a test batch reads.
@@ -61,11 +71,7 @@ class EvalContext:
     def class_tasks(self, labels: torch.Tensor) -> torch.Tensor:
         """Task index (into ``tasks``) of each global class id of ``labels``; a class of several tasks (a shared
         label space) belongs to the first."""
-        owner = {}
-        for t, task in enumerate(self.tasks):
-            for c in task.global_labels:
-                owner.setdefault(c, t)
-        return torch.tensor([owner[int(c)] for c in labels])
+        return class_owners(self.tasks, labels)
 
     @property
     def names(self) -> list[str]:

@@ -23,5 +23,11 @@ class GaussianRule(ClassStatisticsRule):
     def task_log_posterior(self, ctx, batch) -> torch.Tensor:
         """``log p(t | x)`` ``(batch, T)`` over the seen tasks ``ctx.tasks``."""
         scores, owners, _ = self.class_scores(ctx, batch)
-        log_p = scores.log_softmax(dim=-1)
-        return torch.stack([log_p[:, owners == t].logsumexp(dim=-1) for t in range(len(ctx.tasks))], dim=-1)
+        return task_log_posterior(scores, owners, len(ctx.tasks))
+
+
+def task_log_posterior(scores: torch.Tensor, owners: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """``log p(t | x)`` ``(batch, num_tasks)``: the class posterior ``softmax(scores)`` ``(batch, C)`` summed over each
+    task's classes (``owners`` ``(C,)``: the task of each class)."""
+    log_p = scores.log_softmax(dim=-1)
+    return torch.stack([log_p[:, owners == t].logsumexp(dim=-1) for t in range(num_tasks)], dim=-1)
