@@ -19,7 +19,7 @@ VISION_ARGS := --overwrite_output_dir --model $(VIT) --benchmark fashion_mnist_5
 	--train_per_class 500 --test_per_class 100 --num_epochs 2 --batch_size 32 --learning_rate 1e-2 \
 	--validation_fraction 0 --query_pooling classifier
 
-.PHONY: setup test demo vision tune compare compare-table memory-table bench lint clean
+.PHONY: setup peft-tests test demo vision tune compare compare-table memory-table bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ $(DEB_DATA):
 setup: $(VENV)/.installed $(DEB_DATA)
 
 # The import layers of pyproject.toml ([tool.importlinter]), then the test suite.
-test: setup
+# PEFT's own common checks (tests/testing_common.py of the sdist of the INSTALLED peft), driven over our methods by
+# tests/test_peft_common.py; downloaded once into the venv, never copied into the repository.
+peft-tests: setup
+	@v=$$($(PY) -c "import peft; print(peft.__version__)"); d=$(VENV)/peft-tests; \
+	if [ ! -f $$d/peft-$$v/tests/testing_common.py ]; then \
+	  $(PY) -m pip download -q --no-deps --no-binary :all: peft==$$v -d $$d && \
+	  tar xzf $$d/peft-$$v.tar.gz -C $$d peft-$$v/tests; fi
+
+test: setup peft-tests
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest tests -q -p no:cacheprovider
 

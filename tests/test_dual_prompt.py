@@ -84,7 +84,7 @@ def test_soft_tf_with_prompts_uses_masks_and_prompts_of_one_adapter():
                           adapter_name="t0").eval()
     names = {n for n, _ in both.named_parameters()}
     assert {"base_model.soft_mask_e_key.t0", "base_model.soft_mask_g_prompt.t0"} <= names
-    assert any(".soft_mask.t0" in n for n in names)
+    assert any(".soft_mask_values.t0" in n for n in names)
     with torch.no_grad():
         assert not torch.equal(last_hidden(both, inputs), last_hidden(masks_only, inputs))  # prompts attached
         with both.base_model.adapters_disabled():

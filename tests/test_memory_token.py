@@ -220,7 +220,7 @@ def test_separately_saved_adapters_concatenate_after_loading(tmp_path):
 
 def test_unload_restores_the_base_model_and_merge_is_refused():
     model, inputs = trained_adapters("bert_cls", "eager", TEST_CASES[0][1], steps=1)
-    with pytest.raises(ValueError, match="memory tokens are extra tokens, not weights: they cannot be merged"):
+    with pytest.raises(ValueError, match="cannot be merged: memory tokens are extra tokens, not weights"):
         model.merge_and_unload()
     base = model.unload()
     with torch.no_grad():

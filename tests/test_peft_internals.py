@@ -72,7 +72,7 @@ def test_state_dict_selection_is_structural_over_tuner_attributes():
     keys = set(get_peft_model_state_dict(model, adapter_name="t0"))
     for expected in ("soft_mask_head.weight", "soft_mask_e_key", "soft_mask_g_prompt", "soft_mask_e_prompt"):
         assert any(k.endswith(expected) or f"{expected}." in k for k in keys), (expected, keys)
-    assert any(k.endswith("q_proj.soft_mask") for k in keys)  # the tuner layers' masks
+    assert any(k.endswith("q_proj.soft_mask_values") for k in keys)  # the tuner layers' masks
     assert not any("base_layer" in k or k.endswith("classifier.weight") for k in keys)
 
 

@@ -48,9 +48,9 @@ def test_cached_and_merged_inference_equal_training_path(kind):
         cached = model(**inputs).logits  # cached W * M
         torch.testing.assert_close(cached, ref, rtol=0, atol=0)
         layer = next(m for m in model.modules() if isinstance(m, SoftMaskLayer))
-        layer.soft_mask["t0"].mul_(0.5)  # an in-place edit invalidates the cache
+        layer.soft_mask_values["t0"].mul_(0.5)  # an in-place edit invalidates the cache
         assert not torch.equal(model(**inputs).logits, cached)
-        layer.soft_mask["t0"].mul_(2.0)
+        layer.soft_mask_values["t0"].mul_(2.0)
         model.base_model.merge_adapter(["t0"])
         torch.testing.assert_close(model(**inputs).logits, ref, rtol=0, atol=1e-6)
         model.base_model.unmerge_adapter()
@@ -62,7 +62,7 @@ def test_merge_with_zero_mask_unmerges_exactly():
     layer = next(m for m in model.modules() if isinstance(m, SoftMaskLayer))
     weight = layer.get_base_layer().weight.detach().clone()
     with torch.no_grad():
-        layer.soft_mask["t0"].zero_()
+        layer.soft_mask_values["t0"].zero_()
     model.set_adapter("t0")
     model.base_model.merge_adapter(["t0"])
     assert layer.get_base_layer().weight.abs().sum() == 0

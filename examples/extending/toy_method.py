@@ -19,7 +19,7 @@ class MaskDecay(ContinualMethod):
         return SoftMaskConfig(label_names=task.label_names, layers_to_transform=[last])
 
     def auxiliary_loss(self, model, batch, task):
-        masks = [p for n, p in model.named_parameters() if n.endswith(f"soft_mask.{task.name}")]
+        masks = [p for n, p in model.named_parameters() if n.endswith(f"soft_mask_values.{task.name}")]
         return self.strength * sum(((m - 1) ** 2).sum() for m in masks)
 
 

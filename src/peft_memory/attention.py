@@ -159,6 +159,16 @@ def enable_injection(model) -> str:
     return PREFIX + impl
 
 
+def disable_injection(model, attention_modules) -> None:
+    """Undo :func:`enable_injection`: the model's original attention implementation back, no provider left on
+    ``attention_modules`` (``unload()``: the base model bit for bit)."""
+    for module in attention_modules:
+        set_extra_kv(module, None)
+    impl = model.config._attn_implementation or "eager"
+    if impl.startswith(PREFIX):
+        model.set_attn_implementation(impl[len(PREFIX):])
+
+
 def set_extra_kv(attention_module, provider: Callable | None) -> None:
     """Attach (or remove, with ``None``) the extra-K/V provider of one attention module.
 

@@ -39,7 +39,7 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     """The frozen base model's query feature ``(batch, features)``, with every adapter disabled, without gradient.
 
     Args:
-        peft_model: the ``PeftModel``; inputs: its inputs by keyword.
+        peft_model: the ``PeftModel`` (or the base model with adapters injected); inputs: its inputs by keyword.
         disabled: a context-manager factory that turns the adapters off; default: the tuner's
             ``adapters_disabled`` (peft_memory's tuners; PEFT's ``disable_adapter`` raises for tuners that wrap no
             layer), else ``peft_model.disable_adapter``.
@@ -53,7 +53,7 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     """
     if pooling not in QUERY_POOLINGS:
         raise ValueError(f"query pooling {pooling!r} is unknown; use one of {list(QUERY_POOLINGS)}.")
-    base = peft_model.get_base_model()
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
     family = get_family(base)
     head = getattr(base, family.classifier, None)  # nn.Linear, or PEFT's ModulesToSaveWrapper around it
     store: dict = {}

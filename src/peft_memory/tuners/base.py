@@ -18,6 +18,8 @@ through :meth:`ContinualTuner._once`; ``inject_adapter`` then sets ``requires_gr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -81,6 +83,9 @@ class ContinualTuner(BaseTuner):
         else:
             self._classifier_in_features = model.config.hidden_size
             self._hook_handle = model.register_forward_hook(self._bare_model_hook)
+        self._pending_labels = None
+        self._loss_handles = [model.register_forward_pre_hook(self._take_labels, with_kwargs=True),
+                              model.register_forward_hook(self._add_task_loss, with_kwargs=True)]
 
     def _head_in_features(self, config) -> int:
         """Input size of the task head of an adapter with ``config``: the classifier's input (or ``hidden_size`` on a
@@ -147,10 +152,45 @@ class ContinualTuner(BaseTuner):
             self._enable_adapter_layers(not was_disabled)
 
     def delete_adapter(self, adapter_name: str) -> None:
+        """PEFT's ``delete_adapter``, with its choice of the next active adapter made here rather than by the tuner
+        layers (DualPrompt and memory tokens wrap none, where PEFT would leave no adapter active): the other active
+        adapters stay active; if none is left, the first remaining adapter in sorted order, with PEFT's warning."""
+        previous = list(self.active_adapters)
         super().delete_adapter(adapter_name)
         for container in self._tuner_level_dicts():
             if adapter_name in container:
                 del container[adapter_name]
+        active = [a for a in previous if a != adapter_name]
+        if not active and self.peft_config:
+            active = [sorted(self.peft_config)[0]]
+            if adapter_name in previous:
+                warnings.warn(f"Adapter {adapter_name} was active which is now deleted. Setting active adapter to "
+                              f"{active[0]}.", stacklevel=2)
+        if active and active != list(self.active_adapters):
+            self.set_adapter(active, inference_mode=self.peft_config[active[0]].inference_mode)
+
+    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
+        """``False``: no method here is ``W + delta`` (masks multiply the weight; prompts and memory are extra
+        tokens), so nothing converts to LoRA. PEFT's default says ``True`` for tuners that wrap no layer."""
+        return False
+
+    def _unmergeable_parts(self, config) -> str | None:
+        """What of an adapter with ``config`` cannot be written into the base weights (``None``: nothing)."""
+        return None
+
+    def _check_merge_allowed(self) -> None:
+        """PEFT's check before ``merge_adapter`` / ``merge_and_unload``, plus: refuse adapters with parts that are not
+        weights (prompts, memory tokens) instead of merging only their masks or nothing at all.
+
+        Raises:
+            ValueError: naming the adapter and the parts that cannot be merged.
+        """
+        super()._check_merge_allowed()
+        for name in self.active_adapters:
+            parts = self._unmergeable_parts(self.peft_config[name])
+            if parts:
+                raise ValueError(f"adapter {name!r} cannot be merged: {parts}, not weights. Keep the PeftModel, or "
+                                 "use unload() to get the base model back.")
 
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         """PEFT's unload/merge, plus: the head hooks are removed, and on merge the (single) merged adapter's task
@@ -161,6 +201,8 @@ class ContinualTuner(BaseTuner):
                                                     adapter_names=adapter_names)
         if "_hook_handle" in self.__dict__:
             self._hook_handle.remove()
+            for handle in self._loss_handles:
+                handle.remove()
         classifier = find_classifier(model, self._family)
         if merge and classifier is not None and len(names) == 1 and names[0] in self.task_heads:
             head = self.task_heads[names[0]]
@@ -276,6 +318,50 @@ class ContinualTuner(BaseTuner):
         if not active:
             return None
         return torch.cat([head(n, None) for n in active], dim=-1)
+
+    # ------------------------------------------------------------ the loss
+    def _heads_in_use(self) -> bool:
+        routing = self._routing
+        if self._adapters_off:
+            return False
+        if routing.superpose is not None or routing.groups is not None:
+            return True
+        return any(n in self.task_heads for n in self.active_adapters)
+
+    def _take_labels(self, module, args, kwargs):
+        """Forward pre-hook: ``labels`` meant for the task heads are kept from the base model, whose loss assumes its
+        own ``num_labels``; :meth:`_add_task_loss` uses them."""
+        if kwargs.get("labels") is None or not self._heads_in_use():
+            return None
+        kwargs = dict(kwargs)
+        self._pending_labels = (kwargs.pop("labels"), kwargs)
+        return args, kwargs
+
+    def _add_task_loss(self, module, args, kwargs, output):
+        """Forward hook: ``loss`` = cross-entropy of the task heads' logits plus :meth:`_auxiliary_loss` (DualPrompt's
+        matching term), placed first in the output as transformers does."""
+        pending, self._pending_labels = self._pending_labels, None
+        if pending is None:
+            return output
+        labels, inputs = pending
+        logits = output["logits"] if isinstance(output, dict) else output[0]
+        if labels.dtype.is_floating_point or labels.dim() != 1:
+            raise ValueError(f"labels must be class indices of shape (batch,) into the task head's classes; got "
+                             f"{labels.dtype} of shape {tuple(labels.shape)}.")
+        loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        extra = self._auxiliary_loss(inputs)
+        if extra is not None:
+            loss = loss + extra
+        if not isinstance(output, dict):
+            return (loss, *output)
+        if "loss" in {f.name for f in dataclasses.fields(output)}:
+            return type(output)(**{"loss": loss, **output})
+        output["loss"] = loss
+        return output
+
+    def _auxiliary_loss(self, inputs: dict) -> torch.Tensor | None:
+        """A method's term added to the loss computed from ``labels`` (none here)."""
+        return None
 
     def _classifier_hook(self, module, args, output):
         logits = self._task_logits(args[0])

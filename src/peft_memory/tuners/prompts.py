@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..attention import enable_injection, set_extra_kv
+from ..attention import disable_injection, enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
 from ..task_keys import QUERY_POOLINGS, cosine_similarity, frozen_query
 from .validation import check_layers_in_range, validate_count, validate_layers, validate_number
@@ -77,6 +77,21 @@ class PromptsMixin:
         super()._init_adapter_extras(model, adapter_name, config)
         if self._wants_prompts(config):  # the task's prompts and key live in its adapter, beside masks and head
             self._init_prompts(model, adapter_name, config)
+
+    def _unmergeable_parts(self, config) -> str | None:
+        if self._wants_prompts(config):
+            return "its G- and E-prompts are extra keys and values of attention (prefix tuning)"
+        return super()._unmergeable_parts(config)
+
+    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
+        """PEFT's unload, plus the prompts' attention injection removed: the base model's own attention back."""
+        if merge:
+            self._check_merge_allowed()
+        model = super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
+                                                    adapter_names=adapter_names)
+        if "prompts" in self.__dict__.get("_setup_done", ()):
+            disable_injection(model, attention_modules(model, self._family))
+        return model
 
     def _attach_providers(self, model: nn.Module) -> None:
         enable_injection(model)
@@ -150,6 +165,23 @@ class PromptsMixin:
             return kv[0], kv[1], None
 
         return provide
+
+    def _auxiliary_loss(self, inputs: dict) -> torch.Tensor | None:
+        """DualPrompt's matching term ``-matching_loss_weight * mean_b cos(q_b, k_{t_b})`` (Wang et al. 2022, Eq. 5),
+        added to the loss whenever the model computes one from ``labels``, so any training loop trains the keys;
+        ``t_b`` is the active adapter, or each sample's with ``adapter_names``."""
+        routing = self._routing
+        groups = routing.groups or [(n, None) for n in self.active_adapters[:1]]
+        keyed = [(n, i) for n, i in groups if self._wants_prompts(self.peft_config[n])
+                 and self.peft_config[n].matching_loss_weight]
+        if routing.superpose is not None or not keyed or not torch.is_grad_enabled():
+            return None
+        query = self.frozen_features(self.model, inputs)
+        total = query.new_zeros(())
+        for name, index in keyed:
+            rows = query if index is None else query[index]
+            total = total - self.peft_config[name].matching_loss_weight * self.key_similarity(rows, [name])[:, 0].sum()
+        return total / query.shape[0]
 
     # --------------------------------------------------------- query and keys
     def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:

@@ -36,7 +36,8 @@ class MemoryTokenConfig(TaskAdapterConfig):
             a replacement for the original class token's embedding, every token reads the memory, and the head reads
             the original class token. Changes the base model's outputs, so such an adapter runs alone.
         cls_token_id (`Optional[int]`): BERT only: the token whose embedding initialises the task class token
-            (default 101, ``[CLS]`` in BERT's WordPiece vocabularies).
+            (default: the base model config's ``cls_token_id`` if it has one, else 101, ``[CLS]`` in BERT's WordPiece
+            vocabularies; an id outside the vocabulary raises ``ValueError`` at ``get_peft_model``).
         num_labels (`Optional[int]`), label_names (`Optional[list[str]]`): the task's head and class names.
         peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
             (`Optional[int]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).

@@ -25,12 +25,13 @@ Output: ``logits`` as for every peft_memory tuner (the active adapter's head; pe
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ...attention import ExtraKV, enable_injection, set_extra_kv
+from ...attention import ExtraKV, disable_injection, enable_injection, set_extra_kv
 from ...families import attention_modules, bare_model, encoder_layers, num_layers
 from ..base import ContinualTuner, NoLayer
 from ..validation import check_layers_in_range
@@ -109,6 +110,10 @@ class MemoryTokenModel(ContinualTuner):
 
     def _init_adapter_extras(self, model, adapter_name, config) -> None:
         super()._init_adapter_extras(model, adapter_name, config)
+        if not config.num_labels and not config.fine_tune_cls:
+            warnings.warn(f"memory-token adapter {adapter_name!r} has no task head (num_labels / label_names unset): "
+                          "its memory only reaches the outputs through the task's class token and head, so it gets "
+                          "no gradient and changes no output. Set label_names (or num_labels).", stacklevel=2)
         self._once("memory", lambda: self._install_hooks(model))
         n = num_layers(model)
         check_layers_in_range(config.layers_to_transform, n)
@@ -143,10 +148,18 @@ class MemoryTokenModel(ContinualTuner):
         emb = self._parts.bare.embeddings
         if hasattr(emb, "cls_token"):
             return (emb.cls_token[0, 0] + emb.position_embeddings[0, 0]).clone()
+        vocab = emb.word_embeddings.num_embeddings
+        token_id = config.cls_token_id
+        if token_id is None:
+            token_id = getattr(self.model.config, "cls_token_id", None)
+        if token_id is None:
+            token_id = BERT_CLS_TOKEN_ID
+        if token_id >= vocab:
+            raise ValueError(f"cls_token_id={token_id} is outside the model's vocabulary of {vocab} tokens; pass "
+                             "MemoryTokenConfig(cls_token_id=tokenizer.cls_token_id).")
         was_training = emb.training
         emb.eval()
-        ids = torch.tensor([[config.cls_token_id if config.cls_token_id is not None else BERT_CLS_TOKEN_ID]],
-                           device=emb.word_embeddings.weight.device)
+        ids = torch.tensor([[token_id]], device=emb.word_embeddings.weight.device)
         token = emb(input_ids=ids)[0, 0].clone()
         emb.train(was_training)
         return token
@@ -297,12 +310,15 @@ class MemoryTokenModel(ContinualTuner):
                 output["hidden_states"] = tuple(h[:, : st.num_inputs] for h in output["hidden_states"])
         return output
 
+    def _unmergeable_parts(self, config) -> str | None:
+        return "memory tokens are extra tokens"
+
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         if merge:
-            raise ValueError("memory tokens are extra tokens, not weights: they cannot be merged. Use unload() to "
-                             "get the base model back.")
+            self._check_merge_allowed()
         for handle in self.__dict__.get("_handles", []):
             handle.remove()
-        for module in self._parts.attention if "_parts" in self.__dict__ else []:
-            set_extra_kv(module, None)
-        return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
+        model = super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
+        if "_parts" in self.__dict__:
+            disable_injection(model, self._parts.attention)
+        return model

@@ -15,12 +15,12 @@ from ..routing import Routing
 class SoftMaskLayer(BaseTunerLayer):
     """Holds one real-valued mask per task adapter, with the shape of the wrapped weight ``(out, in)``."""
 
-    adapter_layer_names = ("soft_mask",)
+    adapter_layer_names = ("soft_mask_values",)
     other_param_names = ()
 
     def __init__(self, base_layer: nn.Module, routing: Routing) -> None:
         self.base_layer = base_layer
-        self.soft_mask = nn.ParameterDict({})
+        self.soft_mask_values = nn.ParameterDict({})
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._routing = routing
@@ -33,7 +33,7 @@ class SoftMaskLayer(BaseTunerLayer):
         mask = torch.full(weight.shape, float(mask_init), dtype=weight.dtype, device=weight.device)
         if not init_weights:  # the reference code's U(0.99, 1.0) around mask_init
             mask.uniform_(mask_init - 0.01, mask_init)
-        self.soft_mask[adapter_name] = nn.Parameter(mask)
+        self.soft_mask_values[adapter_name] = nn.Parameter(mask)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
     # ----------------------------------------------------------- weights
@@ -43,7 +43,7 @@ class SoftMaskLayer(BaseTunerLayer):
         With autograd off or a frozen mask the product is cached per adapter and recomputed only after an in-place
         edit of the mask or the weight (tracked by their version counters).
         """
-        weight, mask = self.get_base_layer().weight, self.soft_mask[adapter_name]
+        weight, mask = self.get_base_layer().weight, self.soft_mask_values[adapter_name]
         if torch.is_grad_enabled() and mask.requires_grad:
             return weight * mask
         key = (mask._version, weight._version, mask.data_ptr(), weight.data_ptr())
@@ -55,7 +55,7 @@ class SoftMaskLayer(BaseTunerLayer):
         return hit[1]
 
     def _adapter_weight(self, adapter_name: str) -> torch.Tensor:
-        if adapter_name in self.soft_mask:
+        if adapter_name in self.soft_mask_values:
             return self.masked_weight(adapter_name)
         return self.get_base_layer().weight  # an adapter without a mask here (e.g. head only) sees W
 
@@ -67,15 +67,16 @@ class SoftMaskLayer(BaseTunerLayer):
             ValueError: if more than one adapter is asked for (masks of different tasks do not compose), or
                 ``safe_merge`` finds non-finite values.
         """
-        adapter_names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.soft_mask]
+        adapter_names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.soft_mask_values]
         if not adapter_names:
             return
         if len(adapter_names) > 1 or self.merged:
             raise ValueError("Soft masks of different tasks do not compose: merge exactly one adapter at a time.")
         base = self.get_base_layer()
-        merged = base.weight.data * self.soft_mask[adapter_names[0]].data
+        merged = base.weight.data * self.soft_mask_values[adapter_names[0]].data
         if safe_merge and not torch.isfinite(merged).all():
-            raise ValueError(f"NaNs or infs detected in the merged weight of adapter {adapter_names[0]!r}.")
+            raise ValueError(f"NaNs detected in the merged weights. The adapter {adapter_names[0]} seems to be broken "
+                             "(non-finite values in its mask or the base weight).")
         self._original_weight = base.weight.data.clone()
         base.weight.data.copy_(merged)
         self.merged_adapters.append(adapter_names[0])
@@ -112,7 +113,7 @@ class Linear(nn.Module, SoftMaskLayer):
             return self._superposed(x, *routing.superpose, shared=routing.shared_alphas)
         if routing.groups is not None:
             return self._forward_routed(x, routing.groups)
-        active = [a for a in self.active_adapters if a in self.soft_mask]
+        active = [a for a in self.active_adapters if a in self.soft_mask_values]
         if not active:
             return base(x, *args, **kwargs)
         if len(active) > 1:

@@ -11,6 +11,9 @@ from ..prompts import PROMPT_ATTRS, PromptsMixin
 from ..validation import check_layers_in_range
 from .layer import Linear, SoftMaskLayer
 
+#: The masks' parameter name in adapters saved by peft_memory 0.1; converted on load.
+LEGACY_MASK_NAME = "soft_mask"
+
 
 class SoftMaskModel(PromptsMixin, ContinualTuner):
     """Creates a Soft-TransFormers model from a transformers ViT, DINOv2 or BERT model.
@@ -33,6 +36,13 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
     tuner_layer_cls = SoftMaskLayer
     target_module_mapping: dict[str, list[str]] = {}
     tuner_level_names = ("head", *PROMPT_ATTRS)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """PEFT's key remapping, after renaming the masks of adapters saved by peft_memory 0.1 (``<module>.soft_mask``, a
+        name without the tuner prefix that PEFT's missing-key check could not see) to ``<module>.soft_mask_values``."""
+        renamed = {(k + "_values" if k.endswith(f".{LEGACY_MASK_NAME}") else k): v for k, v in state_dict.items()}
+        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
 
     def _prepare_adapter_config(self, peft_config, model_config):
         family = get_family(model_config)

@@ -1,0 +1,148 @@
+"""PEFT's calls behave as PEFT users expect for every method (issue 14's defects, each pinned by a test of ours beside
+PEFT's own checks in test_peft_common.py)."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from conftest import bert_config, make_inputs, make_model
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import BertForSequenceClassification
+
+from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig
+from peft_memory.tuners.prompts import PROMPT_ATTRS
+
+PROMPTS = {"g_prompt_layers": [0], "e_prompt_layers": [1, 2], "g_prompt_length": 2, "e_prompt_length": 3}
+CONFIGS = {
+    "soft_mask": lambda **kw: SoftMaskConfig(init_weights=False, **kw),
+    "soft_mask_prompts": lambda **kw: SoftMaskConfig(init_weights=False, use_prompts=True, **PROMPTS, **kw),
+    "dual_prompt": lambda **kw: DualPromptConfig(**PROMPTS, **kw),
+    "memory_token": lambda **kw: MemoryTokenConfig(**kw),
+}
+ATTNS = ["eager", "sdpa"]
+
+
+@pytest.mark.parametrize("method", CONFIGS)
+@pytest.mark.parametrize("attn", ATTNS)
+def test_delete_adapter_keeps_or_picks_the_active_adapter(method, attn):
+    model = get_peft_model(make_model("bert_cls", attn), CONFIGS[method](num_labels=3), "t0")
+    model.add_adapter("t1", CONFIGS[method](num_labels=2))
+    model.add_adapter("t2", CONFIGS[method](num_labels=2))
+    model.delete_adapter("t2")  # inactive: "t0" stays active
+    assert model.active_adapters == ["t0"]
+    model.set_adapter("t1")
+    with pytest.warns(UserWarning, match="Adapter t1 was active which is now deleted. Setting active adapter to t0."):
+        model.delete_adapter("t1")
+    assert model.active_adapters == ["t0"]
+    assert model(**make_inputs("bert_cls")).logits.shape == (4, 3)  # no KeyError on the next forward
+    assert not any("t1" in n or "t2" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("method", ["soft_mask_prompts", "dual_prompt", "memory_token"])
+@pytest.mark.parametrize("attn", ATTNS)
+def test_unload_gives_the_base_model_bit_for_bit(method, attn):
+    base = make_model("bert_cls", attn)
+    inputs = make_inputs("bert_cls")
+    with torch.no_grad():
+        ref = base(**inputs).logits
+    model = get_peft_model(copy.deepcopy(base), CONFIGS[method](num_labels=3))
+    unloaded = model.unload()
+    assert unloaded.config._attn_implementation == attn
+    with torch.no_grad():
+        assert torch.equal(unloaded(**inputs).logits, ref)
+
+
+@pytest.mark.parametrize("method,parts", [("soft_mask_prompts", "its G- and E-prompts are extra keys and values"),
+                                          ("dual_prompt", "its G- and E-prompts are extra keys and values"),
+                                          ("memory_token", "memory tokens are extra tokens")])
+def test_merging_refuses_what_is_not_weights(method, parts):
+    model = get_peft_model(make_model("bert_cls"), CONFIGS[method](num_labels=3), "t0")
+    for merge in (model.merge_adapter, model.merge_and_unload):
+        with pytest.raises(ValueError, match=f"adapter 't0' cannot be merged: {parts}"):
+            merge()
+    assert model.supports_lora_conversion() is False
+
+
+def test_soft_mask_safe_merge_reports_nans_as_peft_does():
+    model = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3))
+    next(p for n, p in model.named_parameters() if "soft_mask_values" in n).data[0, 0] = torch.nan
+    with pytest.raises(ValueError, match="NaNs detected in the merged weights. The adapter default seems to be broken"):
+        model.merge_and_unload(safe_merge=True)
+
+
+def test_soft_mask_names_carry_the_prefix_so_a_missing_mask_is_reported(tmp_path):
+    model = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3))
+    assert all("soft_mask_" in n for n, p in model.named_parameters() if p.requires_grad)
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    weights = load_file(path)
+    dropped = next(k for k in weights if k.endswith("query.soft_mask_values"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, path)
+    result = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3)).load_adapter(tmp_path, "x")
+    assert result.missing_keys == [dropped.replace("soft_mask_values", "soft_mask_values.x")]
+
+
+def test_soft_mask_adapters_saved_by_0_1_load_with_the_old_mask_name(tmp_path):
+    model = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3)).eval()
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    old = {k.replace(".soft_mask_values", ".soft_mask"): v for k, v in load_file(path).items()}
+    assert any(k.endswith(".soft_mask") for k in old)
+    save_file(old, path)
+    loaded = PeftModel.from_pretrained(make_model("bert_cls"), tmp_path).eval()
+    inputs = make_inputs("bert_cls")
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("method", CONFIGS)
+def test_labels_give_the_task_heads_loss_on_a_wider_base_classifier(method):
+    """The base classifier is as wide as the largest task (4); the adapter's head has 2 classes. The loss is the
+    head's cross-entropy (plus DualPrompt's matching term), not the base model's (which would fail on the shapes)."""
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(bert_config(num_labels=4)).eval()
+    model = get_peft_model(base, CONFIGS[method](label_names=["x", "y"]))
+    inputs, labels = make_inputs("bert_cls"), torch.tensor([0, 1, 1, 0])
+    out = model(**inputs, labels=labels)
+    assert out.logits.shape == (4, 2) and next(iter(out.keys())) == "loss"
+    expected = torch.nn.functional.cross_entropy(out.logits, labels)
+    config = model.peft_config["default"]
+    if getattr(config, "use_prompts", True) and hasattr(config, "matching_loss_weight"):
+        tuner = model.base_model
+        cos = tuner.key_similarity(tuner.frozen_features(model, inputs), ["default"])[:, 0]
+        expected = expected - config.matching_loss_weight * cos.mean()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), method
+    if method in ("dual_prompt", "soft_mask_prompts"):
+        assert any(f"{PROMPT_ATTRS[2]}" in n and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+                   if p.requires_grad)
+
+
+def test_labels_of_the_wrong_kind_are_refused():
+    model = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3))
+    with pytest.raises(ValueError, match=r"labels must be class indices of shape \(batch,\)"):
+        model(**make_inputs("bert_cls"), labels=torch.zeros(4, 3))
+
+
+def test_memory_token_class_token_id_comes_from_the_model_or_fails_early():
+    torch.manual_seed(0)
+    small = BertForSequenceClassification(bert_config(vocab_size=90))
+    with pytest.raises(ValueError, match=r"cls_token_id=101 is outside the model's vocabulary of 90 tokens; pass "
+                                         r"MemoryTokenConfig\(cls_token_id=tokenizer.cls_token_id\)"):
+        get_peft_model(small, MemoryTokenConfig(num_labels=2))
+    small.config.cls_token_id = 2
+    model = get_peft_model(small, MemoryTokenConfig(num_labels=2))
+    emb = small.bert.embeddings.eval()
+    torch.testing.assert_close(model.base_model.memory_token_class_token["default"].detach(),
+                               emb(input_ids=torch.tensor([[2]]))[0, 0])
+
+
+def test_memory_tokens_without_a_head_warn():
+    with pytest.warns(UserWarning, match="has no task head .* gets no gradient and changes no output"):
+        get_peft_model(make_model("bert"), MemoryTokenConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        get_peft_model(make_model("bert"), MemoryTokenConfig(num_labels=2))
