@@ -92,10 +92,7 @@ SKIPS = [
 ]
 
 #: Defects still open (issue 14): strict xfail, so a fix turns them into failures until removed from this list.
-KNOWN_DEFECTS = [
-    ("_test_training_gradient_checkpointing", "memory_token", None,
-     "memory tokens under gradient checkpointing: CheckpointError (non-reentrant) or no gradient (reentrant)"),
-]
+KNOWN_DEFECTS: list[tuple] = []
 
 
 def _match(rules, check, method, model_id):

@@ -146,3 +146,100 @@ def test_memory_tokens_without_a_head_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         get_peft_model(make_model("bert"), MemoryTokenConfig(num_labels=2))
+
+
+@pytest.mark.parametrize("method", [*CONFIGS, "head_only"])
+@pytest.mark.parametrize("kind", ["bert_cls", "vit"])
+def test_peft_disable_adapter_and_status_work_for_every_method(method, kind):
+    base = make_model(kind)
+    inputs = make_inputs(kind)
+    config = SoftMaskConfig(num_labels=3, target_modules=[]) if method == "head_only" else CONFIGS[method](num_labels=3)
+    model = get_peft_model(copy.deepcopy(base), config).eval()
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        with model.disable_adapter():
+            assert torch.equal(model(**inputs, output_hidden_states=True).hidden_states[-1],
+                               base(**inputs, output_hidden_states=True).hidden_states[-1])
+        torch.testing.assert_close(model(**inputs).logits, adapted, rtol=0, atol=0)
+    status = model.get_model_status()
+    assert (status.enabled, status.active_adapters, status.available_adapters) == (True, ["default"], ["default"])
+    assert status.requires_grad == {"default": True}
+    assert any(s.module_type == "TunerLevelLayer" for s in model.get_layer_status())
+    assert model.state_dict().keys() == copy.deepcopy(model).state_dict().keys()
+    assert not any("tuner_level_layer" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("method", CONFIGS)
+@pytest.mark.parametrize("kind", ["bert_cls", "vit_cls"])
+def test_mixed_batches_take_peft_base_rows_and_headless_adapters(method, kind):
+    """Rows routed to ``"__base__"`` are the base model's; rows of an adapter without a head get the base classifier
+    on that adapter's features; the rest their own head (to fp32 rounding of other batch shapes)."""
+    base, inputs = make_model(kind), make_inputs(kind)
+    model = get_peft_model(copy.deepcopy(base), CONFIGS[method](num_labels=2), "t0").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a memory-token adapter without head warns
+        model.add_adapter("t1", CONFIGS[method]())
+    with torch.no_grad():
+        mixed = model(**inputs, adapter_names=["t0", "__base__", "t1", "t0"]).logits
+        alone = model(**inputs, adapter_names=["t0"] * 4).logits
+        model.set_adapter("t1")
+        headless = model(**inputs).logits
+        reference = base(**inputs).logits
+    assert mixed.shape == (4, 3)  # max(2 task classes, 3 base classes)
+    torch.testing.assert_close(mixed[[0, 3], :2], alone[[0, 3]], rtol=0, atol=1e-5)
+    assert torch.equal(mixed[0, 2:], torch.full((1,), torch.finfo(mixed.dtype).min))
+    torch.testing.assert_close(mixed[1], reference[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[2], headless[2], rtol=0, atol=1e-5)
+
+
+def test_adapters_without_heads_route_on_a_bare_encoder():
+    """Masks used like LoRA (no label_names) on a bare BertModel: routing gives the adapted hidden states, no crash;
+    mixing them with headed adapters there has no classifier to fall back on and is refused."""
+    model = get_peft_model(make_model("bert"), SoftMaskConfig(init_weights=False), "t0").eval()
+    inputs = make_inputs("bert")
+    with torch.no_grad():
+        routed = model(**inputs, adapter_names=["t0", "__base__", "t0", "t0"])
+        assert routed.get("logits") is None and routed.last_hidden_state.shape == (4, 9, 32)
+    model.add_adapter("t1", SoftMaskConfig(num_labels=2))
+    with pytest.raises(ValueError, match=r"adapters \['t0'\] have no task head and the model has no classifier"):
+        model(**inputs, adapter_names=["t0", "t1", "t0", "t1"])
+
+
+@pytest.mark.parametrize("method", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("autocast", [True, False])
+def test_half_precision_models_follow_peft_dtype_rules(method, dtype, autocast):
+    """PEFT's ``autocast_adapter_dtype``: adapter parameters (masks, heads, prompts, keys, memory) in float32 on a
+    half-precision model, or in its dtype when off; the forward and the loss run either way, logits in the model's
+    dtype."""
+    model = get_peft_model(make_model("bert_cls").to(dtype), CONFIGS[method](num_labels=2),
+                           autocast_adapter_dtype=autocast)
+    model.add_adapter("t1", CONFIGS[method](num_labels=2), autocast_adapter_dtype=autocast)
+    expected = torch.float32 if autocast else dtype
+    assert {p.dtype for n, p in model.named_parameters() if "_t1" in n or ".t1" in n} == {expected}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {expected}
+    out = model(**make_inputs("bert_cls"), labels=torch.tensor([0, 1, 1, 0]))
+    assert out.logits.dtype == dtype and torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+@pytest.mark.parametrize("kind", ["bert_cls", "vit_cls", "dinov2"])
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_memory_tokens_train_under_gradient_checkpointing(kind, reentrant):
+    """The same gradients with and without checkpointing (to fp32 rounding), memory and class tokens included."""
+    def grads(checkpointing):
+        model = get_peft_model(make_model(kind), MemoryTokenConfig(num_labels=2, num_memory_tokens=2))
+        model.train()
+        if checkpointing:
+            model.base_model.model.gradient_checkpointing_enable({"use_reentrant": reentrant})
+            if reentrant:
+                model.base_model.model.enable_input_require_grads()
+        inputs = make_inputs(kind)
+        model(**inputs, labels=torch.tensor([0, 1, 1, 0])).loss.backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys() and any("memory_token_memory" in n for n in plain)
+    for name, grad in plain.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4, atol=1e-6)

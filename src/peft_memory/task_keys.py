@@ -41,8 +41,8 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     Args:
         peft_model: the ``PeftModel`` (or the base model with adapters injected); inputs: its inputs by keyword.
         disabled: a context-manager factory that turns the adapters off; default: the tuner's
-            ``adapters_disabled`` (peft_memory's tuners; PEFT's ``disable_adapter`` raises for tuners that wrap no
-            layer), else ``peft_model.disable_adapter``.
+            ``adapters_disabled`` (peft_memory's tuners; it also works on a base model with adapters injected, where
+            there is no ``PeftModel.disable_adapter``), else ``peft_model.disable_adapter``.
         pooling: ``"classifier"`` (default): the classifier's input, DualPrompt's pre-logits feature (ViT: the
             final-normed ``[CLS]``; BERT: the pooler output; a bare encoder: its pooled output). ``"cls"``: the last
             hidden state's first token. ``"mean"``: the last hidden state averaged over the tokens the attention mask

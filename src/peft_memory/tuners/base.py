@@ -28,12 +28,23 @@ from torch import nn
 
 from ..families import find_classifier, get_family
 from .routing import Routing, group_by_adapter
+from .tuner_level import TunerLevelLayer
+
+
+#: PEFT's name for "no adapter" in ``adapter_names=[...]`` (mixed batches): that row runs the base model.
+BASE_ADAPTER = "__base__"
 
 
 class NoLayer(BaseTunerLayer):
     """The tuner-layer class of methods that wrap no module (DualPrompt, memory tokens); PEFT still asks for one."""
 
     adapter_layer_names = ()
+
+
+def apply_head(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """``head(features)`` in the head's dtype (fp32 under PEFT's ``autocast_adapter_dtype``), returned in the
+    features' dtype, as PEFT's tuner layers do."""
+    return head(features.to(head.weight.dtype)).to(features.dtype)
 
 
 def new_head(in_features: int, num_labels: int, ref: torch.Tensor, std: float = 0.02) -> nn.Linear:
@@ -84,6 +95,7 @@ class ContinualTuner(BaseTuner):
             self._classifier_in_features = model.config.hidden_size
             self._hook_handle = model.register_forward_hook(self._bare_model_hook)
         self._pending_labels = None
+        self.tuner_level_layer = TunerLevelLayer(self)  # so PEFT's disable_adapter / get_model_status see adapters
         self._loss_handles = [model.register_forward_pre_hook(self._take_labels, with_kwargs=True),
                               model.register_forward_hook(self._add_task_loss, with_kwargs=True)]
 
@@ -108,6 +120,21 @@ class ContinualTuner(BaseTuner):
                                                      getattr(model.config, "initializer_range", 0.02))
         self._init_adapter_extras(model, adapter_name, config)
         self._set_tuner_level_grads(inference_mode=config.inference_mode)
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """PEFT's dtype rule for the tuner layers, applied to the tuner-level parameters too: with
+        ``autocast_adapter_dtype`` (PEFT's default) the adapter's float16/bfloat16 heads, prompts, keys, memory and
+        class tokens become float32; forwards cast them to the activations' dtype."""
+        super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+        if not autocast_adapter_dtype:
+            return
+        for container in self._tuner_level_dicts():
+            value = container[adapter_name] if adapter_name in container else None
+            if isinstance(value, nn.Parameter) and value.dtype in (torch.float16, torch.bfloat16):
+                container[adapter_name] = nn.Parameter(value.detach().float())
+            elif isinstance(value, nn.Module):
+                value.float()
+        self._set_tuner_level_grads(inference_mode=self.peft_config[adapter_name].inference_mode)
 
     def _init_adapter_extras(self, model: nn.Module, adapter_name: str, config) -> None:
         """Create the adapter's tuner-level parameters beside its head (prompts, memory, class token). Subclasses
@@ -141,9 +168,8 @@ class ContinualTuner(BaseTuner):
 
     @contextlib.contextmanager
     def adapters_disabled(self):
-        """Run the base model: every tuner layer, task head and prompt off. Works also for tuners that wrap no
-        layer (DualPrompt, head only), where ``PeftModel.disable_adapter()`` raises inside PEFT's
-        ``get_model_status``."""
+        """Run the base model: every tuner layer, task head and prompt off. The tuner's own form of
+        ``PeftModel.disable_adapter()``, for code holding the tuner or a base model with adapters injected."""
         was_disabled = self._adapters_off
         self._enable_adapter_layers(False)
         try:
@@ -206,7 +232,8 @@ class ContinualTuner(BaseTuner):
         classifier = find_classifier(model, self._family)
         if merge and classifier is not None and len(names) == 1 and names[0] in self.task_heads:
             head = self.task_heads[names[0]]
-            new = nn.Linear(head.in_features, head.out_features, device=head.weight.device, dtype=head.weight.dtype)
+            new = nn.Linear(head.in_features, head.out_features, device=classifier.weight.device,
+                            dtype=classifier.weight.dtype)  # the base model's dtype, not the fp32-autocast head's
             new.load_state_dict(head.state_dict())
             setattr(model, self._family.classifier, new.requires_grad_(False))
             labels = getattr(self.peft_config[names[0]], "label_names", None) or list(range(head.out_features))
@@ -228,7 +255,7 @@ class ContinualTuner(BaseTuner):
                 f"adapter_names has {len(adapter_names)} entries but the batch has {batch} samples; pass one "
                 "adapter name per sample."
             )
-        unknown = sorted(set(adapter_names) - set(self.peft_config))
+        unknown = sorted(set(adapter_names) - set(self.peft_config) - {BASE_ADAPTER})
         if unknown:
             raise ValueError(f"adapter_names contains unknown adapters {unknown}; loaded: {sorted(self.peft_config)}.")
         device = next(self.model.parameters()).device
@@ -267,7 +294,8 @@ class ContinualTuner(BaseTuner):
             self._routing.reset()
 
     # ---------------------------------------------------------- task heads
-    def _task_logits(self, features: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def _task_logits(self, features: torch.Tensor | dict[str, torch.Tensor],
+                     base_logits: torch.Tensor | None = None) -> torch.Tensor | None:
         """Logits of the routed/active task heads.
 
         Args:
@@ -281,38 +309,44 @@ class ContinualTuner(BaseTuner):
 
         def head(name: str, index: torch.Tensor | None) -> torch.Tensor:
             x = features[name] if isinstance(features, dict) else features
-            return self.task_heads[name](x if index is None else x[index])
+            return apply_head(self.task_heads[name], x if index is None else x[index])
 
-        return self._combine_heads(head)
+        return self._combine_heads(head, base_logits)
 
-    def _combine_heads(self, head: Callable[[str, torch.Tensor | None], torch.Tensor]) -> torch.Tensor | None:
+    def _combine_heads(self, head: Callable[[str, torch.Tensor | None], torch.Tensor],
+                       base_logits: torch.Tensor | None = None) -> torch.Tensor | None:
         """Put the heads' logits together as the routing asks; ``head(name, index)`` gives adapter ``name``'s logits
         ``(rows, num_labels)`` for the batch rows ``index`` (``None``: every row).
 
         Superposition and several active adapters: the heads concatenated, ``(batch, sum num_labels)``. Per-sample
         routing: ``(batch, max num_labels)``, columns beyond a sample's own head filled with the dtype's most
-        negative value. ``None`` if no active adapter has a head.
+        negative value; rows of PEFT's ``"__base__"`` and of adapters without a head get ``base_logits`` (the base
+        classifier's, ``(batch, base num_labels)``), as PEFT's mixed batches do. ``None`` (the base model's output)
+        if no active or routed adapter has a head.
 
         Raises:
-            ValueError: if a routed adapter has no task head.
+            ValueError: if headless and headed adapters share a batch on a model without a classifier.
         """
         heads, routing = self.task_heads, self._routing
         if routing.superpose is not None:
             return torch.cat([head(n, None) for n in routing.superpose[0]], dim=-1)
         if routing.groups is not None:
-            missing = [n for n, _ in routing.groups if n not in heads]
-            if missing:
-                raise ValueError(f"adapters {missing} have no task head; route only adapters with a head.")
+            headless = [n for n, _ in routing.groups if n not in heads]
+            if len(headless) == len(routing.groups):
+                return None
+            if headless and base_logits is None:
+                raise ValueError(f"adapters {headless} have no task head and the model has no classifier to fall "
+                                 "back on: route them in other batches than the adapters with heads.")
             if len(routing.groups) == 1:
                 return head(routing.groups[0][0], None)
-            width = max(heads[n].out_features for n, _ in routing.groups)
+            width = max(heads[n].out_features if n in heads else base_logits.shape[-1] for n, _ in routing.groups)
             out = None
             for name, index in routing.groups:
-                logits = head(name, index)
+                logits = head(name, index) if name in heads else base_logits[index]
                 if out is None:
                     batch = sum(len(i) for _, i in routing.groups)
                     out = logits.new_full((batch, width), torch.finfo(logits.dtype).min)
-                out[index, : heads[name].out_features] = logits
+                out[index, : logits.shape[-1]] = logits
             return out
         active = [n for n in self.active_adapters if n in heads]
         if not active:
@@ -364,7 +398,7 @@ class ContinualTuner(BaseTuner):
         return None
 
     def _classifier_hook(self, module, args, output):
-        logits = self._task_logits(args[0])
+        logits = self._task_logits(args[0], base_logits=output)
         return output if logits is None else logits
 
     def _bare_model_hook(self, module, args, output):

@@ -121,8 +121,8 @@ class PromptsMixin:
     # ------------------------------------------------------------ the provider
     def _layer_prompt(self, adapter: str, layer: int) -> torch.Tensor | None:
         """``(2, length, hidden)`` prompt of ``adapter`` at ``layer`` (G then E), or ``None``."""
-        config = self.peft_config[adapter]
-        if not self._wants_prompts(config) or adapter not in self._tuner_level_dict("e_prompt"):
+        config = self.peft_config.get(adapter)  # None for PEFT's "__base__" rows
+        if config is None or not self._wants_prompts(config) or adapter not in self._tuner_level_dict("e_prompt"):
             return None
         parts = []
         if layer in config.g_prompt_layers and config.g_prompt_length:
@@ -135,6 +135,7 @@ class PromptsMixin:
         def provide(module, query):
             if self._adapters_off:
                 return None
+            mask = None
             routing = self._routing
             if routing.superpose is not None:  # sum_t alpha_t P_t, linear like the masks
                 names, alphas = routing.superpose
@@ -144,16 +145,23 @@ class PromptsMixin:
                 prompt = torch.einsum("bt,tsld->bsld", alphas.to(prompts[0].dtype), torch.stack(prompts))
             elif routing.groups is not None:
                 per = {n: self._layer_prompt(n, layer) for n, _ in routing.groups}
-                if all(p is None for p in per.values()):
+                present = [p for p in per.values() if p is not None]
+                if not present:
                     return None
                 if len(per) == 1:
-                    prompt = next(iter(per.values())).unsqueeze(0)
+                    prompt = present[0].unsqueeze(0)
                 else:
-                    if len({None if p is None else p.shape for p in per.values()}) != 1:
+                    if len({p.shape for p in present}) != 1:
                         raise ValueError("per-sample routing needs prompts of one length at every layer.")
-                    prompt = query.new_zeros((query.shape[0], *next(iter(per.values())).shape))
+                    prompt = query.new_zeros((query.shape[0], *present[0].shape))
+                    if len(present) < len(per):  # rows without prompts ("__base__", masks only) read none
+                        mask = torch.ones(query.shape[0], 1, query.shape[2], prompt.shape[2], dtype=torch.bool,
+                                          device=query.device)
                     for name, index in routing.groups:
-                        prompt[index] = per[name]
+                        if per[name] is None:
+                            mask[index] = False
+                        else:
+                            prompt[index] = per[name]
             else:
                 active = [n for n in self.active_adapters if n in self.peft_config]
                 prompt = self._layer_prompt(active[0], layer) if len(active) == 1 else None
@@ -161,8 +169,9 @@ class PromptsMixin:
                     return None
                 prompt = prompt.unsqueeze(0)
             heads, head_dim = query.shape[1], query.shape[3]
+            prompt = prompt.to(query.dtype)  # fp32 prompts (PEFT's autocast) on a half-precision model
             kv = prompt.unflatten(-1, (heads, head_dim)).permute(1, 0, 3, 2, 4)  # (2, B, heads, length, head_dim)
-            return kv[0], kv[1], None
+            return kv[0], kv[1], mask
 
         return provide
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from ...attention import ExtraKV, disable_injection, enable_injection, set_extra_kv
 from ...families import attention_modules, bare_model, encoder_layers, num_layers
-from ..base import ContinualTuner, NoLayer
+from ..base import ContinualTuner, NoLayer, apply_head
 from ..validation import check_layers_in_range
 from .masks import class_token_reads, table1_masks
 
@@ -78,7 +78,7 @@ class ModelParts:
 def collect_task_logits(heads: nn.ModuleDict, features: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """Each adapter's head on its own class token: ``features`` ``(batch, T, hidden)``, ``names`` the ``T``
     adapters in the same order; returns ``{name: (batch, num_labels)}`` for the adapters that have a head."""
-    return {n: heads[n](features[:, i]) for i, n in enumerate(names) if n in heads}
+    return {n: apply_head(heads[n], features[:, i]) for i, n in enumerate(names) if n in heads}
 
 
 class MemoryTokenModel(ContinualTuner):
@@ -127,7 +127,7 @@ class MemoryTokenModel(ContinualTuner):
         self._tuner_level_dict("class_token")[adapter_name] = nn.Parameter(self._initial_class_token(config))
 
     def _install_hooks(self, model) -> None:
-        self._memory_forward = None
+        self._memory_forward = self._backward_state = None
         enable_injection(model)
         family = self._family
         self._parts = parts = ModelParts(bare_model(model), list(encoder_layers(model, family)),
@@ -135,7 +135,7 @@ class MemoryTokenModel(ContinualTuner):
         self._handles = [
             parts.bare.register_forward_pre_hook(self._begin_forward, with_kwargs=True),
             parts.bare.embeddings.register_forward_hook(self._embeddings_hook),
-            parts.layers[-1].register_forward_hook(self._last_layer_hook),
+            self._after_layers_hook(parts.bare),
             model.register_forward_hook(self._output_hook),
         ]
         for index, module in enumerate(parts.attention):
@@ -209,18 +209,38 @@ class MemoryTokenModel(ContinualTuner):
         st.num_inputs = output.shape[1]
         return torch.cat([output, tokens.expand(batch, -1, -1)], dim=1)  # (batch, N + T, hidden)
 
-    def _last_layer_hook(self, module, args, output):
+    def _after_layers_hook(self, bare: nn.Module):
+        """Where the class tokens leave the sequence: the output of the layers' parent ``encoder`` (BERT, DINOv2), or
+        the input of the final norm (transformers 5 ViT keeps its layers on the bare model). Not the last layer's
+        output: a layer may be recomputed by gradient checkpointing, and the class tokens must leave the
+        checkpointed call to get their gradient."""
+        encoder = getattr(bare, "encoder", None)
+        if encoder is not None:
+            return encoder.register_forward_hook(lambda m, args, out: self._split_rows(out))
+        norm = bare.get_submodule(self._family.final_norm)
+        return norm.register_forward_pre_hook(lambda m, args: (self._split_rows(args[0]), *args[1:]))
+
+    def _split_rows(self, output):
+        """Keep the input tokens' rows of ``output`` (a tensor, tuple or ModelOutput whose first item is
+        ``(batch, N + T, hidden)``); the class tokens ``(batch, T, hidden)`` go to ``st.tokens``."""
         st = self._memory_forward
         if st is None or st.fine_tune_cls:
             return output
-        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = output if isinstance(output, torch.Tensor) else output[0]
         n = st.num_inputs
-        st.tokens = hidden[:, n:]  # (batch, T, hidden), before the final norm
-        return (hidden[:, :n], *output[1:]) if isinstance(output, tuple) else hidden[:, :n]
+        st.tokens = hidden[:, n:]  # before the final norm
+        if isinstance(output, torch.Tensor):
+            return hidden[:, :n]
+        if isinstance(output, tuple):
+            return (hidden[:, :n], *output[1:])
+        output["last_hidden_state"] = hidden[:, :n]
+        return output
 
     def _provider(self, index: int):
         def provide(module, query):
             st = self._memory_forward
+            if st is None and torch._C._current_graph_task_id() != -1:
+                st = self._backward_state  # a layer recomputed by gradient checkpointing reads its forward's memory
             if st is None or self._adapters_off:
                 return None
             keys, values, sizes = [], [], []
@@ -228,6 +248,7 @@ class MemoryTokenModel(ContinualTuner):
                 config = self.peft_config[name]
                 if index in config.layers_to_transform and config.num_memory_tokens:
                     memory = self._tuner_level_dict("memory")[name][config.layers_to_transform.index(index)]
+                    memory = memory.to(query.dtype)  # fp32 memory (PEFT's autocast) on a half-precision model
                     k, v = self._project_memory(index, memory, config)
                     keys.append(k)
                     values.append(v)
@@ -281,7 +302,8 @@ class MemoryTokenModel(ContinualTuner):
         if not st.task_logits:
             return None
         logits = st.task_logits
-        return self._combine_heads(lambda name, index: logits[name] if index is None else logits[name][index])
+        return self._combine_heads(lambda name, index: logits[name] if index is None else logits[name][index],
+                                   st.base_logits)
 
     def _classifier_hook(self, module, args, output):
         st = self._memory_forward
@@ -302,6 +324,7 @@ class MemoryTokenModel(ContinualTuner):
 
     def _output_hook(self, module, args, output):
         st, self._memory_forward = self._memory_forward, None  # the forward is over: layers called directly later see no memory
+        self._backward_state = st if torch.is_grad_enabled() else None
         if st is not None and st.tokens is not None and isinstance(output, dict):
             output["task_logits"] = st.task_logits
             if st.base_logits is not None:

@@ -45,12 +45,12 @@ class SoftMaskLayer(BaseTunerLayer):
         """
         weight, mask = self.get_base_layer().weight, self.soft_mask_values[adapter_name]
         if torch.is_grad_enabled() and mask.requires_grad:
-            return weight * mask
+            return (weight * mask).to(weight.dtype)  # an fp32 mask (PEFT's autocast) over a half-precision weight
         key = (mask._version, weight._version, mask.data_ptr(), weight.data_ptr())
         hit = self._cache.get(adapter_name)
         if hit is None or hit[0] != key:
             with torch.no_grad():
-                hit = (key, weight * mask)
+                hit = (key, (weight * mask).to(weight.dtype))
             self._cache[adapter_name] = hit
         return hit[1]
 
@@ -73,7 +73,7 @@ class SoftMaskLayer(BaseTunerLayer):
         if len(adapter_names) > 1 or self.merged:
             raise ValueError("Soft masks of different tasks do not compose: merge exactly one adapter at a time.")
         base = self.get_base_layer()
-        merged = base.weight.data * self.soft_mask_values[adapter_names[0]].data
+        merged = (base.weight.data * self.soft_mask_values[adapter_names[0]].data).to(base.weight.dtype)
         if safe_merge and not torch.isfinite(merged).all():
             raise ValueError(f"NaNs detected in the merged weights. The adapter {adapter_names[0]} seems to be broken "
                              "(non-finite values in its mask or the base weight).")
