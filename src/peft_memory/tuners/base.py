@@ -30,7 +30,6 @@ from ..families import find_classifier, get_family
 from .routing import Routing, group_by_adapter
 from .tuner_level import TunerLevelLayer
 
-
 #: PEFT's name for "no adapter" in ``adapter_names=[...]`` (mixed batches): that row runs the base model.
 BASE_ADAPTER = "__base__"
 
