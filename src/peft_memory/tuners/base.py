@@ -18,7 +18,6 @@ through :meth:`ContinualTuner._once`; ``inject_adapter`` then sets ``requires_gr
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..families import find_classifier, get_family
 from .routing import Routing, group_by_adapter
+from .task_loss import TaskLossMixin, refuse_task_type_classifier
 from .tuner_level import TunerLevelLayer
 
 #: PEFT's name for "no adapter" in ``adapter_names=[...]`` (mixed batches): that row runs the base model.
@@ -55,7 +55,7 @@ def new_head(in_features: int, num_labels: int, ref: torch.Tensor, std: float = 
     return head
 
 
-class ContinualTuner(BaseTuner):
+class ContinualTuner(TaskLossMixin, BaseTuner):
     """``BaseTuner`` with per-task heads and per-sample routing. Subclasses set ``prefix`` and ``tuner_layer_cls``."""
 
     uses_shared_state = True
@@ -93,10 +93,8 @@ class ContinualTuner(BaseTuner):
         else:
             self._classifier_in_features = model.config.hidden_size
             self._hook_handle = model.register_forward_hook(self._bare_model_hook)
-        self._pending_labels = None
         self.tuner_level_layer = TunerLevelLayer(self)  # so PEFT's disable_adapter / get_model_status see adapters
-        self._loss_handles = [model.register_forward_pre_hook(self._take_labels, with_kwargs=True),
-                              model.register_forward_hook(self._add_task_loss, with_kwargs=True)]
+        self._install_loss_hooks(model)
 
     def _head_in_features(self, config) -> int:
         """Input size of the task head of an adapter with ``config``: the classifier's input (or ``hidden_size`` on a
@@ -111,6 +109,7 @@ class ContinualTuner(BaseTuner):
             )
         config = self.peft_config[adapter_name]
         config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
+        refuse_task_type_classifier(config)
         self._once("heads", lambda: self._setup_heads(model))
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         if getattr(config, "num_labels", None):
@@ -351,50 +350,6 @@ class ContinualTuner(BaseTuner):
         if not active:
             return None
         return torch.cat([head(n, None) for n in active], dim=-1)
-
-    # ------------------------------------------------------------ the loss
-    def _heads_in_use(self) -> bool:
-        routing = self._routing
-        if self._adapters_off:
-            return False
-        if routing.superpose is not None or routing.groups is not None:
-            return True
-        return any(n in self.task_heads for n in self.active_adapters)
-
-    def _take_labels(self, module, args, kwargs):
-        """Forward pre-hook: ``labels`` meant for the task heads are kept from the base model, whose loss assumes its
-        own ``num_labels``; :meth:`_add_task_loss` uses them."""
-        if kwargs.get("labels") is None or not self._heads_in_use():
-            return None
-        kwargs = dict(kwargs)
-        self._pending_labels = (kwargs.pop("labels"), kwargs)
-        return args, kwargs
-
-    def _add_task_loss(self, module, args, kwargs, output):
-        """Forward hook: ``loss`` = cross-entropy of the task heads' logits plus :meth:`_auxiliary_loss` (DualPrompt's
-        matching term), placed first in the output as transformers does."""
-        pending, self._pending_labels = self._pending_labels, None
-        if pending is None:
-            return output
-        labels, inputs = pending
-        logits = output["logits"] if isinstance(output, dict) else output[0]
-        if labels.dtype.is_floating_point or labels.dim() != 1:
-            raise ValueError(f"labels must be class indices of shape (batch,) into the task head's classes; got "
-                             f"{labels.dtype} of shape {tuple(labels.shape)}.")
-        loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
-        extra = self._auxiliary_loss(inputs)
-        if extra is not None:
-            loss = loss + extra
-        if not isinstance(output, dict):
-            return (loss, *output)
-        if "loss" in {f.name for f in dataclasses.fields(output)}:
-            return type(output)(**{"loss": loss, **output})
-        output["loss"] = loss
-        return output
-
-    def _auxiliary_loss(self, inputs: dict) -> torch.Tensor | None:
-        """A method's term added to the loss computed from ``labels`` (none here)."""
-        return None
 
     def _classifier_hook(self, module, args, output):
         logits = self._task_logits(args[0], base_logits=output)
