@@ -52,3 +52,10 @@ def test_results_list_each_missed_goal_with_its_reason():
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     timings = load("harness").Timings({"a": [1.0, 2.0, 10.0], "b": [2.0, 2.0, 5.0]})
     assert timings["a"] == 2.0 and timings.ratio("a", "b") == 1.0  # per-round 0.5, 1.0, 2.0
+
+
+def test_compile_bench_runs_on_tiny_shapes(tmp_path):
+    text = load("compile_speed").main(["--tiny", "--reps", "1", "--backend", "aot_eager",
+                                       "--output", str(tmp_path / "COMPILE.md")])
+    for method in ("SoftMask", "DualPrompt", "memory tokens"):
+        assert f"| {method} forward, torch.compile (aot_eager) vs eager |" in text

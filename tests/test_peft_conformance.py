@@ -243,3 +243,19 @@ def test_memory_tokens_train_under_gradient_checkpointing(kind, reentrant):
     for name, grad in plain.items():
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", CONFIGS)
+def test_deepcopy_runs_the_copys_own_parameters(method):
+    """Hooks and attention providers are bound methods, so a deep copy reads its own prompts / memory / masks."""
+    model = get_peft_model(make_model("vit_cls"), CONFIGS[method](num_labels=3)).eval()
+    inputs = make_inputs("vit_cls")
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        before = model(**inputs).logits
+        torch.testing.assert_close(clone(**inputs).logits, before, rtol=0, atol=0)
+        for name, p in clone.named_parameters():
+            if p.requires_grad and "head" not in name:
+                p.mul_(3.0)
+        assert not torch.allclose(clone(**inputs).logits, before)
+        assert torch.equal(model(**inputs).logits, before)

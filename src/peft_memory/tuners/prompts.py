@@ -19,6 +19,7 @@ the largest cosine similarity, per sample. Training pulls the true task's key to
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -132,48 +133,50 @@ class PromptsMixin:
         return torch.cat(parts, dim=1) if parts else None
 
     def _provider(self, layer: int):
-        def provide(module, query):
-            if self._adapters_off:
-                return None
-            mask = None
-            routing = self._routing
-            if routing.superpose is not None:  # sum_t alpha_t P_t, linear like the masks
-                names, alphas = routing.superpose
-                prompts = [self._layer_prompt(n, layer) for n in names]
-                if any(p is None for p in prompts):
-                    return None
-                prompt = torch.einsum("bt,tsld->bsld", alphas.to(prompts[0].dtype), torch.stack(prompts))
-            elif routing.groups is not None:
-                per = {n: self._layer_prompt(n, layer) for n, _ in routing.groups}
-                present = [p for p in per.values() if p is not None]
-                if not present:
-                    return None
-                if len(per) == 1:
-                    prompt = present[0].unsqueeze(0)
-                else:
-                    if len({p.shape for p in present}) != 1:
-                        raise ValueError("per-sample routing needs prompts of one length at every layer.")
-                    prompt = query.new_zeros((query.shape[0], *present[0].shape))
-                    if len(present) < len(per):  # rows without prompts ("__base__", masks only) read none
-                        mask = torch.ones(query.shape[0], 1, query.shape[2], prompt.shape[2], dtype=torch.bool,
-                                          device=query.device)
-                    for name, index in routing.groups:
-                        if per[name] is None:
-                            mask[index] = False
-                        else:
-                            prompt[index] = per[name]
-            else:
-                active = [n for n in self.active_adapters if n in self.peft_config]
-                prompt = self._layer_prompt(active[0], layer) if len(active) == 1 else None
-                if prompt is None:
-                    return None
-                prompt = prompt.unsqueeze(0)
-            heads, head_dim = query.shape[1], query.shape[3]
-            prompt = prompt.to(query.dtype)  # fp32 prompts (PEFT's autocast) on a half-precision model
-            kv = prompt.unflatten(-1, (heads, head_dim)).permute(1, 0, 3, 2, 4)  # (2, B, heads, length, head_dim)
-            return kv[0], kv[1], mask
+        """The extra-K/V provider of layer ``layer``: a ``partial`` of a bound method, so ``copy.deepcopy`` and
+        pickle of the model follow it to the copied tuner (a closure would keep reading the original's parameters)."""
+        return functools.partial(self._provide_prompts, layer)
 
-        return provide
+    def _provide_prompts(self, layer: int, module, query):
+        if self._adapters_off:
+            return None
+        mask = None
+        routing = self._routing
+        if routing.superpose is not None:  # sum_t alpha_t P_t, linear like the masks
+            names, alphas = routing.superpose
+            prompts = [self._layer_prompt(n, layer) for n in names]
+            if any(p is None for p in prompts):
+                return None
+            prompt = torch.einsum("bt,tsld->bsld", alphas.to(prompts[0].dtype), torch.stack(prompts))
+        elif routing.groups is not None:
+            per = {n: self._layer_prompt(n, layer) for n, _ in routing.groups}
+            present = [p for p in per.values() if p is not None]
+            if not present:
+                return None
+            if len(per) == 1:
+                prompt = present[0].unsqueeze(0)
+            else:
+                if len({p.shape for p in present}) != 1:
+                    raise ValueError("per-sample routing needs prompts of one length at every layer.")
+                prompt = query.new_zeros((query.shape[0], *present[0].shape))
+                if len(present) < len(per):  # rows without prompts ("__base__", masks only) read none
+                    mask = torch.ones(query.shape[0], 1, query.shape[2], prompt.shape[2], dtype=torch.bool,
+                                      device=query.device)
+                for name, index in routing.groups:
+                    if per[name] is None:
+                        mask[index] = False
+                    else:
+                        prompt[index] = per[name]
+        else:
+            active = [n for n in self.active_adapters if n in self.peft_config]
+            prompt = self._layer_prompt(active[0], layer) if len(active) == 1 else None
+            if prompt is None:
+                return None
+            prompt = prompt.unsqueeze(0)
+        heads, head_dim = query.shape[1], query.shape[3]
+        prompt = prompt.to(query.dtype)  # fp32 prompts (PEFT's autocast) on a half-precision model
+        kv = prompt.unflatten(-1, (heads, head_dim)).permute(1, 0, 3, 2, 4)  # (2, B, heads, length, head_dim)
+        return kv[0], kv[1], mask
 
     def _auxiliary_loss(self, inputs: dict) -> torch.Tensor | None:
         """DualPrompt's matching term ``-matching_loss_weight * mean_b cos(q_b, k_{t_b})`` (Wang et al. 2022, Eq. 5),

@@ -47,7 +47,7 @@ def table1_masks(reads: torch.Tensor, memory_sizes: list[int], num_inputs: int, 
         ``(1, 1, T, N + T)`` over the sequence's keys (``INP``, ``CLS``, then ``C_1..C_T``); True = attend.
     """
     t = reads.shape[0]
-    sizes = torch.tensor(memory_sizes, dtype=torch.long)
-    memory_mask = reads.repeat_interleave(sizes, dim=1)
+    columns = [reads[:, i : i + 1].expand(t, size) for i, size in enumerate(memory_sizes) if size]
+    memory_mask = torch.cat(columns, dim=1) if columns else reads.new_zeros(t, 0)  # static shapes: no graph break
     key_mask = torch.cat([torch.ones(t, num_inputs, dtype=torch.bool), reads], dim=1)
     return memory_mask[None, None].to(device), key_mask[None, None].to(device)

@@ -25,6 +25,7 @@ Output: ``logits`` as for every peft_memory tuner (the active adapter's head; pe
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -216,9 +217,15 @@ class MemoryTokenModel(ContinualTuner):
         checkpointed call to get their gradient."""
         encoder = getattr(bare, "encoder", None)
         if encoder is not None:
-            return encoder.register_forward_hook(lambda m, args, out: self._split_rows(out))
-        norm = bare.get_submodule(self._family.final_norm)
-        return norm.register_forward_pre_hook(lambda m, args: (self._split_rows(args[0]), *args[1:]))
+            return encoder.register_forward_hook(self._split_output_hook)
+        return bare.get_submodule(self._family.final_norm).register_forward_pre_hook(self._split_input_hook)
+
+    # hooks are bound methods, never closures: copy.deepcopy of the model then follows them to the copied tuner
+    def _split_output_hook(self, module, args, output):
+        return self._split_rows(output)
+
+    def _split_input_hook(self, module, args):
+        return (self._split_rows(args[0]), *args[1:])
 
     def _split_rows(self, output):
         """Keep the input tokens' rows of ``output`` (a tensor, tuple or ModelOutput whose first item is
@@ -237,36 +244,38 @@ class MemoryTokenModel(ContinualTuner):
         return output
 
     def _provider(self, index: int):
-        def provide(module, query):
-            st = self._memory_forward
-            if st is None and torch._C._current_graph_task_id() != -1:
-                st = self._backward_state  # a layer recomputed by gradient checkpointing reads its forward's memory
-            if st is None or self._adapters_off:
-                return None
-            keys, values, sizes = [], [], []
-            for name in st.names:
-                config = self.peft_config[name]
-                if index in config.layers_to_transform and config.num_memory_tokens:
-                    memory = self._tuner_level_dict("memory")[name][config.layers_to_transform.index(index)]
-                    memory = memory.to(query.dtype)  # fp32 memory (PEFT's autocast) on a half-precision model
-                    k, v = self._project_memory(index, memory, config)
-                    keys.append(k)
-                    values.append(v)
-                sizes.append(config.num_memory_tokens if index in config.layers_to_transform else 0)
-            heads, head_dim = query.shape[1], query.shape[3]
-            if keys:  # (M, hidden) -> (1, heads, M, head_dim)
-                k = torch.cat(keys).view(1, -1, heads, head_dim).transpose(1, 2)
-                v = torch.cat(values).view(1, -1, heads, head_dim).transpose(1, 2)
-            else:
-                k = v = query.new_zeros(1, heads, 0, head_dim)
-            if st.fine_tune_cls:  # plain fine-tuning: every token reads the memory
-                return ExtraKV(k, v) if keys else None
-            masks = st.masks.get(tuple(sizes))
-            if masks is None:
-                masks = st.masks[tuple(sizes)] = table1_masks(st.reads, sizes, st.num_inputs, device=query.device)
-            return ExtraKV(k, v, *masks, base_rows=st.num_inputs)
+        """The extra-K/V provider of layer ``index``: a ``partial`` of a bound method, so ``copy.deepcopy`` and
+        pickle of the model follow it to the copied tuner (a closure would keep reading the original's parameters)."""
+        return functools.partial(self._provide_memory, index)
 
-        return provide
+    def _provide_memory(self, index: int, module, query):
+        st = self._memory_forward
+        if st is None and not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1:
+            st = self._backward_state  # a layer recomputed by gradient checkpointing reads its forward's memory
+        if st is None or self._adapters_off:
+            return None
+        keys, values, sizes = [], [], []
+        for name in st.names:
+            config = self.peft_config[name]
+            if index in config.layers_to_transform and config.num_memory_tokens:
+                memory = self._tuner_level_dict("memory")[name][config.layers_to_transform.index(index)]
+                memory = memory.to(query.dtype)  # fp32 memory (PEFT's autocast) on a half-precision model
+                k, v = self._project_memory(index, memory, config)
+                keys.append(k)
+                values.append(v)
+            sizes.append(config.num_memory_tokens if index in config.layers_to_transform else 0)
+        heads, head_dim = query.shape[1], query.shape[3]
+        if keys:  # (M, hidden) -> (1, heads, M, head_dim)
+            k = torch.cat(keys).view(1, -1, heads, head_dim).transpose(1, 2)
+            v = torch.cat(values).view(1, -1, heads, head_dim).transpose(1, 2)
+        else:
+            k = v = query.new_zeros(1, heads, 0, head_dim)
+        if st.fine_tune_cls:  # plain fine-tuning: every token reads the memory
+            return ExtraKV(k, v) if keys else None
+        masks = st.masks.get(tuple(sizes))
+        if masks is None:
+            masks = st.masks[tuple(sizes)] = table1_masks(st.reads, sizes, st.num_inputs, device=query.device)
+        return ExtraKV(k, v, *masks, base_rows=st.num_inputs)
 
     def _project_memory(self, index: int, memory: torch.Tensor, config):
         """Memory ``(m, hidden)`` through the pre-attention LayerNorm (unless ``memory_after_norm``) and the frozen

@@ -41,10 +41,11 @@ class SoftMaskLayer(BaseTunerLayer):
         """``W * M`` of shape ``(out, in)``.
 
         With autograd off or a frozen mask the product is cached per adapter and recomputed only after an in-place
-        edit of the mask or the weight (tracked by their version counters).
+        edit of the mask or the weight (tracked by their version counters); not under ``torch.compile``.
         """
         weight, mask = self.get_base_layer().weight, self.soft_mask_values[adapter_name]
-        if torch.is_grad_enabled() and mask.requires_grad:
+        if (torch.is_grad_enabled() and mask.requires_grad) or torch.compiler.is_compiling():
+            # no cache under torch.compile: guards on its keys would recompile on every call
             return (weight * mask).to(weight.dtype)  # an fp32 mask (PEFT's autocast) over a half-precision weight
         key = (mask._version, weight._version, mask.data_ptr(), weight.data_ptr())
         hit = self._cache.get(adapter_name)
