@@ -38,17 +38,17 @@ def measure(shape: str, backend: str, reps: int) -> list[Row]:
         torch._dynamo.reset()
         compiled = torch.compile(model, backend=backend)
 
-        def eager(m=model):
+        def eager(m=model, x=inputs):
             with torch.no_grad():
-                return m(**inputs).logits
+                return m(**x).logits
 
-        def fast(m=compiled):
+        def fast(m=compiled, x=inputs):
             with torch.no_grad():
-                return m(**inputs).logits
+                return m(**x).logits
 
         times = alternate({"compiled": fast, "eager": eager}, reps=reps)
         rows.append(Row(f"{method} forward, torch.compile ({backend}) vs eager", times.ratio("compiled", "eager"),
-                        "reported", describe(shape), f"one adapter active; inference, no_grad"))
+                        "reported", describe(shape), "one adapter active; inference, no_grad"))
     return rows
 
 
