@@ -24,8 +24,8 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
 
     Forward: ``logits`` has shape ``(batch, num_labels)`` of the active adapter; with ``adapter_names=[...]`` (one
     name per sample) each row uses its own adapter and ``logits`` is ``(batch, max num_labels)``, padded with the
-    dtype's most negative value. Pass inputs by keyword and no ``labels``: the base model's loss assumes its own
-    ``num_labels``.
+    dtype's most negative value. With ``labels`` (class indices ``(batch,)``), ``loss`` is the task head's
+    cross-entropy (:mod:`peft_memory.tuners.task_loss`), never the base classifier's.
 
     Raises:
         ValueError: for an unsupported model family, a layer index out of range, or a targeted module that is not an
