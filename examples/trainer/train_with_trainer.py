@@ -2,7 +2,8 @@
 ``Trainer(...).train()`` on a ``datasets.Dataset`` with a ``labels`` column, saved with ``save_pretrained``.
 
 The labels reach the adapter's task head (not the base classifier, which may be wider or absent): the model's
-``loss`` is the task head's cross-entropy, plus DualPrompt's key-matching term. Leave ``task_type`` unset.
+``loss`` is the task head's cross-entropy, plus DualPrompt's key-matching term. ``task_type="SEQ_CLS"`` is not
+needed (and harmless: the task head keeps the base classifier out of ``modules_to_save``).
 
     python examples/trainer/train_with_trainer.py --method dual_prompt --output_dir outputs/trainer
 

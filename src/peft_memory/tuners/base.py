@@ -27,7 +27,7 @@ from torch import nn
 
 from ..families import find_classifier, get_family
 from .routing import Routing, group_by_adapter
-from .task_loss import TaskLossMixin, refuse_task_type_classifier
+from .task_loss import TaskLossMixin, drop_task_type_classifier
 from .tuner_level import TunerLevelLayer
 
 #: PEFT's name for "no adapter" in ``adapter_names=[...]`` (mixed batches): that row runs the base model.
@@ -109,7 +109,7 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
             )
         config = self.peft_config[adapter_name]
         config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
-        refuse_task_type_classifier(config)
+        drop_task_type_classifier(config)
         self._once("heads", lambda: self._setup_heads(model))
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         if getattr(config, "num_labels", None):

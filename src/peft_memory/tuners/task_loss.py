@@ -66,11 +66,18 @@ class TaskLossMixin:
         return None
 
 
-def refuse_task_type_classifier(config) -> None:
-    """``task_type="SEQ_CLS"`` makes PEFT add the base classifier to ``modules_to_save`` and train a copy of it, which an
-    adapter with a task head replaces (so the copy would be trained for nothing, and saved)."""
-    if config.task_type is not None and getattr(config, "num_labels", None):
-        raise ValueError(f"task_type={config.task_type!r} makes PEFT train a copy of the base classifier, but this "
-                         "adapter's task head (label_names / num_labels) replaces the classifier: leave task_type "
-                         "unset. Labels passed to the model give the task head's loss, so transformers.Trainer works "
-                         "without it (examples/trainer/).")
+#: The classifier names PEFT's ``PeftModelForSequenceClassification`` adds to ``modules_to_save``.
+PEFT_CLASSIFIER_NAMES = ("classifier", "score")
+#: Stands in ``modules_to_save`` for the classifier that a task head replaces: PEFT's task models iterate that list
+#: and fail on an empty one; no module has this name, so nothing is wrapped.
+TASK_HEAD_STAND_IN = "peft_memory_task_head"
+
+
+def drop_task_type_classifier(config) -> None:
+    """With ``task_type="SEQ_CLS"``, PEFT adds the base classifier to ``modules_to_save`` and would train (and save) a
+    copy of it that an adapter with a task head replaces, never used. Such an adapter takes it back out, so the
+    same recipe works with and without ``task_type``."""
+    if config.task_type is None or not getattr(config, "num_labels", None) or not config.modules_to_save:
+        return
+    kept = [m for m in config.modules_to_save if m not in PEFT_CLASSIFIER_NAMES]
+    config.modules_to_save = kept or [TASK_HEAD_STAND_IN]
