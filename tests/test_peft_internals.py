@@ -94,7 +94,9 @@ def test_dummy_target_modules_wrap_nothing_without_an_error():
     assert model.base_model.targeted_module_names == []
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    # the only tuner layer is the tuner-level view (tuner_level.py), beside the base model, never inside it
+    assert [type(m).__name__ for m in model.modules() if isinstance(m, BaseTunerLayer)] == ["TunerLevelLayer"]
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.get_base_model().modules())
 
 
 def test_disable_adapter_goes_through_enable_adapter_layers():
@@ -112,14 +114,18 @@ def test_exclude_modules_and_layers_to_transform_reach_target_matching():
 
 
 def test_disable_adapter_needs_a_tuner_layer():
-    """Why tuners without wrapped layers offer `adapters_disabled()`: PeftModel.disable_adapter raises when no
-    tuner layer exists. If PEFT relaxes this, drop the workaround."""
-    model = get_peft_model(make_model("bert_cls"), DualPromptConfig(num_labels=2, **PROMPTS), "t0")
+    """Why tuner_level.py exists: PEFT's disable_adapter / get_model_status raise when the model holds no tuner
+    layer, which tuners that wrap no module (DualPrompt, memory tokens) would not have. If PEFT relaxes this, the
+    TunerLevelLayer can go."""
+    from peft.peft_model import get_layer_status
+
     with pytest.raises(ValueError, match="No adapter layers found in the model"):
-        with model.disable_adapter():
-            pass
-    with model.base_model.adapters_disabled(), torch.no_grad():
+        get_layer_status(make_model("bert_cls"))
+    model = get_peft_model(make_model("bert_cls"), DualPromptConfig(num_labels=2, **PROMPTS), "t0")
+    with model.disable_adapter(), torch.no_grad():
+        assert model.base_model._adapters_off
         model(**make_inputs("bert_cls"))
+    assert not model.base_model._adapters_off
 
 
 def test_loading_goes_through_the_config_mapping(tmp_path):
