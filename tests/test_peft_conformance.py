@@ -259,3 +259,16 @@ def test_deepcopy_runs_the_copys_own_parameters(method):
                 p.mul_(3.0)
         assert not torch.allclose(clone(**inputs).logits, before)
         assert torch.equal(model(**inputs).logits, before)
+
+
+def test_labels_on_a_mixed_batch_with_base_rows():
+    """The loss of a mixed batch: each row's own head (the base classifier for "__base__" rows) plus the matching
+    term of the rows routed to an adapter with keys."""
+    model = get_peft_model(make_model("bert_cls"), CONFIGS["dual_prompt"](num_labels=3), "t0")
+    inputs, labels = make_inputs("bert_cls"), torch.tensor([0, 2, 1, 1])
+    names = ["t0", "__base__", "t0", "__base__"]
+    out = model(**inputs, labels=labels, adapter_names=names)
+    tuner = model.base_model
+    cos = tuner.key_similarity(tuner.frozen_features(model, inputs), ["t0"])[:, 0]
+    expected = torch.nn.functional.cross_entropy(out.logits, labels) - cos[[0, 2]].sum() / 4
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)

@@ -184,8 +184,9 @@ class PromptsMixin:
         ``t_b`` is the active adapter, or each sample's with ``adapter_names``."""
         routing = self._routing
         groups = routing.groups or [(n, None) for n in self.active_adapters[:1]]
-        keyed = [(n, i) for n, i in groups if self._wants_prompts(self.peft_config[n])
-                 and self.peft_config[n].matching_loss_weight]
+        configs = {n: self.peft_config.get(n) for n, _ in groups}  # None for PEFT's "__base__" rows
+        keyed = [(n, i) for n, i in groups if configs[n] is not None and self._wants_prompts(configs[n])
+                 and configs[n].matching_loss_weight]
         if routing.superpose is not None or not keyed or not torch.is_grad_enabled():
             return None
         query = self.frozen_features(self.model, inputs)
