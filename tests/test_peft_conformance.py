@@ -125,6 +125,10 @@ def test_labels_of_the_wrong_kind_are_refused():
     model = get_peft_model(make_model("bert_cls"), CONFIGS["soft_mask"](num_labels=3))
     with pytest.raises(ValueError, match=r"labels must be class indices of shape \(batch,\)"):
         model(**make_inputs("bert_cls"), labels=torch.zeros(4, 3))
+    bad = dict(make_inputs("bert_cls"), input_ids=torch.full((4, 9), 10_000))  # fails inside the forward
+    with pytest.raises(IndexError):
+        model(**bad, labels=torch.tensor([0, 1, 2, 0]))
+    assert model(**make_inputs("bert_cls")).get("loss") is None  # the failed call's labels are not reused
 
 
 def test_memory_token_class_token_id_comes_from_the_model_or_fails_early():

@@ -33,6 +33,7 @@ class TaskLossMixin:
     def _take_labels(self, module, args, kwargs):
         """Forward pre-hook: ``labels`` meant for the task heads are kept from the base model, whose loss assumes its
         own ``num_labels``; :meth:`_add_task_loss` uses them."""
+        self._pending_labels = None  # never the labels of an earlier forward that raised
         if kwargs.get("labels") is None or not self._heads_in_use():
             return None
         kwargs = dict(kwargs)
