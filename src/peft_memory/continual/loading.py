@@ -5,6 +5,9 @@ from __future__ import annotations
 from .arguments import ContinualArguments
 
 TEXT_BENCHMARKS = ("wordnet_5split", "five_dataset")
+#: Every ``--benchmark`` name (the vision ones are :data:`~peft_memory.continual.vision_benchmarks.VISION_BENCHMARKS`).
+BENCHMARKS = (*TEXT_BENCHMARKS, "fashion_mnist_5split", "cifar100_10split", "cifar100_20split", "imagenet_r_10split",
+              "cub200_5split", "tinyimagenet_10split")
 
 
 def resolve_model_path(name: str) -> str:
@@ -47,7 +50,17 @@ def resolve_query_pooling(requested: str, model: str) -> str:
 
 
 def load_sequence(args: ContinualArguments):
-    """The :class:`TaskSequence` of ``args.benchmark``."""
+    """The :class:`TaskSequence` of ``args.dataset`` (:func:`~peft_memory.continual.custom_data.load_custom_sequence`)
+    or of ``args.benchmark``."""
+    if args.dataset is not None:
+        from .custom_data import load_custom_sequence
+
+        return load_custom_sequence(
+            args.dataset, num_tasks=args.num_tasks, classes_per_task=args.classes_per_task,
+            text_column=args.text_column, image_column=args.image_column, label_column=args.label_column,
+            class_order=args.class_order, test_split=args.test_split, test_size=args.test_size, seed=args.seed,
+            train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+            config_name=args.dataset_config_name)
     from .text_benchmarks import five_dataset_text, wordnet_supersenses
     from .vision_benchmarks import VISION_BENCHMARKS, fashion_mnist, load_image_benchmark
 
@@ -61,12 +74,14 @@ def load_sequence(args: ContinualArguments):
         return fashion_mnist(args.fashion_mnist_path, seed=args.seed, **counts)
     if args.benchmark in VISION_BENCHMARKS:
         return load_image_benchmark(args.benchmark, seed=args.seed, **counts)
-    known = [*TEXT_BENCHMARKS, "fashion_mnist_5split", *VISION_BENCHMARKS]
-    raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose one of {known}.")
+    raise ValueError(f"--benchmark {args.benchmark!r} is unknown; choose one of {list(BENCHMARKS)}, or pass your "
+                     "data with --dataset.")
 
 
-def load_model_and_pipeline(args: ContinualArguments, num_labels: int):
-    """The base model (``AutoModelFor{Sequence,Image}Classification``) and its input pipeline."""
+def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality: str | None = None):
+    """The base model (``AutoModelFor{Sequence,Image}Classification``, ``num_labels`` outputs, a classifier of
+    another width re-initialised) and its input pipeline; ``modality``
+    (``"text"`` or ``"image"``, a :attr:`TaskSequence.modality`) defaults to the one of ``args.benchmark``."""
     from transformers import (
         AutoImageProcessor,
         AutoModelForImageClassification,
@@ -77,9 +92,13 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int):
     from ..families import enable_position_interpolation, get_family
     from .data import ImageInputs, TextInputs
 
-    text = args.benchmark in TEXT_BENCHMARKS
+    text = modality == "text" if modality else args.benchmark in TEXT_BENCHMARKS
     path = resolve_model_path(args.model)
-    kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    # A checkpoint with a classifier of another width (an ImageNet ViT, a fine-tuned BERT) loads too: the task heads
+    # replace the base classifier, which gets num_labels outputs and a fresh initialisation.
+    kwargs = {"ignore_mismatched_sizes": True}
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
     if text:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
         get_family(model)

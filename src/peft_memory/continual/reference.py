@@ -62,7 +62,8 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         from .loading import load_model_and_pipeline
 
         num_labels = max(len(t.label_names) for t in results.tasks)  # TaskSequence.max_task_classes
-        base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels)
+        base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels,
+                                                results.data.get("modality"))
     for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin
         adapter_weights_path(os.path.join(output_dir, name))
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])

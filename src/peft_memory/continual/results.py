@@ -73,6 +73,8 @@ class RunResults:
         timing: seconds per task (``train_seconds``, ``eval_seconds``).
         config: the run's arguments; versions: library versions.
         adapters_from: for a re-evaluation (``peft-memory evaluate``), the run whose adapters were evaluated.
+        data: how the task sequence was made: ``modality`` (``text``/``image``) and, for ``--dataset``, the source,
+            the test split (a named split, or the seeded held-out fraction), the class order and its origin.
     """
 
     method: str
@@ -95,6 +97,7 @@ class RunResults:
     config: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     adapters_from: str | None = None
+    data: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property

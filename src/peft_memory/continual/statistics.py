@@ -84,7 +84,7 @@ def split_train(train, fraction: float, seed: int):
 def gathered_features(ds, pipeline, args, accelerator, features: Callable[[dict], torch.Tensor]):
     """``features(batch)`` ``(n, D)`` and the local labels ``(n,)`` of every sample of ``ds``, in order, gathered
     from every process (no shuffling, no augmentation)."""
-    loader = accelerator.prepare(make_loader(ds, pipeline, args.eval_batch_size, False, args.seed, args.num_workers))
+    loader = accelerator.prepare(make_loader(ds, pipeline, args.eval_batch_size, False, args.seed, args.dataloader_num_workers))
     out, labels = [], []
     for batch in loader:
         y = batch.pop("labels")

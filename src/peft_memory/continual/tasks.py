@@ -60,11 +60,15 @@ class Task:
 
 @dataclass
 class TaskSequence:
-    """An ordered list of tasks plus the names of the global label space."""
+    """An ordered list of tasks plus the names of the global label space.
+
+    ``description``: how the sequence was made (source, test split, class order), recorded in ``results.json``.
+    """
 
     name: str
     tasks: list[Task]
     global_label_names: list[str]
+    description: dict = field(default_factory=dict)
 
     def __post_init__(self):
         names = [t.name for t in self.tasks]
@@ -84,6 +88,12 @@ class TaskSequence:
     @property
     def num_classes(self) -> int:
         return len(self.global_label_names)
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` when the tasks' data have an ``image`` column, else ``"text"``."""
+        columns = getattr(self.tasks[0].train, "column_names", None) or []
+        return "image" if "image" in columns else "text"
 
     @property
     def max_task_classes(self) -> int:
@@ -132,13 +142,18 @@ def class_incremental_split(
     seed: int | None,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
+    class_order: Sequence[int] | None = None,
 ) -> TaskSequence:
     """Split one labelled dataset into ``num_tasks`` tasks of disjoint classes (Split CIFAR-100 style).
 
-    The class order is fixed by ``seed``. Task ``k`` is named ``task_k``; its local labels follow the shuffled class
-    order and ``global_labels`` give the original class ids.
+    The class order is fixed by ``seed``, or given as ``class_order`` (class ids; classes left out are not used).
+    Task ``k`` is named ``task_k``; its local labels follow the class order and ``global_labels`` give the original
+    class ids.
     """
-    groups = split_classes(range(len(label_names)), num_tasks, seed)
+    if class_order is None:
+        groups = split_classes(range(len(label_names)), num_tasks, seed)
+    else:
+        groups = split_classes(class_order, num_tasks, None)
     tasks = []
     train_labels, test_labels = np.asarray(train["label"]), np.asarray(test["label"])
     for k, classes in enumerate(groups):

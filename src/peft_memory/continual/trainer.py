@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
@@ -33,12 +34,15 @@ from .data import make_loader
 from .evaluation import EvalContext
 from .loading import resolve_query_pooling
 from .methods import ContinualMethod, get_method
+from .optimization import optimize
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
 from .statistics import split_train
 from .task_id import get_rule
 from .tasks import Task, TaskSequence
+
+logger = get_logger(__name__)
 
 
 class TrainerCallback:
@@ -61,7 +65,9 @@ class ContinualTrainer:
         pipeline: the input pipeline (``TextInputs`` or ``ImageInputs``), with ``prepare(ds)`` and ``collate``.
         args: :class:`ContinualArguments`.
         method: a :class:`~peft_memory.continual.methods.ContinualMethod`; default: the one ``args.method`` names.
-        accelerator: an ``accelerate.Accelerator``; created with ``find_unused_parameters=True`` if ``None``.
+        accelerator: an ``accelerate.Accelerator`` (its own mixed precision and accumulation then apply); created
+            from ``args`` (``--mixed_precision``, ``--gradient_accumulation_steps``, ``--report_to``) with
+            ``find_unused_parameters=True`` if ``None``.
         callbacks: :class:`TrainerCallback` objects.
 
     Raises:
@@ -71,7 +77,8 @@ class ContinualTrainer:
     def __init__(self, base_model, sequence: TaskSequence, pipeline, args: ContinualArguments,
                  method: ContinualMethod | None = None, accelerator: Accelerator | None = None, callbacks=()):
         self.accelerator = accelerator or Accelerator(
-            log_with=args.report_to,
+            log_with=args.report_to, mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         if args.query_pooling == "auto":
@@ -90,7 +97,7 @@ class ContinualTrainer:
         for i, task in enumerate(sequence.tasks):
             fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
             fit_tasks.append(replace(task, train=fit))
-        self.tasks = self.method.training_tasks(TaskSequence(sequence.name, fit_tasks, sequence.global_label_names))
+        self.tasks = self.method.training_tasks(replace(sequence, tasks=fit_tasks))
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}
@@ -117,12 +124,24 @@ class ContinualTrainer:
             self.evaluate_seen(self._column(k))
             results = self.write_results(self._column(k))
             self.save_state(k)
+            self.log_summary(k, results)
             for cb in self.callbacks:
                 cb.after_eval(self, results)
         if self.accelerator.is_main_process:
             self.save_reference_predictions()
         self.accelerator.end_training()
         return results
+
+    def log_summary(self, k: int, results: RunResults) -> None:
+        """One line as task ``k`` ends: average TIL and CIL accuracy over the tasks seen so far (%), and the task's
+        training and evaluation seconds."""
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.1f}"
+
+        seconds = sum(times[k] for times in self.timing.values() if len(times) > k)
+        logger.info(f"{self.tasks[k].name} ({k + 1}/{len(self.tasks)}) done: TIL {pct(results.til_average_accuracy)}"
+                    f"  CIL {pct(results.average_accuracy)}  task-id {pct(results.task_id_accuracy)}"
+                    f"  ({seconds:.0f} s)")
 
     def _column(self, k: int) -> int:
         return self.method.column(k, self.sequence)
@@ -147,8 +166,7 @@ class ContinualTrainer:
         out = self.args.output_dir
         state = checkpoint.read_state(out)
         if state is None:
-            if self.accelerator.is_main_process:
-                print(f"--resume: no finished task in {out}; starting from the first task.")
+            logger.info(f"--resume: no finished task in {out}; starting from the first task.")
             return 0
         checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
         done = state["tasks_completed"]
@@ -163,9 +181,8 @@ class ContinualTrainer:
         self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
         self.pooled, self.timing = state["pooled"], state["timing"]
         checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
-        if self.accelerator.is_main_process:
-            print(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
-                  + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
+        logger.info(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
+                    + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
         return done
 
     # ------------------------------------------------------------- training
@@ -188,57 +205,11 @@ class ContinualTrainer:
         self.model.eval()
         self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
 
-    def optimize(self, task: Task, data, learning_rate: float | None = None) -> None:
-        """AdamW steps on the active adapter's parameters (and ``method.extra_parameters``) over ``data``, for
-        ``--num_epochs`` (or ``--max_steps_per_task``); the loss is the cross-entropy over the task's own classes
-        plus ``method.auxiliary_loss``. ``learning_rate``: default ``--learning_rate``; Prompt-ID keys use
-        ``--key_learning_rate`` when given."""
-        args, accelerator, method = self.args, self.accelerator, self.method
-        params = [p for p in self.model.parameters() if p.requires_grad] + method.extra_parameters(task)
-        optimizer = torch.optim.AdamW(self._param_groups(params), lr=learning_rate or args.learning_rate,
-                                      weight_decay=args.weight_decay)
-        loader = make_loader(data, self.pipeline, args.batch_size, True, args.seed, args.num_workers)
-        model, optimizer, loader = accelerator.prepare(self.model, optimizer, loader)
-        model.train()
-        steps, step_cap = 0, args.max_steps_per_task
-        total = len(loader) * args.num_epochs if step_cap is None else min(step_cap, len(loader) * args.num_epochs)
-        bar = tqdm(total=total, desc=f"train {task.name}", disable=not accelerator.is_local_main_process)
-        for _ in range(args.num_epochs):
-            for batch in loader:
-                labels = batch.pop("labels")
-                logits = model(**batch).logits[:, : task.num_labels]  # the task's own head
-                loss = torch.nn.functional.cross_entropy(logits, labels)
-                extra = method.auxiliary_loss(accelerator.unwrap_model(model), batch, task)
-                if extra is not None:
-                    loss = loss + extra
-                accelerator.backward(loss)
-                method.after_backward(accelerator, task)
-                if args.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if self._logging:
-                    accelerator.log({f"train/{task.name}/loss": loss.item()})
-                if step_cap is not None and steps >= step_cap:
-                    break
-            if step_cap is not None and steps >= step_cap:
-                break
-        bar.close()
-        self.model = accelerator.unwrap_model(model)
-        accelerator.free_memory()
-
-    def _param_groups(self, params: list) -> list:
-        """One group, or two when ``--key_learning_rate`` is given: the Prompt-ID keys (``e_key`` of the prompt
-        tuners, or a method's extra key parameters) get their own learning rate."""
-        if self.args.key_learning_rate is None:
-            return params
-        keys = {id(p) for n, p in self.model.named_parameters() if "e_key" in n}
-        keys |= {id(p) for p in self.method.key_parameters()}
-        return [{"params": [p for p in params if id(p) not in keys]},
-                {"params": [p for p in params if id(p) in keys], "lr": self.args.key_learning_rate}]
+    def optimize(self, task: Task, data, learning_rate: float | None = None) -> int:
+        """Train the active adapter on ``data`` (:func:`~peft_memory.continual.optimization.optimize`: AdamW with
+        ``--lr_scheduler_type``/``--warmup_ratio``, ``--gradient_accumulation_steps``, clipping, mixed precision);
+        returns the optimiser steps taken."""
+        return optimize(self, task, data, learning_rate)
 
     # ------------------------------------------------------ class statistics
     def collect_statistics(self, task: Task) -> None:
@@ -288,7 +259,7 @@ class ContinualTrainer:
         for i, task in enumerate(evaluated):
             loader = accelerator.prepare(
                 make_loader(self._evaluation_set(task), self.pipeline, args.eval_batch_size, False, args.seed,
-                            args.num_workers))
+                            args.dataloader_num_workers))
             parts = {"cil": [], "til": [], "task_id": []}
             for batch in tqdm(loader, desc=f"eval {task.name} after {after}",
                               disable=not accelerator.is_local_main_process, leave=False):
@@ -326,6 +297,7 @@ class ContinualTrainer:
             **self.method.summarize(sub["cil"]), til_average_accuracy=float(np.nanmean(sub["til"][:, -1])),
             cil_accuracy=self.pooled["cil"], til_accuracy=self.pooled["til"], task_id_accuracy=self.pooled["task_id"],
             timing=self.timing, config=run_config(self.args), versions=_versions(), adapters_from=self.adapters_from,
+            data={"modality": self.sequence.modality, **self.sequence.description},
         )
 
     def write_results(self, j: int) -> RunResults:

@@ -175,21 +175,26 @@ class SharedSuperposition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alphas, weights, shared):
-        mixed = (shared.to(weights.dtype) @ weights.flatten(1)).view(weights.shape[1:])
+        with torch.autocast(device_type=weights.device.type, enabled=False):  # the mixed weight in the weights' dtype
+            mixed = (shared.to(weights.dtype) @ weights.flatten(1)).view(weights.shape[1:])
         ctx.save_for_backward(x, weights, mixed)
-        ctx.alpha_dtype = alphas.dtype
-        return F.linear(x, mixed)
+        ctx.alpha_dtype, ctx.x_dtype = alphas.dtype, x.dtype
+        return F.linear(x, mixed)  # under autocast (mixed precision), in the autocast dtype
 
     @staticmethod
     def backward(ctx, grad):
         x, weights, mixed = ctx.saved_tensors
-        grad_x = grad @ mixed if ctx.needs_input_grad[0] else None
-        grad_alphas = None
-        if ctx.needs_input_grad[1]:
-            batch, (_, out, inp) = x.shape[0], weights.shape
-            g, xs = grad.reshape(batch, -1, out).transpose(1, 2), x.reshape(batch, -1, inp)
-            flat = weights.flatten(1).T  # (out * in, T)
-            step = max(1, SharedSuperposition._CHUNK // (out * inp))
-            grad_alphas = torch.cat([torch.bmm(g[i:i + step], xs[i:i + step]).flatten(1) @ flat
-                                     for i in range(0, batch, step)]).to(ctx.alpha_dtype)
+        # Under mixed precision the gradient (and input) may be bf16/fp16 while the weights are not: compute in the
+        # weights' dtype, with autocast off (it would otherwise recast the products below).
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            grad, x = grad.to(mixed.dtype), x.to(mixed.dtype)
+            grad_x = (grad @ mixed).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+            grad_alphas = None
+            if ctx.needs_input_grad[1]:
+                batch, (_, out, inp) = x.shape[0], weights.shape
+                g, xs = grad.reshape(batch, -1, out).transpose(1, 2), x.reshape(batch, -1, inp)
+                flat = weights.flatten(1).T  # (out * in, T)
+                step = max(1, SharedSuperposition._CHUNK // (out * inp))
+                grad_alphas = torch.cat([torch.bmm(g[i:i + step], xs[i:i + step]).flatten(1) @ flat
+                                         for i in range(0, batch, step)]).to(ctx.alpha_dtype)
         return grad_x, grad_alphas, None, None

