@@ -103,6 +103,11 @@ def test_imagefolder(tmp_path):
     task = seq.tasks[0]
     assert len(task.train) == 3 and len(task.test) == 2
     assert task.test[0]["image"].getpixel((0, 0)) == {"red": (255, 0, 0), "green": (0, 255, 0)}[task.label_names[0]]
+    explicit = load_custom_sequence(str(tmp_path / "img"), classes_per_task=1, image_column="image", seed=0)
+    assert explicit.modality == "image" and explicit.global_label_names == seq.global_label_names
+    with pytest.raises(ValueError, match=r"the data have no 'picture' column .* pass --image_column naming the column "
+                                         r"that holds the image\."):
+        load_custom_sequence(str(tmp_path / "img"), classes_per_task=1, image_column="picture")
 
 
 @pytest.mark.parametrize("kwargs,message", [
