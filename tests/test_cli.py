@@ -51,7 +51,7 @@ def test_train_help_is_grouped_with_choices_and_each_default_once(capsys):
 
 def test_top_level_help_lists_the_subcommands(capsys):
     code, out, _ = run_cli(["--help"], capsys)
-    assert code == 0 and out.startswith("usage: peft-memory [-h] [--version] COMMAND ...")
+    assert code == 0 and out.startswith("usage: peft-memory [-h] [--version] [--debug] COMMAND ...")
     for command in ("train", "evaluate", "verify", "report", "push", "compare", "tune", "compare-table"):
         assert f"\n    {command}" in out
 

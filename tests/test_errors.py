@@ -195,13 +195,17 @@ def test_unwritable_output_folder(tmp_path):
         prepare_output_dir(args)
 
 
-def test_cli_rejects_an_unwritable_output_folder_before_loading_anything(tmp_path):
+def test_cli_rejects_an_unwritable_output_folder_before_loading_anything(tmp_path, capsys):
     from peft_memory.continual.cli import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
+    argv = ["train", "--output_dir", str(blocker / "run"), "--model", str(tmp_path / "does_not_exist")]
+    assert main(argv) == 1  # the model would fail to load: the folder was checked first
+    err = capsys.readouterr().err
+    assert err.startswith("peft-memory train: error: output_dir=") and "pass a writable --output_dir" in err
     with pytest.raises(PermissionError, match="pass a writable --output_dir"):
-        main(["train", "--output_dir", str(blocker / "run"), "--model", str(tmp_path / "does_not_exist")])
+        main(["--debug", *argv])
 
 
 # --------------------------------------------------------------- fuzzed configs

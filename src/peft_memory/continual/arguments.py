@@ -6,6 +6,7 @@ with ``transformers.HfArgumentParser``."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import get_type_hints
 
@@ -215,6 +216,8 @@ class OutputArguments:
         default=False, metadata={"help": "Also show transformers' load reports and datasets' progress bars."})
 
 
+#: Fields that hold a path: an ``os.PathLike`` given for them is stored as ``str``.
+PATH_FIELDS = ("model", "output_dir", "dataset", "wordnet_path", "fashion_mnist_path")
 #: The ``--help`` groups, in the order ``peft-memory train --help`` shows them.
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, MethodArguments, PromptArguments, TaskIdentityArguments,
                    OptimizationArguments, OutputArguments)
@@ -227,8 +230,12 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
     ``help`` is the flag's help text. The prompt flags (``--g_prompt_layers`` ... ``--matching_loss_weight``) are
     :class:`PromptFields`, shared with the configs.
 
+    Paths (:data:`PATH_FIELDS`) may be given as ``pathlib.Path`` or any ``os.PathLike``; they are kept as ``str``.
+
     Raises:
-        ValueError: naming the flag and the fix, for ``--benchmark`` together with ``--dataset``, both
+        ValueError: naming the flag and the fix, for a count (epochs, batch sizes, ``max_length``, per-class counts)
+            below 1, a learning rate that is not positive and finite, a non-finite or negative ``max_grad_norm`` or
+            ``weight_decay``, ``--benchmark`` together with ``--dataset``, both
             ``--text_column`` and ``--image_column``, a ``validation_fraction`` outside ``[0, 0.5]``, a
             ``test_size`` outside ``(0, 1)``, a count (``combine_top_k``, ``num_tasks``, ``classes_per_task``,
             ``gradient_accumulation_steps``) below 1, a ``warmup_ratio`` outside ``[0, 1)``, or an unknown
@@ -238,6 +245,9 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
     _argument_group_name = "continual run"
 
     def __post_init__(self):
+        for name in PATH_FIELDS:  # pathlib.Path and other os.PathLike values are stored as str (results.json is JSON)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         if self.dataset is not None and self.benchmark is not None:
             raise ValueError(f"--benchmark {self.benchmark!r} and --dataset {self.dataset!r} both name the data; "
                              "pass only one.")
@@ -252,10 +262,20 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
             raise ValueError(f"--test_size {self.test_size} must lie in (0, 1) (0.2 holds out a fifth).")
         if self.evaluate_on not in ("test", "validation"):
             raise ValueError(f"--evaluate_on {self.evaluate_on!r} is unknown; use test or validation.")
-        for name in ("combine_top_k", "num_tasks", "classes_per_task", "gradient_accumulation_steps"):
+        for name in ("num_epochs", "batch_size", "eval_batch_size", "max_length", "train_per_class", "test_per_class",
+                     "combine_top_k", "num_tasks", "classes_per_task", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} must be at least 1.")
+        for name in ("learning_rate", "key_learning_rate", "finetune_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name} {value} must be a positive finite number (e.g. 1e-3).")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            raise ValueError(f"--max_grad_norm {self.max_grad_norm} must be a finite number >= 0 (0 turns clipping "
+                             "off).")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight_decay {self.weight_decay} must be a finite number >= 0.")
         if self.query_pooling not in ("auto", *QUERY_POOLINGS):
             raise ValueError(f"--query_pooling {self.query_pooling!r} is unknown; use auto, "
                              f"{', '.join(QUERY_POOLINGS)}.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -51,6 +52,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="peft-memory", description="Continual learning with PEFT adapters: one "
                                      "adapter per task, class-incremental evaluation with per-sample task identity.")
     parser.add_argument("--version", action="version", version=f"peft_memory {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: environment variable PEFT_MEMORY_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, help, **kw):
@@ -144,23 +147,44 @@ def train(args: ContinualArguments) -> RunResults:
     return results
 
 
+#: Errors with a message written for the user: one line on stderr (exit 1) unless --debug.
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``peft-memory`` command; returns the exit code. Flag errors exit 2 with the usage line (argparse);
+    a :data:`USER_ERRORS` error prints ``peft-memory COMMAND: error: ...`` and returns 1, with the traceback only
+    under ``--debug`` or ``PEFT_MEMORY_DEBUG=1``."""
     parser, commands = build_parser()
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command not in ("compare", "tune"):
         commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    configure_logging(getattr(ns, "verbose", False))
+    args = None
     if ns.command == "train":
         try:
             args = ContinualArguments(**{f.name: getattr(ns, f.name) for f in fields(ContinualArguments)})
         except ValueError as err:
             commands["train"].error(str(err))
+    configure_logging(getattr(ns, "verbose", False))
+    try:
+        return run_command(ns, extra, args)
+    except USER_ERRORS as err:
+        if ns.debug or os.environ.get("PEFT_MEMORY_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"{commands[ns.command].prog}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def run_command(ns: argparse.Namespace, extra: list[str], args: ContinualArguments | None) -> int:
+    """The parsed command ``ns.command`` (``args``: ``train``'s arguments)."""
+    if ns.command == "train":
         train(args)
         return 0
     if ns.command == "evaluate":
         from .launch import evaluate_run
 
-        settings = {k: v for k, v in vars(ns).items() if k not in ("command", "run_dir", "output_dir") and v is not None}
+        settings = {k: v for k, v in vars(ns).items()
+                    if k not in ("command", "debug", "run_dir", "output_dir") and v is not None}
         logger.info("\n" + format_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings)))
         return 0
     if ns.command == "verify":

@@ -6,7 +6,7 @@ from accelerate.utils import set_seed
 
 from .arguments import ContinualArguments
 from .checkpoint import prepare_output_dir
-from .loading import load_model_and_pipeline, load_sequence
+from .loading import check_model_limits, load_model_and_pipeline, load_sequence
 from .methods import get_method
 from .results import RunResults
 from .trainer import ContinualTrainer
@@ -15,6 +15,7 @@ from .trainer import ContinualTrainer
 def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
     get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
+    check_model_limits(args)
     prepare_output_dir(args)
     set_seed(args.seed)
     sequence = load_sequence(args)

@@ -78,6 +78,24 @@ def load_sequence(args: ContinualArguments):
                      "data with --dataset.")
 
 
+def check_model_limits(args: ContinualArguments) -> None:
+    """Check ``--max_length`` against the model's position limit (its config only; nothing else loads).
+
+    Raises:
+        ValueError: if ``--max_length`` exceeds ``max_position_embeddings`` of a text model's config.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(args.model))
+    except (OSError, ValueError):  # not a readable model: the real load reports it
+        return
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and args.max_length > limit:
+        raise ValueError(f"--max_length {args.max_length} exceeds the model's {limit} positions "
+                         f"(max_position_embeddings of {args.model}); pass --max_length {limit} or less.")
+
+
 def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality: str | None = None):
     """The base model (``AutoModelFor{Sequence,Image}Classification``, ``num_labels`` outputs, a classifier of
     another width re-initialised) and its input pipeline; ``modality``

@@ -33,6 +33,19 @@ def schedule_steps(batches_per_epoch: int, args) -> tuple[int, int]:
     return total, math.ceil(args.warmup_ratio * total)
 
 
+def check_finite(accelerator, value: torch.Tensor, task, step: int, what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``task``, the optimiser ``step`` and the flags to check when ``value`` (a
+    scalar tensor) is NaN or infinite on any process (the decision is the same on every process)."""
+    bad = (~torch.isfinite(value.detach().float())).float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad.to(accelerator.device), reduction="sum")
+    if bad.item():
+        raise FloatingPointError(
+            f"task {task.name!r}, optimiser step {step}: {what} is {value.item()}; nothing of task {task.name!r} was "
+            "saved (finished tasks are intact: --resume continues). Check --learning_rate (and --key_learning_rate, "
+            "--finetune_learning_rate), --max_grad_norm, --warmup_ratio and --mixed_precision.")
+
+
 def optimize(trainer, task, data, learning_rate: float | None = None) -> int:
     """Train the active adapter's parameters (and ``method.extra_parameters``) on ``data``; returns the optimiser
     steps taken.
@@ -42,6 +55,10 @@ def optimize(trainer, task, data, learning_rate: float | None = None) -> int:
     ``accumulate``) before each clipped AdamW step; the learning rate follows ``--lr_scheduler_type`` with
     ``--warmup_ratio`` over the task's steps (a new schedule per task), peaking at ``learning_rate`` (default
     ``--learning_rate``; Prompt-ID keys: ``--key_learning_rate``). ``--mixed_precision`` is the Accelerator's.
+
+    Raises:
+        FloatingPointError: when the loss, or the gradient norm after clipping, is not finite (:func:`check_finite`);
+            the task's adapter is then not saved, finished tasks are untouched.
     """
     args, accelerator, method = trainer.args, trainer.accelerator, trainer.method
     params = [p for p in trainer.model.parameters() if p.requires_grad] + method.extra_parameters(task)
@@ -66,10 +83,12 @@ def optimize(trainer, task, data, learning_rate: float | None = None) -> int:
                 extra = method.auxiliary_loss(accelerator.unwrap_model(model), batch, task)
                 if extra is not None:
                     loss = loss + extra
+                check_finite(accelerator, loss, task, steps + 1, "the loss")
                 accelerator.backward(loss)
                 method.after_backward(accelerator, task)
                 if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                    check_finite(accelerator, norm, task, steps + 1, "the gradient norm")
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -93,6 +94,11 @@ class ContinualTrainer:
         self.rule = get_rule(self.task_id_mode)
         self.statistics: dict[str, dict[str, ClassStatistics]] = {}  # task -> file name -> statistics
         self.held_out: dict[str, object] = {}  # task name -> its held-out training samples (or None)
+        for task in sequence.tasks:
+            if task.num_labels == 1:
+                warnings.warn(f"task {task.name!r} has one class ({task.label_names[0]!r}): its cross-entropy is "
+                              "always 0, so its adapter learns nothing; give every task at least two classes.",
+                              stacklevel=2)
         fit_tasks = []
         for i, task in enumerate(sequence.tasks):
             fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
