@@ -123,3 +123,64 @@ def test_a_one_class_task_warns(tmp_path, tokenizer):
     seq = TaskSequence("one", [Task("task_0", ["only"], ds, ds)], ["only"])
     with pytest.warns(UserWarning, match=r"task 'task_0' has one class \('only'\): its cross-entropy is always 0"):
         ContinualTrainer(tiny_bert(), seq, TextInputs(tokenizer), ContinualArguments(output_dir=str(tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def finished_toy_run(tmp_path_factory, tokenizer):
+    out = tmp_path_factory.mktemp("finished")
+    toy_run(out, tokenizer).run()
+    return out
+
+
+def damage(folder, how):
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    weights = load_file(path)
+    first = sorted(weights)[0]
+    if how == "missing key":
+        del weights[first]
+    elif how == "no keys":
+        weights = {}
+    elif how == "nan":
+        weights[first] = weights[first] * float("nan")
+    elif how == "extra key":
+        weights["base_model.model.classifier.extra"] = torch.zeros(2)
+    elif how == "config":  # the config now asks for other layers than the weights were saved for
+        config = json.loads((folder / "adapter_config.json").read_text())
+        config["layers_to_transform"] = [0]
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file(weights, path)
+
+
+@pytest.mark.parametrize("how,problem", [
+    ("missing key", "1 weights missing"), ("no keys", "weights missing"), ("nan", "1 weights NaN or infinite"),
+    ("extra key", "1 weights not used by the adapter (base_model.model.classifier.extra)"),
+    ("config", "weights not used by the adapter")])
+def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy_run, tmp_path, tokenizer, how,
+                                                                    problem):
+    import shutil
+
+    from peft_memory.continual.reference import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    (run_dir / "trainer_state.json").write_text(json.dumps(
+        {**json.loads((run_dir / "trainer_state.json").read_text()), "tasks_completed": 2}))
+    damage(run_dir / "task_0", how)
+    for load in (lambda: toy_run(run_dir, tokenizer, resume=True).run(),
+                 lambda: load_run(str(run_dir), base_model=tiny_bert())):
+        with pytest.raises(ValueError) as err:
+            load()
+        message = str(err.value)
+        if how == "config" and "edited" in message:  # resume compares the file with the adapter it makes
+            assert message.startswith(f"{run_dir / 'task_0' / 'adapter_config.json'} was edited: "
+                                      "layers_to_transform [0] (the run's arguments give [1, 2, 3])")
+        else:
+            assert message.startswith(f"{run_dir / 'task_0'}: the saved weights do not match adapter 'task_0'")
+            assert problem in message
+        assert "run peft-memory train --resume" in message
+    shutil.rmtree(run_dir / "task_0")  # the fix the message gives
+    resumed = toy_run(run_dir, tokenizer, resume=True).run()
+    assert resumed.tasks_completed == 2 and None not in resumed.accuracy_matrix[0]
+    load_run(str(run_dir), base_model=tiny_bert())  # strict, and now clean

@@ -5,11 +5,12 @@ file is either its previous or its new version, never half-written, whenever the
 
 1. the task's adapter folder (``ContinualTrainer.save_task``),
 2. ``results.json`` and the heatmap,
-3. ``rng_state.safetensors``: the torch (and CUDA), NumPy and Python RNG states at the end of the task,
-4. ``trainer_state.json``: the tasks finished, the accuracy matrices so far, timings and the run's arguments.
+3. ``trainer_state.json``: the tasks finished, the accuracy matrices so far, timings, the run's arguments and the
+   torch (and CUDA), NumPy and Python RNG states at the end of the task.
 
-A task counts as finished once ``trainer_state.json`` lists it. ``--resume`` reloads the finished tasks' adapters
-(safetensors only), restores the matrices and the RNG states and continues with the next task, so the resumed run's
+A task counts as finished once ``trainer_state.json`` lists it: its rename is the one commit point (runs written
+before the RNG states moved into it keep them in ``rng_state.safetensors``, still read). ``--resume`` reloads the
+finished tasks' adapters (safetensors only, checked strictly), restores the matrices and the RNG states and continues with the next task, so the resumed run's
 ``results.json`` equals an uninterrupted run's with the same seed (wall-clock ``timing`` aside).
 """
 
@@ -24,10 +25,10 @@ from dataclasses import asdict
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 STATE_FILE = "trainer_state.json"
-RNG_FILE = "rng_state.safetensors"
+RNG_FILE = "rng_state.safetensors"  # RNG states of runs written before they moved into STATE_FILE
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: arguments that change how a run executes, not what it computes: a resume may change them. (DataLoader workers are
 #: not among them: augmentation draws its random numbers in the workers.)
@@ -96,9 +97,9 @@ def read_state(out: str) -> dict | None:
 
 
 def write_state(out: str, state: dict) -> None:
-    """Write the RNG states, then ``trainer_state.json`` (the commit point of a finished task)."""
-    save_rng_state(os.path.join(out, RNG_FILE))
-    atomic_write_json(state, os.path.join(out, STATE_FILE))
+    """Write ``trainer_state.json`` with the RNG states inside: ONE atomic rename commits a finished task (a kill at
+    any moment leaves the previous commit or the new one, never a mix of states)."""
+    atomic_write_json({**state, "rng": rng_state()}, os.path.join(out, STATE_FILE))
 
 
 def check_resumable(state: dict, args, task_names: list[str]) -> None:
@@ -106,7 +107,8 @@ def check_resumable(state: dict, args, task_names: list[str]) -> None:
     saved, now = state["config"], run_config(args)
     defaults = run_config(type(args)())  # a flag added after the run was written had its default value then
     changed = sorted(k for k in set(saved) | set(now)  # both exclude EXECUTION_ONLY
-                     if saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
+                     if k != "output_dir"  # the folder the state was read from: moved, relative or linked alike
+                     and saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
     if changed:
         diffs = ", ".join(f"--{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in changed)
         raise ValueError(f"--resume: output_dir={args.output_dir!r} holds a run with other arguments: {diffs}. "
@@ -146,41 +148,112 @@ def check_safetensors(path: str, what: str = "weights") -> None:
                          "(delete its folder and run peft-memory train --resume).") from err
 
 
-def load_adapter_weights(model, name: str, folder: str, device) -> None:
-    """Load ``folder``'s safetensors weights into the existing adapter ``name`` of the ``PeftModel``.
+def check_adapter_weights(model, name: str, folder: str, weights: dict | None = None) -> None:
+    """Check ``folder``'s saved weights against adapter ``name`` of the ``PeftModel``: every key the adapter has is
+    there with its shape, no other key, every value finite. An edited ``adapter_config.json`` (other layers, target
+    modules, labels or type) shows up here as missing or unused weights.
 
     Raises:
-        FileNotFoundError / ValueError: see :func:`adapter_weights_path`; ``ValueError`` also if the file holds
-            weights that this adapter does not have (another method or base model).
+        FileNotFoundError / ValueError: see :func:`adapter_weights_path`; ``ValueError`` naming the folder, the
+            offending keys and the fix otherwise.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    if weights is None:
+        weights = load_file(adapter_weights_path(folder))
+    expected = get_peft_model_state_dict(model, adapter_name=name)
+    problems = []
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(weights) if tuple(expected[k].shape) != tuple(weights[k].shape))
+    nonfinite = sorted(k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    for what, keys in (("missing", missing), ("not used by the adapter", unexpected),
+                       ("of another shape", shapes), ("NaN or infinite", nonfinite)):
+        if keys:
+            problems.append(f"{len(keys)} weights {what} ({', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''})")
+    if problems:
+        raise ValueError(f"{folder}: the saved weights do not match adapter {name!r} as its adapter_config.json "
+                         f"describes it: {'; '.join(problems)}. Delete {folder} (and the later task folders) and run "
+                         "peft-memory train --resume to train it again, or restore the files that wrote it.")
+
+
+#: ``adapter_config.json`` fields that decide which weights an adapter has (checked on resume).
+CONFIG_FIELDS = ("peft_type", "target_modules", "layers_to_transform", "num_labels", "label_names")
+
+
+def check_adapter_config(folder: str, config) -> None:
+    """Check that ``folder``'s ``adapter_config.json`` still describes the adapter the run's arguments make
+    (``config``): :data:`CONFIG_FIELDS` must agree (an edited file would load other weights elsewhere).
+
+    Raises:
+        ValueError: naming the file, the fields that differ and the fix (also for a file that is not JSON).
+    """
+    path = os.path.join(folder, "adapter_config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); delete {folder} (and the later task folders) and run "
+                         "peft-memory train --resume to train it again.") from err
+    made = config.to_dict()
+
+    def norm(v):
+        if isinstance(v, (list, tuple, set)):
+            return sorted(map(str, v))
+        return None if v is None else str(getattr(v, "value", v))  # PEFT's PeftType and ours are str enums
+
+    diffs = [f"{k} {saved.get(k)!r} (the run's arguments give {getattr(made.get(k), 'value', made.get(k))!r})"
+             for k in CONFIG_FIELDS
+             if k in made and norm(saved.get(k)) != norm(made.get(k))]
+    if diffs:
+        raise ValueError(f"{path} was edited: {'; '.join(diffs)}. Restore it, or delete {folder} (and the later task "
+                         "folders) and run peft-memory train --resume to train it again.")
+
+
+def load_adapter_weights(model, name: str, folder: str, device) -> None:
+    """Load ``folder``'s safetensors weights into the existing adapter ``name`` of the ``PeftModel``, strictly
+    (:func:`check_adapter_config` and :func:`check_adapter_weights` first).
+
+    Raises:
+        FileNotFoundError / ValueError: see :func:`adapter_weights_path`, :func:`check_adapter_config` and
+            :func:`check_adapter_weights`.
     """
     from peft.utils import set_peft_model_state_dict
 
+    check_adapter_config(folder, model.peft_config[name])
     weights = load_file(adapter_weights_path(folder), device=str(device))
-    result = set_peft_model_state_dict(model, weights, adapter_name=name)
-    unexpected = list(result.unexpected_keys)
-    if unexpected:
-        raise ValueError(f"{folder}: weights {unexpected[:3]} do not belong to adapter {name!r} of this model; "
-                         "resume with the method and base model that wrote them.")
+    check_adapter_weights(model, name, folder, weights)
+    set_peft_model_state_dict(model, weights, adapter_name=name)
 
 
 # --------------------------------------------------------------------- RNG
-def save_rng_state(path: str) -> None:
-    """torch CPU (and every CUDA device's), NumPy and Python RNG states in one safetensors file (no pickle)."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda_{i}"] = state
+def rng_state() -> dict:
+    """torch CPU (and every CUDA device's), NumPy and Python RNG states as JSON-ready lists (no pickle)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["numpy"] = torch.from_numpy(keys.astype(np.int64))
     version, internal, gauss_next = random.getstate()
-    tensors["python"] = torch.tensor(internal, dtype=torch.int64)
-    meta = {"numpy": json.dumps([kind, int(pos), int(has_gauss), float(gauss)]),
-            "python": json.dumps([version, gauss_next])}
-    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    state = {"torch": torch.get_rng_state().tolist(), "numpy": [kind, keys.tolist(), int(pos), int(has_gauss),
+                                                                 float(gauss)],
+             "python": [version, list(internal), gauss_next]}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Restore the RNG states of :func:`rng_state`."""
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]][
+            : torch.cuda.device_count()])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def load_rng_state(path: str) -> None:
-    """Restore the RNG states written by :func:`save_rng_state`."""
+    """Restore the RNG states of a run written before they moved into ``trainer_state.json``
+    (``rng_state.safetensors``)."""
     check_safetensors(path, what="RNG states")
     with safe_open(path, framework="pt") as f:
         meta = f.metadata()

@@ -3,8 +3,8 @@
 The card is a ``huggingface_hub.ModelCard``: ``library_name: peft``, the base model (when it is a hub id), the method,
 each task's classes, the ``import peft_memory`` line needed to load the adapters, and the run's metrics as
 ``model-index`` evaluation results. A push uploads the adapters (with their class statistics and task keys),
-``results.json``, the heatmap and the card, never the resume state (``trainer_state.json`` holds local paths,
-``rng_state.safetensors`` is of no use elsewhere) nor the reference predictions.
+``results.json``, the heatmap and the card, never the resume state (``trainer_state.json`` holds local paths;
+its RNG states are of no use elsewhere) nor the reference predictions.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import adapter_weights_path
+from .checkpoint import adapter_weights_path, check_adapter_weights
 from .results import RunResults
 
 REFERENCE_FILE = "reference_predictions.safetensors"
@@ -69,6 +69,8 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:
         model.load_adapter(os.path.join(output_dir, name), adapter_name=name)
+    for name in tasks:  # strictly: every weight the adapter has, no other, all finite (PEFT only warns)
+        check_adapter_weights(model, name, os.path.join(output_dir, name))
     return model.eval()
 
 

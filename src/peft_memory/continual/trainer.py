@@ -165,8 +165,12 @@ class ContinualTrainer:
     def resume(self) -> int:
         """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are.
 
+        A finished task whose folder was deleted is trained again, with every task after it.
+
         Raises:
-            ValueError: if the interrupted run had other arguments or tasks, or an adapter file is corrupted.
+            ValueError: if the interrupted run had other arguments or tasks, or a finished adapter's weights are
+                corrupted, incomplete, non-finite or do not match its ``adapter_config.json``
+                (:func:`~peft_memory.continual.checkpoint.check_adapter_weights`).
             FileNotFoundError: if a finished task's ``adapter_model.safetensors`` is missing.
         """
         out = self.args.output_dir
@@ -176,6 +180,12 @@ class ContinualTrainer:
             return 0
         checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
         done = state["tasks_completed"]
+        deleted = next((k for k, t in enumerate(self.tasks[:done]) if not os.path.isdir(os.path.join(out, t.name))),
+                       None)
+        if deleted is not None:  # the user deleted a finished task's folder (the fix for a damaged adapter)
+            logger.warning(f"--resume: {self.tasks[deleted].name} is missing from {out}; it and the "
+                           f"{done - deleted - 1} finished tasks after it are trained again.")
+            done = deleted
         device = self.accelerator.device
         for task in self.tasks[:done]:
             folder = os.path.join(out, task.name)
@@ -183,10 +193,18 @@ class ContinualTrainer:
             checkpoint.load_adapter_weights(self.model, task.name, folder, device)
             self.method.load_extras(self.model, task, folder, device)
             self.load_statistics(task, folder)
-        self.model.eval()
+        if self.model is not None:
+            self.model.eval()
         self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
         self.pooled, self.timing = state["pooled"], state["timing"]
-        checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
+        if deleted is not None:
+            for m in self.matrices.values():
+                m[:, self._column(deleted):] = np.nan
+            self.timing = {k: v[:deleted] for k, v in self.timing.items()}
+        if "rng" in state:
+            checkpoint.restore_rng_state(state["rng"])
+        else:  # written by an earlier peft_memory
+            checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
         logger.info(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
                     + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
         return done
