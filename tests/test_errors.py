@@ -22,7 +22,8 @@ from transformers import BertForSequenceClassification
 import peft_memory  # noqa: F401
 from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig
 from peft_memory.continual import ContinualArguments
-from peft_memory.continual.checkpoint import adapter_weights_path, prepare_output_dir
+from peft_memory.continual.checkpoint import adapter_weights_path
+from peft_memory.continual.output_dir import prepare_output_dir
 from peft_memory.continual.reference import load_run
 from peft_memory.continual.results import RunResults, TaskIdentityRecord, TaskRecord
 from peft_memory.continual.tasks import Task, TaskSequence

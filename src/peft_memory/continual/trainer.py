@@ -36,6 +36,7 @@ from .evaluation import EvalContext
 from .loading import resolve_query_pooling
 from .methods import ContinualMethod, get_method
 from .optimization import optimize
+from .output_dir import prepare_output_dir, release_output_dir
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
@@ -109,7 +110,7 @@ class ContinualTrainer:
         self.pooled: dict[str, float] = {}
         self.adapters_from: str | None = None
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
-        checkpoint.prepare_output_dir(args)
+        prepare_output_dir(args, self.accelerator.is_main_process)
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunResults:
@@ -136,6 +137,7 @@ class ContinualTrainer:
         if self.accelerator.is_main_process:
             self.save_reference_predictions()
         self.accelerator.end_training()
+        release_output_dir(self.args.output_dir)
         return results
 
     def log_summary(self, k: int, results: RunResults) -> None:
@@ -361,6 +363,7 @@ class ContinualTrainer:
         for j in sorted({self._column(k) for k in range(len(done))}):
             self.evaluate_seen(j)
             results = self.write_results(j)
+        release_output_dir(self.args.output_dir)
         return results
 
     def save_reference_predictions(self, per_task: int = 8) -> None:
