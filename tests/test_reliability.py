@@ -282,3 +282,82 @@ def test_a_corrupt_state_file_is_a_clear_error_and_overwrite_starts_over(finishe
         assert "pass --overwrite_output_dir to start the run again" in str(err.value)
     toy_run(run_dir, tokenizer, overwrite_output_dir=True, max_steps_per_task=1)  # starts over without error
     assert not (run_dir / "trainer_state.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ API misuse
+@pytest.fixture
+def two_tasks():
+    from conftest import make_model
+    from peft import get_peft_model
+
+    from peft_memory import SoftMaskConfig
+
+    model = get_peft_model(make_model("vit_cls"), SoftMaskConfig(label_names=["a", "b"]), adapter_name="t0")
+    model.add_adapter("t1", SoftMaskConfig(label_names=["c", "d"]))
+    return model.eval()
+
+
+def test_tuner_set_adapter_of_a_missing_name_raises_like_peft(two_tasks):
+    with pytest.raises(ValueError, match=r"^Adapter missing not found\.$"):
+        two_tasks.base_model.set_adapter("missing")
+    with pytest.raises(ValueError, match=r"^Adapter missing not found\.$"):
+        two_tasks.set_adapter("missing")  # PEFT's own message
+
+
+def test_adapter_names_as_a_string_is_refused(two_tasks):
+    with pytest.raises(ValueError, match=r"^adapter_names='t0' is a str; pass a list with one adapter name per "
+                                         r"sample, e\.g\. \['t0'\] \* batch_size\.$"):
+        two_tasks(pixel_values=torch.randn(2, 3, 16, 16), adapter_names="t0")
+
+
+@pytest.mark.parametrize("rule", ["gradient_id", "prompt_id"])
+@pytest.mark.parametrize("names,inputs,message", [
+    (["t0", "t0"], 2, "adapter_names lists ['t0'] more than once; {rule} picks among distinct task adapters."),
+    (["t0", "zz"], 2, "adapter_names contains unknown adapters ['zz']; loaded: ['t0', 't1']."),
+    ("t0", 2, "adapter_names='t0' is a str; {rule} takes the list of candidate task adapters."),
+    (["t0", "t1"], 0, "the batch is empty: {rule} needs at least one sample."),
+])
+def test_task_inference_rejects_bad_candidates(two_tasks, rule, names, inputs, message):
+    import peft_memory
+
+    label = {"gradient_id": "Gradient-ID", "prompt_id": "Prompt-ID"}[rule]
+    with pytest.raises(ValueError) as err:
+        getattr(peft_memory, rule)(two_tasks, {"pixel_values": torch.randn(inputs, 3, 16, 16)}, names)
+    assert str(err.value) == message.format(rule=label)
+
+
+def test_nan_inputs_make_task_inference_raise(two_tasks):
+    from peft_memory import gradient_id
+
+    x = torch.randn(3, 3, 16, 16)
+    x[2, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^Gradient-ID: samples \[2\] get non-finite task scores; check the inputs"):
+        gradient_id(two_tasks, {"pixel_values": x}, ["t0", "t1"])
+
+
+def test_a_plain_module_gets_the_family_error():
+    from peft import get_peft_model
+
+    from peft_memory import SoftMaskConfig
+
+    with pytest.raises(ValueError, match=r"^Unsupported model family: Sequential is not a transformers model \(it has "
+                                         r"no config\)\. peft_memory supports .*; load a ViT, DINOv2 or BERT "
+                                         r"checkpoint\.$"):
+        get_peft_model(torch.nn.Sequential(torch.nn.Linear(2, 2)), SoftMaskConfig(label_names=["a", "b"]))
+
+
+@pytest.mark.parametrize("spelling", ["relative", "trailing slash", "symlink"])
+def test_resume_of_the_same_folder_spelled_otherwise(finished_toy_run, tmp_path, tokenizer, monkeypatch, spelling):
+    import os
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    (run_dir / "trainer_state.json").write_text(json.dumps({**state, "tasks_completed": 1}))
+    monkeypatch.chdir(tmp_path)
+    if spelling == "symlink":
+        os.symlink(run_dir, tmp_path / "link")
+    out = {"relative": "run", "trailing slash": f"{run_dir}/", "symlink": str(tmp_path / "link")}[spelling]
+    trainer = toy_run(out, tokenizer, resume=True)
+    assert trainer.resume() == 1

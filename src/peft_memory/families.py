@@ -95,10 +95,10 @@ def get_family(model_or_config) -> ModelFamily:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    raise ValueError(
-        f"Unsupported model family: model_type={model_type!r}. peft_memory supports {list(SUPPORTED_MODEL_TYPES)}; "
-        "load a ViT, DINOv2 or BERT checkpoint, or pass `target_modules` explicitly."
-    )
+    what = (f"{type(model_or_config).__name__} is not a transformers model (it has no config)" if model_type is None
+            else f"model_type={model_type!r}")
+    raise ValueError(f"Unsupported model family: {what}. peft_memory supports {list(SUPPORTED_MODEL_TYPES)} (its "
+                     "attention injection is written for their layers); load a ViT, DINOv2 or BERT checkpoint.")
 
 
 def num_layers(model: nn.Module) -> int:

@@ -28,6 +28,37 @@ def batch_majority(task: torch.Tensor) -> torch.Tensor:
     return torch.full_like(task, int(task.mode().values))
 
 
+def check_candidates(loaded, inputs: dict, adapter_names, rule: str) -> None:
+    """Validate a task-identity call: ``adapter_names`` a non-empty list of distinct loaded adapters (``loaded``:
+    names), ``inputs`` a non-empty batch.
+
+    Raises:
+        ValueError: naming the problem and the fix.
+    """
+    if isinstance(adapter_names, str):
+        raise ValueError(f"adapter_names={adapter_names!r} is a str; {rule} takes the list of candidate task adapters.")
+    if not adapter_names:
+        raise ValueError(f"adapter_names is empty: {rule} needs at least one task adapter.")
+    repeated = sorted({n for n in adapter_names if list(adapter_names).count(n) > 1})
+    if repeated:
+        raise ValueError(f"adapter_names lists {repeated} more than once; {rule} picks among distinct task adapters.")
+    unknown = sorted(set(adapter_names) - set(loaded))
+    if unknown:
+        raise ValueError(f"adapter_names contains unknown adapters {unknown}; loaded: {sorted(loaded)}.")
+    tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+    if not tensors or tensors[0].shape[0] == 0:
+        raise ValueError(f"the batch is empty: {rule} needs at least one sample.")
+
+
+def check_scores(scores: torch.Tensor, rule: str) -> None:
+    """Raise ``ValueError`` naming the samples whose ``(batch, T)`` task scores are NaN or infinite (NaN or inf in
+    the inputs): an argmax would silently pick task 0 for them."""
+    bad = (~torch.isfinite(scores)).any(dim=-1).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"{rule}: samples {bad[:10]} get non-finite task scores; check the inputs for NaN or "
+                         "infinite values.")
+
+
 def gradient_id(
     model,
     inputs: dict[str, torch.Tensor],
@@ -52,10 +83,10 @@ def gradient_id(
         ``LongTensor`` of shape ``(B,)``: indices into ``adapter_names``.
 
     Raises:
-        ValueError: if ``adapter_names`` is empty or an adapter has no task head.
+        ValueError: if ``adapter_names`` is empty, a str, repeats or names an adapter that is not loaded, if the
+            batch is empty or its task scores are not finite (NaN in the inputs), or if an adapter has no task head.
     """
-    if not adapter_names:
-        raise ValueError("adapter_names is empty: Gradient-ID needs at least one task adapter.")
+    check_candidates(model.peft_config, inputs, adapter_names, "Gradient-ID")
     tuner = model.base_model
     batch = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).shape[0]
     num_tasks = len(adapter_names)
@@ -73,6 +104,7 @@ def gradient_id(
         log_p = logits.log_softmax(dim=-1)
         entropy = -(log_p.exp() * log_p).sum(dim=-1)  # (rows,)
         (grad,) = torch.autograd.grad(entropy.sum(), alphas)
+    check_scores(grad, "Gradient-ID")
     task = (-grad).argmax(dim=-1)
     return task.cpu() if per_sample else task.cpu().expand(batch).clone()
 
@@ -91,12 +123,14 @@ def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], 
         the batch for every sample (the reference code's batch-wise inference: label results as such).
 
     Raises:
-        ValueError: if ``adapter_names`` is empty.
+        ValueError: if ``adapter_names`` is empty, a str, repeats or names an unknown adapter, if the batch is
+            empty, or if the similarities are not finite (NaN in the inputs).
     """
-    if not adapter_names:
-        raise ValueError("adapter_names is empty: Prompt-ID needs at least one task adapter.")
     source = model.base_model if keys is None else keys
+    check_candidates(model.peft_config if keys is None else keys.keys, inputs, adapter_names, "Prompt-ID")
     if features is None:
         features = source.frozen_features(model, inputs)
-    task = source.key_similarity(features, adapter_names).argmax(dim=-1).cpu()
+    similarity = source.key_similarity(features, adapter_names)
+    check_scores(similarity, "Prompt-ID")
+    task = similarity.argmax(dim=-1).cpu()
     return task if per_sample else batch_majority(task)

@@ -108,6 +108,7 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
                 "mis-filter its state dict. Choose another adapter name."
             )
         config = self.peft_config[adapter_name]
+        get_family(model)  # a model of another family (or no transformers model): the family error with its fix
         config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
         drop_task_type_classifier(config)
         self._once("heads", lambda: self._setup_heads(model))
@@ -140,6 +141,11 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
 
     # -------------------------------------------------------- adapter control
     def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        """PEFT's ``set_adapter``; raises ``ValueError("Adapter <name> not found.")`` as ``PeftModel.set_adapter``
+        does for a name that is not loaded (PEFT's tuner-level call would silently activate nothing)."""
+        for name in [adapter_name] if isinstance(adapter_name, str) else adapter_name:
+            if name not in self.peft_config:
+                raise ValueError(f"Adapter {name} not found.")
         super().set_adapter(adapter_name, inference_mode=inference_mode)
         self._set_tuner_level_grads(inference_mode=inference_mode)
 
@@ -247,6 +253,9 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
         if adapter_names is None:
             yield
             return
+        if isinstance(adapter_names, str):
+            raise ValueError(f"adapter_names={adapter_names!r} is a str; pass a list with one adapter name per sample, "
+                             f"e.g. [{adapter_names!r}] * batch_size.")
         batch = _batch_size(args, kwargs)
         if batch is not None and len(adapter_names) != batch:
             raise ValueError(
