@@ -30,7 +30,7 @@ def batch_majority(task: torch.Tensor) -> torch.Tensor:
 
 def check_candidates(loaded, inputs: dict, adapter_names, rule: str) -> None:
     """Validate a task-identity call: ``adapter_names`` a non-empty list of distinct loaded adapters (``loaded``:
-    names), ``inputs`` a non-empty batch.
+    their names; ``None`` skips that check), ``inputs`` a non-empty batch.
 
     Raises:
         ValueError: naming the problem and the fix.
@@ -42,7 +42,7 @@ def check_candidates(loaded, inputs: dict, adapter_names, rule: str) -> None:
     repeated = sorted({n for n in adapter_names if list(adapter_names).count(n) > 1})
     if repeated:
         raise ValueError(f"adapter_names lists {repeated} more than once; {rule} picks among distinct task adapters.")
-    unknown = sorted(set(adapter_names) - set(loaded))
+    unknown = sorted(set(adapter_names) - set(loaded)) if loaded is not None else []
     if unknown:
         raise ValueError(f"adapter_names contains unknown adapters {unknown}; loaded: {sorted(loaded)}.")
     tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
@@ -127,7 +127,8 @@ def prompt_id(model, inputs: dict[str, torch.Tensor], adapter_names: list[str], 
             empty, or if the similarities are not finite (NaN in the inputs).
     """
     source = model.base_model if keys is None else keys
-    check_candidates(model.peft_config if keys is None else keys.keys, inputs, adapter_names, "Prompt-ID")
+    loaded = getattr(model, "peft_config", None) if keys is None else getattr(keys, "keys", None)
+    check_candidates(loaded, inputs, adapter_names, "Prompt-ID")
     if features is None:
         features = source.frozen_features(model, inputs)
     similarity = source.key_similarity(features, adapter_names)
