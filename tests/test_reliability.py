@@ -284,6 +284,67 @@ def test_a_corrupt_state_file_is_a_clear_error_and_overwrite_starts_over(finishe
     assert not (run_dir / "trainer_state.json").exists()
 
 
+@pytest.mark.parametrize("state", ["readable", "corrupt"])
+def test_overwrite_replaces_a_symlinked_task_folder_and_keeps_its_target(finished_toy_run, tmp_path, tokenizer,
+                                                                         state):
+    """A task folder that is a symlink (to an adapter kept elsewhere) is replaced by the new run's folder under
+    --overwrite_output_dir; the link's target is not touched, whether or not the old state could be read."""
+    import shutil
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "kept" / "task_0"
+    shutil.copytree(finished_toy_run, run_dir)
+    shutil.move(run_dir / "task_0", elsewhere.parent.mkdir() or elsewhere)
+    (run_dir / "task_0").symlink_to(elsewhere, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    if state == "corrupt":
+        (run_dir / "trainer_state.json").write_text("{")
+    toy_run(run_dir, tokenizer, overwrite_output_dir=True, seed=1).run()
+    assert not (run_dir / "task_0").is_symlink() and (run_dir / "task_0" / "adapter_model.safetensors").is_file()
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before
+
+
+def test_a_truncated_adapter_config_names_the_file_on_resume_and_load(finished_toy_run, tmp_path, tokenizer):
+    import shutil
+
+    from peft_memory.continual.reference import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    config = run_dir / "task_0" / "adapter_config.json"
+    config.write_text(config.read_text()[:40])
+    for load in (lambda: toy_run(run_dir, tokenizer, resume=True).run(),
+                 lambda: load_run(str(run_dir), base_model=tiny_bert())):
+        with pytest.raises(ValueError) as err:
+            load()
+        assert str(err.value).startswith(f"{config} is corrupted or truncated, not valid JSON (")
+        assert str(err.value).endswith(f"restore it, or delete {run_dir / 'task_0'} (and the later task folders) and "
+                                       "run peft-memory train --resume to train it again.")
+    shutil.rmtree(run_dir / "task_0")  # the fix the message gives
+    assert toy_run(run_dir, tokenizer, resume=True).run().tasks_completed == 2
+
+
+def test_corrupt_json_files_name_the_file_and_the_fix(finished_toy_run, tmp_path, tokenizer):
+    import shutil
+
+    from peft_memory.continual.loading import resolve_query_pooling
+    from peft_memory.continual.results import RunResults
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    (run_dir / "results.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match=r"results.json is corrupted or truncated, not valid JSON \(.*\); "
+                                         r"peft-memory train --resume with the run's arguments writes it again\.$"):
+        RunResults.load(str(run_dir))
+    toy_run(run_dir, tokenizer, resume=True).run()  # the fix works
+    assert RunResults.load(str(run_dir)).tasks_completed == 2
+    model = tmp_path / "sentence_model"
+    model.mkdir()
+    (model / "modules.json").write_text('[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"')
+    with pytest.raises(ValueError, match=r"modules.json is corrupted or truncated, .*pass --query_pooling explicitly"):
+        resolve_query_pooling("auto", str(model))
+    assert resolve_query_pooling("mean", str(model)) == "mean"
+
+
 # ------------------------------------------------------------------------------------------------ API misuse
 @pytest.fixture
 def two_tasks():

@@ -49,6 +49,21 @@ def write_atomically(path: str, write) -> None:
         raise
 
 
+def read_json(path: str, fix: str):
+    """The JSON in ``path``.
+
+    Raises:
+        ValueError: naming ``path`` and ``fix`` if the file cannot be read or is not JSON (truncated, edited by hand).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror}); {fix}.") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is corrupted or truncated, not valid JSON ({err}); {fix}.") from err
+
+
 def atomic_write_json(obj, path: str) -> None:
     """Write JSON to ``path`` atomically (:func:`write_atomically`)."""
 
@@ -79,11 +94,7 @@ def read_state(out: str) -> dict | None:
         return None
     fix = ("pass --overwrite_output_dir to start the run again (its finished adapters are lost), or another "
            "--output_dir")
-    try:
-        with open(path) as f:
-            state = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is corrupted or truncated ({err}); {fix}.") from err
+    state = read_json(path, fix)
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{path} lacks {missing}: it was not written by peft-memory train, or was edited; {fix}.")
@@ -175,6 +186,21 @@ def check_adapter_weights(model, name: str, folder: str, weights: dict | None = 
 CONFIG_FIELDS = ("peft_type", "target_modules", "layers_to_transform", "num_labels", "label_names")
 
 
+def read_adapter_config(folder: str) -> dict:
+    """``folder``'s ``adapter_config.json`` as a dict.
+
+    Raises:
+        ValueError: naming the file and the fix if it is missing, truncated or not a JSON object.
+    """
+    path = os.path.join(folder, "adapter_config.json")
+    fix = (f"restore it, or delete {folder} (and the later task folders) and run peft-memory train --resume to train "
+           "it again")
+    saved = read_json(path, fix)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a {type(saved).__name__}, not an adapter config; {fix}.")
+    return saved
+
+
 def check_adapter_config(folder: str, config) -> None:
     """Check that ``folder``'s ``adapter_config.json`` still describes the adapter the run's arguments make
     (``config``): :data:`CONFIG_FIELDS` must agree (an edited file would load other weights elsewhere).
@@ -182,13 +208,7 @@ def check_adapter_config(folder: str, config) -> None:
     Raises:
         ValueError: naming the file, the fields that differ and the fix (also for a file that is not JSON).
     """
-    path = os.path.join(folder, "adapter_config.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} cannot be read ({err}); delete {folder} (and the later task folders) and run "
-                         "peft-memory train --resume to train it again.") from err
+    saved = read_adapter_config(folder)
     made = config.to_dict()
 
     def norm(v):
@@ -200,6 +220,7 @@ def check_adapter_config(folder: str, config) -> None:
              for k in CONFIG_FIELDS
              if k in made and norm(saved.get(k)) != norm(made.get(k))]
     if diffs:
+        path = os.path.join(folder, "adapter_config.json")
         raise ValueError(f"{path} was edited: {'; '.join(diffs)}. Restore it, or delete {folder} (and the later task "
                          "folders) and run peft-memory train --resume to train it again.")
 

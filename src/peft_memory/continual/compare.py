@@ -17,6 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .arguments import parse_arguments
+from .checkpoint import read_json
 from .launch import build_trainer, evaluation_arguments
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
@@ -84,8 +85,7 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
     chosen_path = os.path.join(root, "chosen.json")
     chosen = {}
     if os.path.isfile(chosen_path):
-        with open(chosen_path) as f:
-            chosen = json.load(f)
+        chosen = read_json(chosen_path, "delete it: peft-memory tune writes it again")
     for flag, (method, candidates, metric, fixed) in TUNING.items():
         if flags and flag not in flags:
             continue
@@ -100,8 +100,7 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
                 args = parse_arguments(argv)
                 build_trainer(args).run()
                 shutil.copyfile(os.path.join(run_dir, "results.json"), target)
-            with open(target) as f:
-                scores[value] = json.load(f)[metric]
+            scores[value] = read_json(target, "delete it: peft-memory tune runs that value again")[metric]
         chosen[flag] = max(scores, key=scores.get)
         print(f"{flag}: validation {metric} " + ", ".join(f"{v:g}: {100 * s:.1f}" for v, s in scores.items())
               + f" -> {chosen[flag]:g}")
@@ -115,8 +114,8 @@ def tuned_flags(results_dir: str, benchmark: str) -> list[str]:
     path = os.path.join(results_dir, benchmark, "chosen.json")
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        return [item for flag, value in json.load(f).items() for item in (f"--{flag}", str(value))]
+    chosen = read_json(path, "delete it and run peft-memory tune again")
+    return [item for flag, value in chosen.items() for item in (f"--{flag}", str(value))]
 
 
 def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extra: list[str] | None = None,
@@ -176,8 +175,7 @@ def collect(results_dir: str, benchmark: str) -> dict[tuple[str, str, str], dict
     for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         seed = int(seed_dir.removeprefix("seed_"))
         for name in sorted(os.listdir(os.path.join(root, seed_dir))):
-            with open(os.path.join(root, seed_dir, name)) as f:
-                r = json.load(f)
+            r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
             ti = r["task_identity"]
             key = (r["method"], ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
             rows.setdefault(key, {})[seed] = r

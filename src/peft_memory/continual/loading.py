@@ -28,20 +28,20 @@ def resolve_query_pooling(requested: str, model: str) -> str:
     (DualPrompt's pre-logits feature). Any other value is returned unchanged."""
     if requested != "auto":
         return requested
-    import json
     import os
+
+    from .checkpoint import read_json
 
     folder = resolve_model_path(model)
     modules = os.path.join(folder, "modules.json")
     if not os.path.isfile(modules):
         return "classifier"
-    with open(modules) as f:
-        entries = json.load(f)
+    fix = f"restore the sentence-transformers files of {folder}, or pass --query_pooling explicitly"
+    entries = read_json(modules, fix)
     for entry in entries:
         config = os.path.join(folder, entry.get("path", ""), "config.json")
         if entry.get("type", "").endswith("Pooling") and os.path.isfile(config):
-            with open(config) as f:
-                pooling = json.load(f)
+            pooling = read_json(config, fix)
             if pooling.get("pooling_mode_mean_tokens"):
                 return "mean"
             if pooling.get("pooling_mode_cls_token"):

@@ -14,7 +14,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import adapter_weights_path, check_adapter_weights
+from .checkpoint import adapter_weights_path, check_adapter_weights, read_adapter_config
 from .results import RunResults
 
 REFERENCE_FILE = "reference_predictions.safetensors"
@@ -65,6 +65,7 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels,
                                                 results.data.get("modality"))
     for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin
+        read_adapter_config(os.path.join(output_dir, name))  # a clear error for a truncated config, not PEFT's
         adapter_weights_path(os.path.join(output_dir, name))
     model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
     for name in tasks[1:]:

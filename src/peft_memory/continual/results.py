@@ -8,11 +8,10 @@ one with the fix.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from .checkpoint import atomic_write_json
+from .checkpoint import atomic_write_json, read_json
 
 RESULTS_FILE = "results.json"
 #: Layout version of ``results.json``. Files written before the field existed are version 1.
@@ -119,6 +118,9 @@ class RunResults:
             ValueError: if the file was written by a newer peft_memory (``schema_version`` above
                 :data:`SCHEMA_VERSION`), or a required key is missing.
         """
+        if not isinstance(data, dict):
+            raise ValueError(f"results.json holds a {type(data).__name__}, not a run's results: it was not written by "
+                             "peft-memory train.")
         version = data.get("schema_version", 1)
         if version > SCHEMA_VERSION:
             raise ValueError(f"results.json has schema_version {version}; this peft_memory reads up to "
@@ -142,9 +144,13 @@ class RunResults:
 
     @classmethod
     def load(cls, folder: str) -> RunResults:
-        """Read ``folder/results.json``. Raises ``FileNotFoundError`` (with the fix) if there is none."""
+        """Read ``folder/results.json``.
+
+        Raises:
+            FileNotFoundError: (with the fix) if there is none.
+            ValueError: naming the file and the fix if it is corrupted or truncated.
+        """
         path = os.path.join(folder, RESULTS_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: {folder} is not a finished run (run `peft-memory train`).")
-        with open(path) as f:
-            return cls.from_json(json.load(f))
+        return cls.from_json(read_json(path, "peft-memory train --resume with the run's arguments writes it again"))

@@ -250,7 +250,8 @@ class ContinualTrainer:
         self.statistics[task.name] = StatisticsCollector(self).load(folder)
 
     def save_task(self, task: Task) -> str:
-        """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename)."""
+        """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename). A symlink in
+        its place is replaced by the folder; the symlink's target is never written to."""
         accelerator = self.accelerator
         final = os.path.join(self.args.output_dir, task.name)
         accelerator.wait_for_everyone()
@@ -260,7 +261,9 @@ class ContinualTrainer:
             self.method.save_extras(task, os.path.join(tmp, task.name))
             for filename, stats in self.statistics.get(task.name, {}).items():
                 stats.save(os.path.join(tmp, task.name), filename)
-            if os.path.exists(final):
+            if os.path.islink(final):  # a linked folder (a user's or an old run's): the link goes, its target stays
+                os.remove(final)
+            elif os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(tmp, task.name), final)
             shutil.rmtree(tmp, ignore_errors=True)
