@@ -345,6 +345,29 @@ def test_corrupt_json_files_name_the_file_and_the_fix(finished_toy_run, tmp_path
     assert resolve_query_pooling("mean", str(model)) == "mean"
 
 
+@pytest.mark.parametrize("where", ["trainer_state.json", "rng_state.safetensors"])
+def test_lost_rng_states_give_advice_that_works(finished_toy_run, tmp_path, tokenizer, where):
+    """RNG states edited in trainer_state.json, or a corrupt rng_state.safetensors of a run written before they moved
+    into it: --resume names the file and says to start again, and starting again works."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    if where == "trainer_state.json":
+        state["rng"]["torch"] = state["rng"]["torch"][:10]
+    else:
+        del state["rng"]
+        (run_dir / "rng_state.safetensors").write_bytes(b"\x08\x00\x00")
+    (run_dir / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError) as err:
+        toy_run(run_dir, tokenizer, resume=True).run()
+    assert str(err.value).startswith(f"{run_dir / where}: the RNG states of the last finished task cannot be restored")
+    assert str(err.value).endswith("the resumed run could not equal an uninterrupted one; pass --overwrite_output_dir "
+                                   "to start the run again, or another --output_dir.")
+    assert toy_run(run_dir, tokenizer, overwrite_output_dir=True).run().tasks_completed == 2  # the advice works
+
+
 # ------------------------------------------------------------------------------------------------ API misuse
 @pytest.fixture
 def two_tasks():

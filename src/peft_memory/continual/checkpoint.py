@@ -266,10 +266,33 @@ def restore_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+#: What works when a run's RNG states are lost: only the states at the last finished task make the resumed run equal an
+#: uninterrupted one, and no earlier states are kept (retraining a deleted task would need them).
+RNG_FIX = ("the resumed run could not equal an uninterrupted one; pass --overwrite_output_dir to start the run again, "
+           "or another --output_dir")
+
+
+def restore_run_rng(out: str, state: dict) -> None:
+    """Restore the RNG states of the run in ``out`` at its last finished task: from ``state["rng"]``, or from
+    ``rng_state.safetensors`` for a run written before they moved into ``trainer_state.json``.
+
+    Raises:
+        ValueError: naming the file and the fix (:data:`RNG_FIX`) if the states are missing, corrupted or edited.
+    """
+    path = os.path.join(out, STATE_FILE if "rng" in state else RNG_FILE)
+    try:
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+        else:
+            load_rng_state(path)
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: the RNG states of the last finished task cannot be restored "
+                         f"({type(err).__name__}: {err}); {RNG_FIX}.") from err
+
+
 def load_rng_state(path: str) -> None:
     """Restore the RNG states of a run written before they moved into ``trainer_state.json``
     (``rng_state.safetensors``)."""
-    check_safetensors(path, what="RNG states")
     with safe_open(path, framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(path)

@@ -203,10 +203,7 @@ class ContinualTrainer:
             for m in self.matrices.values():
                 m[:, self._column(deleted):] = np.nan
             self.timing = {k: v[:deleted] for k, v in self.timing.items()}
-        if "rng" in state:
-            checkpoint.restore_rng_state(state["rng"])
-        else:  # written by an earlier peft_memory
-            checkpoint.load_rng_state(os.path.join(out, checkpoint.RNG_FILE))
+        checkpoint.restore_run_rng(out, state)
         logger.info(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
                     + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
         return done
