@@ -146,17 +146,23 @@ def damage(folder, how):
         weights[first] = weights[first] * float("nan")
     elif how == "extra key":
         weights["base_model.model.classifier.extra"] = torch.zeros(2)
-    elif how == "config":  # the config now asks for other layers than the weights were saved for
+    elif how.startswith("config"):  # the config now describes other weights than were saved
+        field, value = EDITS[how]
         config = json.loads((folder / "adapter_config.json").read_text())
-        config["layers_to_transform"] = [0]
+        config[field] = value
         (folder / "adapter_config.json").write_text(json.dumps(config))
     save_file(weights, path)
+
+
+EDITS = {"config": ("layers_to_transform", [0]), "config target_modules": ("target_modules", ["query"]),
+         "config num_labels": ("num_labels", 3), "config peft_type": ("peft_type", "DUAL_PROMPT")}
 
 
 @pytest.mark.parametrize("how,problem", [
     ("missing key", "1 weights missing"), ("no keys", "weights missing"), ("nan", "1 weights NaN or infinite"),
     ("extra key", "1 weights not used by the adapter (base_model.model.classifier.extra)"),
-    ("config", "weights not used by the adapter")])
+    ("config", "weights not used by the adapter"), ("config target_modules", "weights not used by the adapter"),
+    ("config num_labels", "shape"), ("config peft_type", "weights not used by the adapter")])
 def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy_run, tmp_path, tokenizer, how,
                                                                     problem):
     import shutil
@@ -173,9 +179,15 @@ def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy
         with pytest.raises(ValueError) as err:
             load()
         message = str(err.value)
-        if how == "config" and "edited" in message:  # resume compares the file with the adapter it makes
-            assert message.startswith(f"{run_dir / 'task_0' / 'adapter_config.json'} was edited: "
-                                      "layers_to_transform [0] (the run's arguments give [1, 2, 3])")
+        if how.startswith("config") and "edited" in message:  # resume compares the file with the adapter it makes
+            field, value = EDITS[how]
+            assert message.startswith(f"{run_dir / 'task_0' / 'adapter_config.json'} was edited: {field} {value!r}")
+        elif how == "config peft_type" and "cannot be loaded" in message:  # DualPrompt's layers do not fit
+            assert message.startswith(f"{run_dir / 'task_0'}: the adapter cannot be loaded onto the base model "
+                                      "(e_prompt_layers=[2, 3, 4] has indices [4] out of range")
+        elif how == "config num_labels" and "valid adapter" in message:  # refused by the config class itself
+            assert message.startswith(f"{run_dir / 'task_0' / 'adapter_config.json'} does not describe a valid "
+                                      "adapter (label_names has 2 entries but num_labels=3;")
         else:
             assert message.startswith(f"{run_dir / 'task_0'}: the saved weights do not match adapter 'task_0'")
             assert problem in message

@@ -201,6 +201,24 @@ def read_adapter_config(folder: str) -> dict:
     return saved
 
 
+def load_adapter_config(folder: str):
+    """``folder``'s adapter config as its ``PeftConfig`` class (what ``PeftModel.from_pretrained`` would build).
+
+    Raises:
+        ValueError: naming the file and the fix if it cannot be read (:func:`read_adapter_config`) or its values are
+            refused (an unknown ``peft_type``, ``num_labels`` that disagrees with ``label_names``, ...).
+    """
+    from peft import PeftConfig
+
+    read_adapter_config(folder)
+    try:
+        return PeftConfig.from_pretrained(folder)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{os.path.join(folder, 'adapter_config.json')} does not describe a valid adapter ({err}); "
+                         f"restore it, or delete {folder} (and the later task folders) and run peft-memory train "
+                         "--resume to train it again.") from err
+
+
 def check_adapter_config(folder: str, config) -> None:
     """Check that ``folder``'s ``adapter_config.json`` still describes the adapter the run's arguments make
     (``config``): :data:`CONFIG_FIELDS` must agree (an edited file would load other weights elsewhere).

@@ -14,7 +14,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import adapter_weights_path, check_adapter_weights, read_adapter_config
+from .checkpoint import adapter_weights_path, check_adapter_weights, load_adapter_config
 from .results import RunResults
 
 REFERENCE_FILE = "reference_predictions.safetensors"
@@ -65,11 +65,20 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels,
                                                 results.data.get("modality"))
     for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin
-        read_adapter_config(os.path.join(output_dir, name))  # a clear error for a truncated config, not PEFT's
+        load_adapter_config(os.path.join(output_dir, name))  # errors name the file (a truncated or edited config)
         adapter_weights_path(os.path.join(output_dir, name))
-    model = PeftModel.from_pretrained(base_model, os.path.join(output_dir, tasks[0]), adapter_name=tasks[0])
-    for name in tasks[1:]:
-        model.load_adapter(os.path.join(output_dir, name), adapter_name=name)
+    model = None
+    for name in tasks:
+        folder = os.path.join(output_dir, name)
+        try:
+            if model is None:
+                model = PeftModel.from_pretrained(base_model, folder, adapter_name=name)
+            else:
+                model.load_adapter(folder, adapter_name=name)
+        except ValueError as err:  # e.g. an edited adapter_config.json that no longer fits the base model
+            raise ValueError(f"{folder}: the adapter cannot be loaded onto the base model ({err}); restore its "
+                             f"adapter_config.json, or delete {folder} (and the later task folders) and run "
+                             "peft-memory train --resume to train it again.") from err
     for name in tasks:  # strictly: every weight the adapter has, no other, all finite (PEFT only warns)
         check_adapter_weights(model, name, os.path.join(output_dir, name))
     return model.eval()
