@@ -54,6 +54,16 @@ def test_cli_reports_bad_values_as_argparse_errors_before_loading(tmp_path, caps
     assert not (tmp_path / "out").exists()  # nothing was created or loaded
 
 
+@pytest.mark.parametrize("mode", ["gradient_id", "nearest_mean"])
+def test_a_combined_rule_without_a_task_posterior_fails_before_loading(tmp_path, capsys, mode):
+    """Used to train the first task for minutes and fail at its evaluation."""
+    assert main(["train", "--method", "soft_mask", "--task_id_mode", mode, "--cil_rule", "combined", "--output_dir",
+                 str(tmp_path / "out"), "--model", "no/such/model"]) == 1
+    assert capsys.readouterr().err == (f"peft-memory train: error: --cil_rule combined re-scores a task posterior; "
+                                       f"--task_id_mode {mode} gives none: use --task_id_mode gaussian.\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_runtime_errors_are_one_line_unless_debug(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "not_a_run"
     assert main(["verify", str(missing)]) == 1

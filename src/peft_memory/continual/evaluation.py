@@ -155,11 +155,17 @@ def _unified(ctx, batch, inferred):
     return owner[best], local[best]
 
 
-def _combined(ctx, batch):
-    rule = ctx.rule
-    if not hasattr(rule, "task_log_posterior"):
+def check_cil_rule(cil_rule: str, rule) -> None:
+    """Raise ``ValueError`` (with the fix) if ``--cil_rule`` cannot follow the task-identity ``rule``: ``combined``
+    re-scores a task posterior, which only the class-statistics rules with ``task_log_posterior`` give."""
+    if cil_rule == "combined" and not hasattr(rule, "task_log_posterior"):
         raise ValueError(f"--cil_rule combined re-scores a task posterior; --task_id_mode {rule.name} gives none: "
                          "use --task_id_mode gaussian.")
+
+
+def _combined(ctx, batch):
+    rule = ctx.rule
+    check_cil_rule("combined", rule)
     evidence, beta = ctx.cached("combined", lambda: combination([s.get(ADAPTED_FILE) for s in ctx.task_statistics]))
     choices = combined_choice(ctx.model, batch, ctx.names, ctx.widths, rule.task_log_posterior(ctx, batch), evidence,
                               [beta], ctx.top_k)

@@ -6,16 +6,19 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from .arguments import ContinualArguments
+from .evaluation import check_cil_rule
 from .loading import check_model_limits, load_model_and_pipeline, load_sequence
 from .methods import get_method
 from .output_dir import prepare_output_dir
 from .results import RunResults
+from .task_id import get_rule
 from .trainer import ContinualTrainer
 
 
 def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
-    get_method(args.method).resolve_task_id_mode(args.task_id_mode)  # bad arguments fail before data and model load
+    method = get_method(args.method)  # bad arguments fail before data and model load
+    check_cil_rule(method.resolve_cil_rule(args.cil_rule), get_rule(method.resolve_task_id_mode(args.task_id_mode)))
     check_model_limits(args)
     prepare_output_dir(args, main_process=PartialState().is_main_process)  # locked before anything loads
     set_seed(args.seed)

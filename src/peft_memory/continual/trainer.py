@@ -32,7 +32,7 @@ from .checkpoint import run_config
 from .collection import StatisticsCollector
 from .combined import ADAPTED_FILE
 from .data import make_loader
-from .evaluation import EvalContext
+from .evaluation import EvalContext, check_cil_rule
 from .loading import resolve_query_pooling
 from .methods import ContinualMethod, get_method
 from .optimization import optimize
@@ -93,6 +93,7 @@ class ContinualTrainer:
         self.task_id_mode = self.method.resolve_task_id_mode(args.task_id_mode)
         self.cil_rule = self.method.resolve_cil_rule(args.cil_rule)
         self.rule = get_rule(self.task_id_mode)
+        check_cil_rule(self.cil_rule, self.rule)  # before the first task trains, not at its evaluation
         self.statistics: dict[str, dict[str, ClassStatistics]] = {}  # task -> file name -> statistics
         self.held_out: dict[str, object] = {}  # task name -> its held-out training samples (or None)
         for task in sequence.tasks:
