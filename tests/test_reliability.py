@@ -208,6 +208,27 @@ def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy
     load_run(str(run_dir), base_model=tiny_bert())  # strict, and now clean
 
 
+def test_strict_loading_accepts_the_mask_names_of_peft_memory_0_1(finished_toy_run, tmp_path, tokenizer):
+    """Adapters saved before the masks carried the tuner prefix (``<module>.soft_mask``) load as PEFT loads them
+    (renamed), under the strict checks of resume, evaluate and verify; failed before: 'weights missing'."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from peft_memory.continual.reference import load_run, verify_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_toy_run, run_dir)
+    for task in ("task_0", "task_1"):
+        path = run_dir / task / "adapter_model.safetensors"
+        save_file({k.replace(".soft_mask_values", ".soft_mask"): v for k, v in load_file(path).items()}, path)
+    assert any(k.endswith(".soft_mask") for k in load_file(path))
+    model = load_run(str(run_dir), base_model=tiny_bert())
+    assert max(verify_run(str(run_dir), model).values()) < 1e-5  # the logits the run saved when it ended
+    resumed = toy_run(run_dir, tokenizer, resume=True).run()
+    assert resumed.accuracy_matrix == json.loads((finished_toy_run / "results.json").read_text())["accuracy_matrix"]
+
+
 # --------------------------------------------------------------------------------------- one run per folder
 def test_two_processes_one_output_dir(tmp_path):
     """A second `peft-memory train` into a folder that a running one holds fails at once, naming the folder and the

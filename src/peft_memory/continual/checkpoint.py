@@ -164,8 +164,9 @@ def check_adapter_weights(model, name: str, folder: str, weights: dict | None = 
     """
     from peft.utils import get_peft_model_state_dict
 
-    if weights is None:
-        weights = load_file(adapter_weights_path(folder))
+    from ..tuners.soft_mask.model import rename_legacy_keys
+
+    weights = rename_legacy_keys(load_file(adapter_weights_path(folder)) if weights is None else weights)
     expected = get_peft_model_state_dict(model, adapter_name=name)
     problems = []
     missing = sorted(set(expected) - set(weights))
@@ -254,7 +255,9 @@ def load_adapter_weights(model, name: str, folder: str, device) -> None:
     from peft.utils import set_peft_model_state_dict
 
     check_adapter_config(folder, model.peft_config[name])
-    weights = load_file(adapter_weights_path(folder), device=str(device))
+    from ..tuners.soft_mask.model import rename_legacy_keys
+
+    weights = rename_legacy_keys(load_file(adapter_weights_path(folder), device=str(device)))
     check_adapter_weights(model, name, folder, weights)
     set_peft_model_state_dict(model, weights, adapter_name=name)
 

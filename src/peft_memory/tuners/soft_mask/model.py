@@ -15,6 +15,12 @@ from .layer import Linear, SoftMaskLayer
 LEGACY_MASK_NAME = "soft_mask"
 
 
+def rename_legacy_keys(state_dict: dict) -> dict:
+    """``state_dict`` with the masks of adapters saved by peft_memory 0.1 (``<module>.soft_mask``) renamed to
+    ``<module>.soft_mask_values``; other keys unchanged."""
+    return {(k + "_values" if k.endswith(f".{LEGACY_MASK_NAME}") else k): v for k, v in state_dict.items()}
+
+
 class SoftMaskModel(PromptsMixin, ContinualTuner):
     """Creates a Soft-TransFormers model from a transformers ViT, DINOv2 or BERT model.
 
@@ -41,8 +47,8 @@ class SoftMaskModel(PromptsMixin, ContinualTuner):
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         """PEFT's key remapping, after renaming the masks of adapters saved by peft_memory 0.1 (``<module>.soft_mask``, a
         name without the tuner prefix that PEFT's missing-key check could not see) to ``<module>.soft_mask_values``."""
-        renamed = {(k + "_values" if k.endswith(f".{LEGACY_MASK_NAME}") else k): v for k, v in state_dict.items()}
-        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
+        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name,
+                                                          rename_legacy_keys(state_dict))
 
     def _prepare_adapter_config(self, peft_config, model_config):
         family = get_family(model_config)
