@@ -129,6 +129,9 @@ def test_unified_rule_on_hand_made_logits():
     # sample 0: routed to t1, but t0's head wins on its feature -> a (right); sample 1: routed to t0, but t1's e
     # (logit 3) beats t0's b on its feature -> the wrong task
     assert unified["cil"].tolist() == [True, False, True] and unified["task_id"].tolist() == [True, False, True]
+    model.features = model.features.to(torch.bfloat16)  # a bf16 model's features, fp32 heads (PEFT's autocast)
+    assert evaluate("unified", torch.tensor([0, 1, 0]), 0)["cil"].tolist() == [True, False, True]
+    model.features = model.features.float()
     routed = evaluate("routed", torch.tensor([0, 1, 0]), 0)
     # routed: sample 0 is predicted among t1's classes only (wrong); sample 1 among t0's, where b wins (right)
     assert routed["cil"].tolist() == [False, True, True] and routed["task_id"].tolist() == [False, True, True]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..tuners.base import apply_head
 from .combined import ADAPTED_FILE, combination, combined_choice, head_inputs
 from .tasks import Task
 
@@ -148,7 +149,7 @@ def _unified(ctx, batch, inferred):
                          "task heads (soft_mask, soft_mask_prompts, dual_prompt, head_only); use routed.")
     _, features = head_inputs(ctx.model, batch, [ctx.names[t] for t in inferred.tolist()])
     with torch.no_grad():
-        logits = torch.cat([heads[n](features) for n in ctx.names], dim=-1).cpu()
+        logits = torch.cat([apply_head(heads[n], features) for n in ctx.names], dim=-1).float().cpu()
     owner = torch.cat([torch.full((w,), t) for t, w in enumerate(ctx.widths)])
     local = torch.cat([torch.arange(w) for w in ctx.widths])
     best = logits.argmax(dim=-1)
