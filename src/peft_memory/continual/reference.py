@@ -76,9 +76,9 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
             else:
                 model.load_adapter(folder, adapter_name=name)
         except ValueError as err:  # e.g. an edited adapter_config.json that no longer fits the base model
-            raise ValueError(f"{folder}: the adapter cannot be loaded onto the base model ({err}); restore its "
-                             f"adapter_config.json, or delete {folder} (and the later task folders) and run "
-                             "peft-memory train --resume to train it again.") from err
+            raise ValueError(f"{folder}: the adapter cannot be loaded onto the base model: {err} (if its "
+                             f"adapter_config.json was edited, restore it, or delete {folder} and the later task "
+                             "folders and run peft-memory train --resume to train them again)") from err
     for name in tasks:  # strictly: every weight the adapter has, no other, all finite (PEFT only warns)
         check_adapter_weights(model, name, os.path.join(output_dir, name))
     return model.eval()
