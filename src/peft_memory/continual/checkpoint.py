@@ -164,9 +164,10 @@ def check_adapter_weights(model, name: str, folder: str, weights: dict | None = 
     """
     from peft.utils import get_peft_model_state_dict
 
-    from ..tuners.soft_mask.model import rename_legacy_keys
+    if weights is None:  # callers that pass weights have renamed them already (load_adapter_weights)
+        from ..tuners.soft_mask.model import rename_legacy_keys
 
-    weights = rename_legacy_keys(load_file(adapter_weights_path(folder)) if weights is None else weights)
+        weights = rename_legacy_keys(load_file(adapter_weights_path(folder)))
     expected = get_peft_model_state_dict(model, adapter_name=name)
     problems = []
     missing = sorted(set(expected) - set(weights))
