@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors.torch import load_file
 from test_continual_trainer import minilm, run, toy_sequence
 
-from peft_memory import TaskKeys, frozen_query, prompt_id
+from peft_memory import TaskKeys, frozen_query, prompt_id, set_head_pooling
 from peft_memory.continual import ContinualTrainer, get_method, get_rule
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.evaluation import EvalContext
@@ -144,8 +144,10 @@ def test_lora_run_saves_peft_adapters_with_keys_and_reloads(tmp_path, tokenizer)
     assert sorted(saved) == sorted(live) and any("classifier" in k for k in saved)
     assert all(torch.equal(v, live[k]) for k, v in saved.items())
     assert torch.equal(load_file(tmp_path / "task_0" / KEY_FILE)["key"], trainer.method.keys.keys["task_0"].detach())
-    # the adapters are plain PEFT LoRA adapters: they load without peft_memory's tuners
-    plain = PeftModel.from_pretrained(minilm(), str(tmp_path / "task_0"), adapter_name="task_0")
+    # the adapters are plain PEFT LoRA adapters: they load without peft_memory's tuners, onto a base model whose
+    # classifier reads the run's --head_pooling (auto: MiniLM's mean pooling)
+    assert results.config["head_pooling"] == "mean"
+    plain = PeftModel.from_pretrained(set_head_pooling(minilm(), "mean"), str(tmp_path / "task_0"), adapter_name="task_0")
     plain.load_adapter(str(tmp_path / "task_1"), adapter_name="task_1")
     assert verify_run(str(tmp_path), plain.eval()) == {"task_0": 0.0, "task_1": 0.0}
     keys = TaskKeys(384)

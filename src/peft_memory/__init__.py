@@ -7,6 +7,7 @@ saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MAS
 """
 
 from . import model_card
+from .pooling import set_head_pooling
 from .registry import PeftMemoryType, register_method
 from .task_identity import gradient_id, prompt_id
 from .task_keys import TaskKeys, frozen_query
@@ -26,4 +27,4 @@ register_method(PeftMemoryType.MEMORY_TOKEN, MemoryTokenConfig, MemoryTokenModel
 model_card.install()  # peft_memory's model card in PeftModel.save_pretrained / push_to_hub (peft_memory/model_card.py)
 
 __all__ = ["DualPromptConfig", "DualPromptModel", "MemoryTokenConfig", "MemoryTokenModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "TaskKeys",
-           "frozen_query", "gradient_id", "prompt_id", "__version__"]
+           "frozen_query", "gradient_id", "prompt_id", "set_head_pooling", "__version__"]

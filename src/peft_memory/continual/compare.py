@@ -17,8 +17,9 @@ import statistics
 from dataclasses import dataclass, field
 
 from .arguments import parse_arguments
-from .checkpoint import read_json
+from .checkpoint import LEGACY_VALUES, read_json
 from .launch import build_trainer, evaluation_arguments
+from .loading import resolve_head_pooling
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
 BENCHMARKS = {
@@ -59,6 +60,10 @@ PLAN = [
 #: ``peft-memory compare --part 1`` then ``--part 2``.
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full"]}
+
+#: Arguments that change the protocol itself: slices that differ in one are never averaged together.
+PROTOCOL_FLAGS = ("head_pooling",)
+
 
 #: Hyper-parameters chosen by ``peft-memory tune`` on held-out TRAINING data (``--evaluate_on validation``, seed 0):
 #: flag -> (method trained, candidates, metric of the validation results.json, further flags).
@@ -121,7 +126,11 @@ def tuned_flags(results_dir: str, benchmark: str) -> list[str]:
 def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extra: list[str] | None = None,
               methods: list[str] | None = None, tuning_dir: str = "results/tuning") -> list[str]:
     """Train and evaluate every run of :data:`PLAN` (or ``methods``) on ``benchmark`` with ``seed``, with the
-    hyper-parameters ``tune`` chose; returns the JSON files written."""
+    hyper-parameters ``tune`` chose; returns the JSON files written.
+
+    A run whose results are already in ``results_dir`` is skipped, unless they were made under another protocol
+    (:data:`PROTOCOL_FLAGS`, e.g. a slice from before ``--head_pooling``): then it is trained again and its
+    re-evaluations redone."""
     extra = [*tuned_flags(tuning_dir, benchmark), *(extra or [])]
     out_root = os.path.join(output_dir, benchmark, f"seed_{seed}")
     res_root = os.path.join(results_dir, benchmark, f"seed_{seed}")
@@ -132,17 +141,18 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
             continue
         run_dir = os.path.join(out_root, run.method)
         target = os.path.join(res_root, f"{run.method}.json")
-        if not os.path.isfile(target):
-            argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
-                    "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
-            args = parse_arguments(argv)
+        argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
+                "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
+        args = parse_arguments(argv)
+        protocol = _protocol({"head_pooling": resolve_head_pooling(args.head_pooling, args.model)})
+        if not _done(target, protocol):
             build_trainer(args).run()
             shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             written.append(target)
         for mode, rule in run.evaluations:
             name = f"{run.method}__{mode}__{rule}"
             target = os.path.join(res_root, f"{name}.json")
-            if os.path.isfile(target):
+            if _done(target, protocol):
                 continue
             eval_dir = os.path.join(out_root, name)
             trainer = build_trainer(evaluation_arguments(run_dir, eval_dir, task_id_mode=mode, cil_rule=rule))
@@ -150,6 +160,19 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
             shutil.copyfile(os.path.join(eval_dir, "results.json"), target)
             written.append(target)
     return written
+
+
+def _protocol(config: dict) -> tuple:
+    """The values of :data:`PROTOCOL_FLAGS` in a run's ``config`` (a run from before a flag: its legacy value)."""
+    config = {**LEGACY_VALUES, **config}
+    return tuple(config.get(flag) for flag in PROTOCOL_FLAGS)
+
+
+def _done(target: str, protocol: tuple) -> bool:
+    """Whether ``target`` holds results made under ``protocol``."""
+    if not os.path.isfile(target):
+        return False
+    return _protocol(read_json(target, "delete it: peft-memory compare runs it again").get("config", {})) == protocol
 
 
 # ------------------------------------------------------------------ the table
@@ -169,16 +192,26 @@ def _cell(values: list[float | None]) -> str:
 
 
 def collect(results_dir: str, benchmark: str) -> dict[tuple[str, str, str], dict[int, dict]]:
-    """``{(method, task-identity rule, cil rule): {seed: results}}`` of the committed slices of ``benchmark``."""
-    rows: dict = {}
+    """``{(method, task-identity rule, cil rule): {seed: results}}`` of the committed slices of ``benchmark``.
+
+    When the committed results differ in a :data:`PROTOCOL_FLAGS` argument (a slice run before ``--head_pooling``
+    existed, beside one run after), the method's name carries its value, e.g. ``head_only (head_pooling=mean)``: each
+    protocol gets its own rows and its own seeds."""
+    found = []
     root = os.path.join(results_dir, benchmark)
     for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         seed = int(seed_dir.removeprefix("seed_"))
         for name in sorted(os.listdir(os.path.join(root, seed_dir))):
             r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
-            ti = r["task_identity"]
-            key = (r["method"], ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
-            rows.setdefault(key, {})[seed] = r
+            found.append((seed, r, _protocol(r.get("config", {}))))
+    mixed = [i for i, flag in enumerate(PROTOCOL_FLAGS) if len({p[i] for _, _, p in found}) > 1]
+    rows: dict = {}
+    for seed, r, protocol in found:
+        ti = r["task_identity"]
+        label = " ".join(f"({PROTOCOL_FLAGS[i]}={protocol[i]})" for i in mixed)
+        key = (f"{r['method']} {label}".strip(), ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"),
+               ti.get("cil_rule", "routed"))
+        rows.setdefault(key, {})[seed] = r
     return rows
 
 
@@ -189,11 +222,11 @@ def markdown_table(results_dir: str, benchmark: str) -> str:
     if not rows:
         return f"(no slice of {benchmark} committed under {results_dir})"
     bounds = {k: statistics.mean(r["average_accuracy"] for r in v.values()) for k, v in rows.items()
-              if (k[0], k[1]) in UPPER_BOUNDS}
+              if (k[0].split()[0], k[1]) in UPPER_BOUNDS}
     best_bound = max(bounds, key=bounds.get) if bounds else None
     lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|"]
-    for key in sorted(rows, key=lambda k: (PLAN_ORDER.get(k[0], 99), k[1], k[2])):
+    for key in sorted(rows, key=lambda k: (PLAN_ORDER.get(k[0].split()[0], 99), k[0], k[1], k[2])):
         runs = rows[key]
         method = f"**{key[0]}** (upper bound)" if key == best_bound else key[0]
         cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]

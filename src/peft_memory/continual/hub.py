@@ -74,7 +74,7 @@ Task identity: {ti.label}, {ti.note}.
 
 ## Use
 
-{usage(auto, hub_id or results.base_model, repo_id or "<repo_id>", adapters)}
+{usage(auto, hub_id or results.base_model, repo_id or "<repo_id>", adapters, results.config.get("head_pooling", "pooler"))}
 
 `peft-memory evaluate` re-evaluates the adapters with another task-identity rule; `results.json` holds the accuracy
 matrices and the run's arguments.

@@ -49,6 +49,15 @@ def resolve_query_pooling(requested: str, model: str) -> str:
     return "classifier"
 
 
+def resolve_head_pooling(requested: str, model: str) -> str:
+    """``--head_pooling``: ``auto`` becomes the model's sentence-transformers pooling (``mean`` or ``cls``, read as
+    :func:`resolve_query_pooling` reads it), else ``pooler`` (the classifier's own input). Any other value is returned
+    unchanged."""
+    if requested != "auto":
+        return requested
+    return {"mean": "mean", "cls": "cls"}.get(resolve_query_pooling("auto", model), "pooler")
+
+
 def load_sequence(args: ContinualArguments):
     """The :class:`TaskSequence` of ``args.dataset`` (:func:`~peft_memory.continual.custom_data.load_custom_sequence`)
     or of ``args.benchmark``."""
@@ -98,7 +107,8 @@ def check_model_limits(args: ContinualArguments) -> None:
 
 def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality: str | None = None):
     """The base model (``AutoModelFor{Sequence,Image}Classification``, ``num_labels`` outputs, a classifier of
-    another width re-initialised) and its input pipeline; ``modality``
+    another width re-initialised; a text model's classifier reads ``--head_pooling``, :func:`peft_memory.pooling.
+    set_head_pooling`) and its input pipeline; ``modality``
     (``"text"`` or ``"image"``, a :attr:`TaskSequence.modality`) defaults to the one of ``args.benchmark``."""
     from transformers import (
         AutoImageProcessor,
@@ -108,6 +118,7 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
     )
 
     from ..families import enable_position_interpolation, get_family
+    from ..pooling import set_head_pooling
     from .data import ImageInputs, TextInputs
 
     text = modality == "text" if modality else args.benchmark in TEXT_BENCHMARKS
@@ -120,6 +131,7 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
     if text:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
         get_family(model)
+        set_head_pooling(model, resolve_head_pooling(args.head_pooling, args.model))
         return model, TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
     model = AutoModelForImageClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
     get_family(model)

@@ -47,7 +47,7 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         output_dir: the run's folder (``results.json`` and one adapter folder per task).
         tasks: the adapters to load (any subset); default: every saved task adapter.
         base_model: the base model; default: the run's own (``--model``, with its pre-processing hooks), from the
-            arguments saved in ``results.json``.
+            arguments saved in ``results.json``. A given one gets the run's ``--head_pooling``.
 
     Raises:
         FileNotFoundError / ValueError: a missing or corrupted ``adapter_model.safetensors`` (pickled weights are
@@ -64,6 +64,10 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         num_labels = max(len(t.label_names) for t in results.tasks)  # TaskSequence.max_task_classes
         base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels,
                                                 results.data.get("modality"))
+    else:  # the classifier must read the feature the heads were trained on
+        from ..pooling import set_head_pooling
+
+        set_head_pooling(base_model, results.config.get("head_pooling", "pooler"))
     for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin
         load_adapter_config(os.path.join(output_dir, name))  # errors name the file (a truncated or edited config)
         adapter_weights_path(os.path.join(output_dir, name))

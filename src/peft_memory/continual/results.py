@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from .checkpoint import atomic_write_json, read_json
+from .checkpoint import LEGACY_VALUES, atomic_write_json, read_json
 
 RESULTS_FILE = "results.json"
 #: Layout version of ``results.json``. Files written before the field existed are version 1.
@@ -134,6 +134,7 @@ class RunResults:
         values["tasks"] = [TaskRecord(**t) for t in data["tasks"]]
         values["task_identity"] = TaskIdentityRecord(**data["task_identity"])
         values["schema_version"] = SCHEMA_VERSION
+        values["config"] = {**LEGACY_VALUES, **values.get("config", {})}  # a run from before a flag existed
         return cls(**values)
 
     def save(self, folder: str) -> str:

@@ -26,6 +26,7 @@ from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
 from ..class_statistics import ClassStatistics
+from ..pooling import set_head_pooling
 from . import checkpoint
 from .arguments import ContinualArguments
 from .checkpoint import run_config
@@ -33,7 +34,7 @@ from .collection import StatisticsCollector
 from .combined import ADAPTED_FILE
 from .data import make_loader
 from .evaluation import EvalContext, check_cil_rule
-from .loading import resolve_query_pooling
+from .loading import resolve_head_pooling, resolve_query_pooling
 from .methods import ContinualMethod, get_method
 from .optimization import optimize
 from .output_dir import prepare_output_dir, release_output_dir
@@ -85,6 +86,9 @@ class ContinualTrainer:
         )
         if args.query_pooling == "auto":
             args = replace(args, query_pooling=resolve_query_pooling(args.query_pooling, args.model))
+        if args.head_pooling == "auto":
+            args = replace(args, head_pooling=resolve_head_pooling(args.head_pooling, args.model))
+        set_head_pooling(base_model, args.head_pooling)  # load_model_and_pipeline did it already: then a no-op
         self.base_model, self.sequence, self.pipeline, self.args = base_model, sequence, pipeline, args
         self.method = method or get_method(args.method)(args)
         self.callbacks = list(callbacks)

