@@ -204,3 +204,15 @@ def test_a_slice_trains_again_what_was_run_under_another_protocol(tmp_path, monk
     assert calls == [("train", "head_only"), ("evaluate", "head_only")]
     assert json.loads((old / "head_only.json").read_text())["config"]["head_pooling"] == "mean"
     assert compare.run_slice(*slice_args) == [] and len(calls) == 2  # now current: skipped
+
+
+def test_mean_pooling_of_a_vit_is_refused_before_anything_loads(tmp_path):
+    from peft_memory.continual.launch import build_trainer
+
+    make_model("vit_cls").save_pretrained(tmp_path / "vit")
+    args = ContinualArguments(model=str(tmp_path / "vit"), benchmark="fashion_mnist_5split", head_pooling="mean",
+                              output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=rf"^--head_pooling mean replaces BERT's pooler, and {tmp_path}/vit is a vit "
+                                         r"model; pass --head_pooling pooler \(or auto\)\.$"):
+        build_trainer(args)
+    assert not (tmp_path / "out").exists()

@@ -88,10 +88,12 @@ def load_sequence(args: ContinualArguments):
 
 
 def check_model_limits(args: ContinualArguments) -> None:
-    """Check ``--max_length`` against the model's position limit (its config only; nothing else loads).
+    """Check ``--max_length`` against the model's position limit, and ``--head_pooling`` against its family (its
+    config only; nothing else loads).
 
     Raises:
-        ValueError: if ``--max_length`` exceeds ``max_position_embeddings`` of a text model's config.
+        ValueError: if ``--max_length`` exceeds ``max_position_embeddings`` of a text model's config, or
+            ``--head_pooling mean``/``cls`` is given for a model that is not BERT.
     """
     from transformers import AutoConfig
 
@@ -99,6 +101,9 @@ def check_model_limits(args: ContinualArguments) -> None:
         config = AutoConfig.from_pretrained(resolve_model_path(args.model))
     except (OSError, ValueError):  # not a readable model: the real load reports it
         return
+    if args.head_pooling not in ("auto", "pooler") and config.model_type != "bert":
+        raise ValueError(f"--head_pooling {args.head_pooling} replaces BERT's pooler, and {args.model} is a "
+                         f"{config.model_type} model; pass --head_pooling pooler (or auto).")
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and args.max_length > limit:
         raise ValueError(f"--max_length {args.max_length} exceeds the model's {limit} positions "
