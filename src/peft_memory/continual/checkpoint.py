@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng_state.safetensors"  # RNG states of runs written before they moved into STATE_FILE
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-#: The value a run recorded before a flag existed had, where it differs from the flag's default today (a run of
-#: peft_memory 0.1 classified BERT's pooler output; ``--head_pooling auto`` now picks MiniLM's mean pooling).
+#: The value a run recorded before a flag existed had, where it differs from the flag's default today (a run from
+#: before ``--head_pooling`` classified BERT's pooler output; ``auto`` now picks MiniLM's mean pooling).
 LEGACY_VALUES = {"head_pooling": "pooler"}
 #: arguments that change how a run executes, not what it computes: a resume may change them. (DataLoader workers are
 #: not among them: augmentation draws its random numbers in the workers.)
