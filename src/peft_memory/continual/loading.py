@@ -49,12 +49,17 @@ def resolve_query_pooling(requested: str, model: str) -> str:
     return "classifier"
 
 
-def resolve_head_pooling(requested: str, model: str) -> str:
+def resolve_head_pooling(requested: str, model: str, base_model=None) -> str:
     """``--head_pooling``: ``auto`` becomes the model's sentence-transformers pooling (``mean`` or ``cls``, read as
-    :func:`resolve_query_pooling` reads it), else ``pooler`` (the classifier's own input). Any other value is returned
-    unchanged."""
+    :func:`resolve_query_pooling` reads it), else ``pooler`` (the classifier's own input); ``pooler`` too when
+    ``base_model`` is given and has no BERT pooler to replace (a ViT). Any other value is returned unchanged."""
     if requested != "auto":
         return requested
+    if base_model is not None:
+        from ..families import bare_model, get_family
+
+        if get_family(base_model).name != "bert" or getattr(bare_model(base_model), "pooler", None) is None:
+            return "pooler"
     return {"mean": "mean", "cls": "cls"}.get(resolve_query_pooling("auto", model), "pooler")
 
 

@@ -87,7 +87,7 @@ class ContinualTrainer:
         if args.query_pooling == "auto":
             args = replace(args, query_pooling=resolve_query_pooling(args.query_pooling, args.model))
         if args.head_pooling == "auto":
-            args = replace(args, head_pooling=resolve_head_pooling(args.head_pooling, args.model))
+            args = replace(args, head_pooling=resolve_head_pooling(args.head_pooling, args.model, base_model))
         set_head_pooling(base_model, args.head_pooling)  # load_model_and_pipeline did it already: then a no-op
         self.base_model, self.sequence, self.pipeline, self.args = base_model, sequence, pipeline, args
         self.method = method or get_method(args.method)(args)
