@@ -89,6 +89,7 @@ compare: setup
 # The README's tables: mean +- std over whatever slices are committed, written between the README's markers.
 compare-table: setup
 	$(CLI) compare-table results/compare wordnet --readme README.md
+	$(CLI) compare-table results/compare wordnet_pooler_output --readme README.md
 	$(CLI) compare-table results/compare fashion_mnist --readme README.md
 
 # The shape of Sandler et al. 2022, Table 2 on 5-split Fashion-MNIST with the ViT: head only, head + class token
