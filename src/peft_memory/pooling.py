@@ -38,7 +38,7 @@ class TokenPooler(nn.Module):
     """A parameter-free stand-in for ``BertPooler``: ``(batch, seq_len, hidden)`` -> ``(batch, hidden)``.
 
     ``BertPooler.forward`` receives only the hidden states; the attention mask of the current forward is handed over
-    by a forward pre-hook on the bare encoder (:func:`set_head_pooling`).
+    by a forward pre-hook on the bare encoder (:func:`set_head_pooling`) and dropped once read.
     """
 
     def __init__(self, pooling: str):
@@ -47,10 +47,17 @@ class TokenPooler(nn.Module):
         self.attention_mask: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return pool_tokens(hidden_states, self.attention_mask, self.pooling)
+        mask, self.attention_mask = self.attention_mask, None  # hold no batch between forwards
+        return pool_tokens(hidden_states, mask, self.pooling)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}"
+
+
+def not_bert_message(pooling: str, what: str) -> str:
+    """The refusal of ``mean``/``cls`` ``pooling`` for a model without a BERT pooler; ``what`` says which model."""
+    return (f"head pooling {pooling!r} replaces BERT's pooler, and {what}; pass --head_pooling pooler (the "
+            "classifier's own input; auto picks it for such a model).")
 
 
 def head_pooling_of(model: nn.Module) -> str:
@@ -89,8 +96,7 @@ def set_head_pooling(model: nn.Module, pooling: str) -> nn.Module:
     bare = bare_model(model)
     if family.name != "bert" or getattr(bare, "pooler", None) is None:
         what = f"a {family.name} model" if family.name != "bert" else "a BERT model without a pooler"
-        raise ValueError(f"head pooling {pooling!r} replaces BERT's pooler, and this is {what}; pass "
-                         "--head_pooling pooler (the classifier's own input).")
+        raise ValueError(not_bert_message(pooling, f"this is {what}"))
     pooler = TokenPooler(pooling)
     if current == "pooler":  # first replacement: the mask reaches the pooler through a pre-hook on the encoder
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import statistics
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .arguments import parse_arguments
 from .checkpoint import LEGACY_VALUES, read_json
@@ -61,15 +62,35 @@ PLAN = [
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full"]}
 
-#: Arguments that change the protocol itself: slices that differ in one are never averaged together.
-PROTOCOL_FLAGS = ("head_pooling",)
+#: Arguments that change the protocol itself, each with its value as a run records it (``auto`` resolved): slices
+#: that differ in one are never averaged together, and a result of another protocol is made again.
+PROTOCOL_FLAGS = {"head_pooling": lambda args: resolve_head_pooling(args.head_pooling, args.model)}
 
 
-#: Hyper-parameters chosen by ``peft-memory tune`` on held-out TRAINING data (``--evaluate_on validation``, seed 0):
-#: flag -> (method trained, candidates, metric of the validation results.json, further flags).
+def protocol_of(args) -> tuple:
+    """The values of :data:`PROTOCOL_FLAGS` a run with the parsed ``args`` records."""
+    return tuple(resolve(args) for resolve in PROTOCOL_FLAGS.values())
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One hyper-parameter ``peft-memory tune`` chooses: ``method`` trained once per value of ``candidates`` with
+    ``fixed`` further flags, scored by ``metric`` of its validation ``results.json``. ``reads_heads``: whether that
+    metric reads the task heads, so that a :data:`PROTOCOL_FLAGS` change (the heads' input) makes the scores stale;
+    Prompt-ID's task identity does not (the keys match the frozen query, and their loss never reaches a head)."""
+
+    method: str
+    candidates: tuple[float, ...]
+    metric: str
+    fixed: tuple[str, ...] = ()
+    reads_heads: bool = True
+
+
+#: Hyper-parameters chosen by ``peft-memory tune`` on held-out TRAINING data (``--evaluate_on validation``, seed 0).
 TUNING = {
-    "key_learning_rate": ("dual_prompt", (1e-3, 1e-2, 1e-1), "task_id_accuracy", ["--cil_rule", "routed"]),
-    "finetune_learning_rate": ("joint_full", (2e-5, 1e-4), "average_accuracy", []),
+    "key_learning_rate": Tuning("dual_prompt", (1e-3, 1e-2, 1e-1), "task_id_accuracy", ("--cil_rule", "routed"),
+                                reads_heads=False),
+    "finetune_learning_rate": Tuning("joint_full", (2e-5, 1e-4), "average_accuracy"),
 }
 
 
@@ -77,7 +98,9 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
          flags: list[str] | None = None) -> dict:
     """Each :data:`TUNING` flag's candidates (or only those of ``flags``) trained on ``benchmark`` (seed 0) and
     evaluated on the held-out training samples; writes ``<results_dir>/<benchmark>/<flag>_<value>.json`` and adds
-    the best value of each flag to ``chosen.json``, which :func:`run_slice` passes to every run.
+    the best value of each flag to ``chosen.json``, which :func:`run_slice` passes to every run. A value measured
+    already is read, not trained again, unless it was measured under another protocol and its metric reads the heads
+    (:attr:`Tuning.reads_heads`).
 
     Raises:
         ValueError: if ``flags`` names a flag :data:`TUNING` does not have.
@@ -91,23 +114,23 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
     chosen = {}
     if os.path.isfile(chosen_path):
         chosen = read_json(chosen_path, "delete it: peft-memory tune writes it again")
-    for flag, (method, candidates, metric, fixed) in TUNING.items():
+    for flag, spec in TUNING.items():
         if flags and flag not in flags:
             continue
         scores = {}
-        for value in candidates:
+        for value in spec.candidates:
             target = os.path.join(root, f"{flag}_{value:g}.json")
-            if not os.path.isfile(target):
-                run_dir = os.path.join(output_dir, benchmark, f"{flag}_{value:g}")
-                argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", method, "--seed", str(seed),
-                        "--evaluate_on", "validation", f"--{flag}", str(value), *fixed, "--output_dir", run_dir,
-                        "--overwrite_output_dir"]
-                args = parse_arguments(argv)
+            run_dir = os.path.join(output_dir, benchmark, f"{flag}_{value:g}")
+            argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", spec.method, "--seed", str(seed),
+                    "--evaluate_on", "validation", f"--{flag}", str(value), *spec.fixed, "--output_dir", run_dir,
+                    "--overwrite_output_dir"]
+            args = parse_arguments(argv)
+            if not (_done(target, protocol_of(args)) or (os.path.isfile(target) and not spec.reads_heads)):
                 build_trainer(args).run()
                 shutil.copyfile(os.path.join(run_dir, "results.json"), target)
-            scores[value] = read_json(target, "delete it: peft-memory tune runs that value again")[metric]
+            scores[value] = read_json(target, "delete it: peft-memory tune runs that value again")[spec.metric]
         chosen[flag] = max(scores, key=scores.get)
-        print(f"{flag}: validation {metric} " + ", ".join(f"{v:g}: {100 * s:.1f}" for v, s in scores.items())
+        print(f"{flag}: validation {spec.metric} " + ", ".join(f"{v:g}: {100 * s:.1f}" for v, s in scores.items())
               + f" -> {chosen[flag]:g}")
         with open(chosen_path, "w") as f:
             json.dump(chosen, f, indent=2)
@@ -144,7 +167,7 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
         argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
                 "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
         args = parse_arguments(argv)
-        protocol = _protocol({"head_pooling": resolve_head_pooling(args.head_pooling, args.model)})
+        protocol = protocol_of(args)
         if not _done(target, protocol):
             build_trainer(args).run()
             shutil.copyfile(os.path.join(run_dir, "results.json"), target)
@@ -191,11 +214,26 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def collect(results_dir: str, benchmark: str) -> dict[tuple[str, str, str], dict[int, dict]]:
-    """``{(method, task-identity rule, cil rule): {seed: results}}`` of the committed slices of ``benchmark``.
+class Row(NamedTuple):
+    """One row of the table: a method (with the :data:`PROTOCOL_FLAGS` values that set it apart, ``protocol``, empty
+    when every committed slice shares them) and its task-identity and CIL rules."""
+
+    method: str
+    protocol: str
+    task_identity: str
+    cil_rule: str
+
+    @property
+    def name(self) -> str:
+        """The method column, e.g. ``head_only (head_pooling=mean)``."""
+        return f"{self.method} {self.protocol}".strip()
+
+
+def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
+    """``{row: {seed: results}}`` of the committed slices of ``benchmark``.
 
     When the committed results differ in a :data:`PROTOCOL_FLAGS` argument (a slice run before ``--head_pooling``
-    existed, beside one run after), the method's name carries its value, e.g. ``head_only (head_pooling=mean)``: each
+    existed, beside one run after), each row carries its value, shown as ``head_only (head_pooling=mean)``: each
     protocol gets its own rows and its own seeds."""
     found = []
     root = os.path.join(results_dir, benchmark)
@@ -204,14 +242,14 @@ def collect(results_dir: str, benchmark: str) -> dict[tuple[str, str, str], dict
         for name in sorted(os.listdir(os.path.join(root, seed_dir))):
             r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
             found.append((seed, r, _protocol(r.get("config", {}))))
-    mixed = [i for i, flag in enumerate(PROTOCOL_FLAGS) if len({p[i] for _, _, p in found}) > 1]
+    flags = list(PROTOCOL_FLAGS)
+    mixed = [i for i in range(len(flags)) if len({p[i] for _, _, p in found}) > 1]
     rows: dict = {}
     for seed, r, protocol in found:
         ti = r["task_identity"]
-        label = " ".join(f"({PROTOCOL_FLAGS[i]}={protocol[i]})" for i in mixed)
-        key = (f"{r['method']} {label}".strip(), ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"),
-               ti.get("cil_rule", "routed"))
-        rows.setdefault(key, {})[seed] = r
+        row = Row(r["method"], " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
+                  ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
+        rows.setdefault(row, {})[seed] = r
     return rows
 
 
@@ -221,16 +259,17 @@ def markdown_table(results_dir: str, benchmark: str) -> str:
     rows = collect(results_dir, benchmark)
     if not rows:
         return f"(no slice of {benchmark} committed under {results_dir})"
-    bounds = {k: statistics.mean(r["average_accuracy"] for r in v.values()) for k, v in rows.items()
-              if (k[0].split()[0], k[1]) in UPPER_BOUNDS}
+    bounds = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
+              if (row.method, row.task_identity) in UPPER_BOUNDS}
     best_bound = max(bounds, key=bounds.get) if bounds else None
     lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|"]
-    for key in sorted(rows, key=lambda k: (PLAN_ORDER.get(k[0].split()[0], 99), k[0], k[1], k[2])):
-        runs = rows[key]
-        method = f"**{key[0]}** (upper bound)" if key == best_bound else key[0]
+    for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method, 99), *row)):
+        runs = rows[row]
+        method = f"**{row.name}** (upper bound)" if row == best_bound else row.name
         cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
-        lines.append(f"| {method} | {key[1]} | {key[2]} | " + " | ".join(cells) + f" | {','.join(map(str, runs))} |")
+        lines.append(f"| {method} | {row.task_identity} | {row.cil_rule} | " + " | ".join(cells)
+                     + f" | {','.join(map(str, runs))} |")
     return "\n".join(lines)
 
 

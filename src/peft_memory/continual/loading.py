@@ -107,8 +107,9 @@ def check_model_limits(args: ContinualArguments) -> None:
     except (OSError, ValueError):  # not a readable model: the real load reports it
         return
     if args.head_pooling not in ("auto", "pooler") and config.model_type != "bert":
-        raise ValueError(f"--head_pooling {args.head_pooling} replaces BERT's pooler, and {args.model} is a "
-                         f"{config.model_type} model; pass --head_pooling pooler (or auto).")
+        from ..pooling import not_bert_message
+
+        raise ValueError(not_bert_message(args.head_pooling, f"{args.model} is a {config.model_type} model"))
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and args.max_length > limit:
         raise ValueError(f"--max_length {args.max_length} exceeds the model's {limit} positions "
