@@ -130,13 +130,46 @@ def test_a_run_records_its_pooling_and_reloads_with_it(tmp_path, tokenizer):
     assert line in str(model_card(results)) and line in str(adapter_card(reloaded))
     assert "set_head_pooling" not in str(adapter_card(get_peft_model(make_model("bert_cls"), SoftMaskConfig())))
 
-    # A results.json without the flag was written when heads read the pooler output: it reloads that way.
-    path = tmp_path / "results.json"
-    data = json.loads(path.read_text())
-    del data["config"]["head_pooling"]
-    path.write_text(json.dumps(data))
+    # A run without the flag (results.json, adapter configs) was made when heads read the pooler output: it reloads
+    # that way.
+    for path, key in [(tmp_path / "results.json", "config"), *((p, None) for p in tmp_path.glob("*/adapter_config.json"))]:
+        data = json.loads(path.read_text())
+        del (data[key] if key else data)["head_pooling"]
+        path.write_text(json.dumps(data))
     assert RunResults.load(str(tmp_path)).config["head_pooling"] == "pooler"
     assert head_pooling_of(load_run(str(tmp_path)).get_base_model()) == "pooler"
+
+
+NEW_CONFIG = {"soft_mask": lambda: SoftMaskConfig(num_labels=3, init_weights=False),
+              "dual_prompt": lambda: DualPromptConfig(num_labels=3, g_prompt_layers=[0], e_prompt_layers=[1, 2]),
+              "memory_token": lambda: MemoryTokenConfig(num_labels=3, num_memory_tokens=2)}
+
+
+@pytest.mark.parametrize("method", sorted(NEW_CONFIG))
+def test_an_adapter_records_its_pooling_and_applies_it_on_loading(tmp_path, method):
+    """``adapter_config.json`` carries the head pooling: ``PeftModel.from_pretrained`` onto an untouched base model
+    reproduces the logits with no ``set_head_pooling`` call; a base model set to another pooling is refused."""
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    model = get_peft_model(set_head_pooling(make_model("bert_cls"), "mean"), NEW_CONFIG[method](), "t0").eval()
+    assert model.peft_config["t0"].head_pooling == "mean"
+    inputs = make_inputs("bert_cls")
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "t0" / "adapter_config.json").read_text())["head_pooling"] == "mean"
+    reloaded = PeftModel.from_pretrained(make_model("bert_cls"), tmp_path / "t0", adapter_name="t0").eval()
+    assert head_pooling_of(reloaded.get_base_model()) == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"^adapter 't0' was trained with head pooling 'mean', but this base model's "
+                                         r"heads read 'cls'\. Load it onto an untouched base model"):
+        PeftModel.from_pretrained(set_head_pooling(make_model("bert_cls"), "cls"), tmp_path / "t0", adapter_name="t0")
+    pooler = get_peft_model(make_model("bert_cls"), NEW_CONFIG[method](), "p0")  # records 'pooler'
+    assert pooler.peft_config["p0"].head_pooling == "pooler"
+    with pytest.raises(ValueError, match=r"heads read 'pooler' for the adapters it carries\. Load it"):
+        pooler.load_adapter(str(tmp_path / "t0"), adapter_name="t0")
 
 
 def test_a_resume_of_a_run_from_before_the_flag_names_it(tmp_path):

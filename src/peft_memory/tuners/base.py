@@ -110,6 +110,7 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
         config = self.peft_config[adapter_name]
         get_family(model)  # a model of another family (or no transformers model): the family error with its fix
         config.check_base_model(model, adapter_name)  # every peft_memory config has CompatibilityFields
+        config.check_head_pooling(model, adapter_name, shared=any(n != adapter_name for n in self.peft_config))
         drop_task_type_classifier(config)
         self._once("heads", lambda: self._setup_heads(model))
         super().inject_adapter(model, adapter_name, *args, **kwargs)

@@ -6,6 +6,10 @@ Every peft_memory config carries :class:`CompatibilityFields`, saved in ``adapte
   refused when it is built (its format may differ); patch versions are compatible.
 - ``base_model_hidden_size`` / ``base_model_num_layers``: filled in when the adapter is first injected. Loading the
   adapter onto a base model of another size is refused before any weight is touched.
+- ``head_pooling``: the sentence feature the task head reads (:func:`peft_memory.set_head_pooling`), filled in on
+  first injection. Loading the adapter onto an untouched BERT base model applies it (``PeftModel.from_pretrained``
+  needs no extra call); a base model already set to another pooling is refused. A config without it (saved before
+  the field existed) is loaded as it always was.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ class CompatibilityFields:
     )
     base_model_num_layers: int | None = field(
         default=None, metadata={"help": "num_hidden_layers of that base model (set on injection)."}
+    )
+    head_pooling: str | None = field(
+        default=None, metadata={"help": "The feature the task head reads: 'pooler' (the model's classifier input), "
+                                        "'mean' or 'cls' (peft_memory.set_head_pooling); set on injection, applied "
+                                        "when the adapter is loaded onto an untouched base model."}
     )
 
     def check_version(self) -> None:
@@ -58,3 +67,29 @@ class CompatibilityFields:
                 f"and num_hidden_layers={layers}. Load the adapter onto {origin} (or, when reusing one config "
                 "object for several base models, pass a fresh config to each)."
             )
+
+    def check_head_pooling(self, model, adapter_name: str, shared: bool) -> None:
+        """Record the head pooling of ``model`` on first use; on a later injection (a reload), make ``model`` read the
+        recorded one, or raise ``ValueError`` if it cannot.
+
+        Args:
+            model: the transformers model the adapter is injected into.
+            adapter_name: used in the error message.
+            shared: whether ``model`` already carries other adapters of this tuner (whose heads read its current
+                pooling, so it may not change).
+        """
+        from ..pooling import head_pooling_of, set_head_pooling
+
+        current = head_pooling_of(model)
+        if self.head_pooling is None:
+            self.head_pooling = current
+            return
+        if self.head_pooling == current:
+            return
+        if current != "pooler" or shared:
+            raise ValueError(
+                f"adapter {adapter_name!r} was trained with head pooling {self.head_pooling!r}, but this base model's "
+                f"heads read {current!r}{' for the adapters it carries' if shared else ''}. Load it onto an untouched "
+                f"base model (the adapter sets its pooling itself) or one prepared with "
+                f"peft_memory.set_head_pooling(model, {self.head_pooling!r}).")
+        set_head_pooling(model, self.head_pooling)
