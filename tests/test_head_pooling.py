@@ -154,6 +154,9 @@ def test_an_adapter_records_its_pooling_and_applies_it_on_loading(tmp_path, meth
     torch.manual_seed(0)
     model = get_peft_model(set_head_pooling(make_model("bert_cls"), "mean"), NEW_CONFIG[method](), "t0").eval()
     assert model.peft_config["t0"].head_pooling == "mean"
+    with pytest.raises(ValueError, match=r"^head_pooling='max' is unknown; use one of \['pooler', 'mean', 'cls'\], or "
+                                         r"leave it unset"):
+        type(model.peft_config["t0"])(head_pooling="max")
     inputs = make_inputs("bert_cls")
     with torch.no_grad():
         expected = model(**inputs).logits

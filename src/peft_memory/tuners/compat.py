@@ -68,6 +68,14 @@ class CompatibilityFields:
                 "object for several base models, pass a fresh config to each)."
             )
 
+    def check_head_pooling_value(self) -> None:
+        """Raises ``ValueError`` if ``head_pooling`` is set to a value :func:`peft_memory.set_head_pooling` lacks."""
+        from ..pooling import HEAD_POOLINGS
+
+        if self.head_pooling is not None and self.head_pooling not in HEAD_POOLINGS:
+            raise ValueError(f"head_pooling={self.head_pooling!r} is unknown; use one of {list(HEAD_POOLINGS)}, or "
+                             "leave it unset (recorded from the base model on injection).")
+
     def check_head_pooling(self, model, adapter_name: str, shared: bool) -> None:
         """Record the head pooling of ``model`` on first use; on a later injection (a reload), make ``model`` read the
         recorded one, or raise ``ValueError`` if it cannot.

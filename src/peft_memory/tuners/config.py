@@ -68,6 +68,7 @@ class TaskAdapterConfig(HeadFields, CompatibilityFields, PeftConfig):
         super().__post_init__()
         self.peft_type = self.PEFT_TYPE
         self.check_version()
+        self.check_head_pooling_value()
         self.validate_head()
         self.validate()
 

@@ -27,7 +27,8 @@ class DualPromptConfig(PromptFields, TaskAdapterConfig):
         num_labels (`Optional[int]`), label_names (`Optional[list[str]]`): the task's head and class names.
         target_modules: unused (prompts attach through the attention-injection mechanism, no layer is wrapped).
         peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
-            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
+            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically
+            (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: for negative layers or lengths, both lengths 0, or inconsistent ``num_labels``/``label_names``.

@@ -40,7 +40,8 @@ class MemoryTokenConfig(TaskAdapterConfig):
             vocabularies; an id outside the vocabulary raises ``ValueError`` at ``get_peft_model``).
         num_labels (`Optional[int]`), label_names (`Optional[list[str]]`): the task's head and class names.
         peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
-            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
+            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically
+            (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: for a negative ``num_memory_tokens``, a non-positive ``init_std``, an unknown ``attention``,

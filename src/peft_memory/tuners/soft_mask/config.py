@@ -44,7 +44,8 @@ class SoftMaskConfig(PromptFields, TaskAdapterConfig):
         use_prompts (`bool`): also give the task DualPrompt G-/E-prompts and a key (DualPrompt-Soft-TF, the
             paper's best setting); the prompt fields of :class:`DualPromptConfig` apply (default ``False``).
         peft_memory_version (`str`), base_model_hidden_size (`Optional[int]`), base_model_num_layers
-            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically (:class:`peft_memory.tuners.compat.CompatibilityFields`).
+            (`Optional[int]`), head_pooling (`Optional[str]`): recorded automatically
+            (:class:`peft_memory.tuners.compat.CompatibilityFields`).
 
     Raises:
         ValueError: on a non-finite ``mask_init``, a non-positive ``num_labels``, ``label_names`` whose length differs
