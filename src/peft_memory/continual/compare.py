@@ -125,7 +125,8 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
                     "--evaluate_on", "validation", f"--{flag}", str(value), *spec.fixed, "--output_dir", run_dir,
                     "--overwrite_output_dir"]
             args = parse_arguments(argv)
-            if not (_done(target, protocol_of(args)) or (os.path.isfile(target) and not spec.reads_heads)):
+            stale = not os.path.isfile(target) or (spec.reads_heads and not _done(target, protocol_of(args)))
+            if stale:
                 build_trainer(args).run()
                 shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             scores[value] = read_json(target, "delete it: peft-memory tune runs that value again")[spec.metric]

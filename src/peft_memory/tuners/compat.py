@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..pooling import HEAD_POOLINGS, head_pooling_of, set_head_pooling
 from ..version import __version__
 
 
@@ -70,8 +71,6 @@ class CompatibilityFields:
 
     def check_head_pooling_value(self) -> None:
         """Raises ``ValueError`` if ``head_pooling`` is set to a value :func:`peft_memory.set_head_pooling` lacks."""
-        from ..pooling import HEAD_POOLINGS
-
         if self.head_pooling is not None and self.head_pooling not in HEAD_POOLINGS:
             raise ValueError(f"head_pooling={self.head_pooling!r} is unknown; use one of {list(HEAD_POOLINGS)}, or "
                              "leave it unset (recorded from the base model on injection).")
@@ -86,8 +85,6 @@ class CompatibilityFields:
             shared: whether ``model`` already carries other adapters of this tuner (whose heads read its current
                 pooling, so it may not change).
         """
-        from ..pooling import head_pooling_of, set_head_pooling
-
         current = head_pooling_of(model)
         if self.head_pooling is None:
             self.head_pooling = current
