@@ -1,6 +1,6 @@
 """The class-statistics task-identity rules (nearest_mean, gaussian) and the class-incremental rules (routed, unified,
-combined): per-sample inference on a mixed batch equals each sample alone, DualPrompt's unified classifier on
-hand-made logits, and the combined rule by hand."""
+combined, product): per-sample inference on a mixed batch equals each sample alone, DualPrompt's unified classifier
+and the product rule on hand-made logits, and the combined rule by hand."""
 
 from types import SimpleNamespace
 
@@ -92,6 +92,42 @@ def test_combined_rule_on_a_mixed_batch_equals_each_sample_alone():
     assert torch.equal(together[0.0][0], prior.argmax(-1))  # beta = 0: the class statistics alone
 
 
+def test_class_scores_of_each_task_are_the_gaussians_columns_in_local_order():
+    """Tasks of 1, 2 and 3 classes whose global ids are not in training order: ``(batch, T, W)`` with -inf padding."""
+    model = three_task_model()
+    seen = [Task("t0", ["a"], [None], [None], [4]), Task("t1", ["a", "b"], [None], [None], [5, 0]),
+            Task("t2", ["a", "b", "c"], [None], [None], [3, 1, 2])]
+    ctx = context(model, "gaussian")
+    ctx.tasks = ctx.evaluated = seen
+    batch = make_inputs("bert_cls", batch=5, seed=3)
+    task_lp, within = ctx.rule.posterior_and_class_scores(ctx, batch)
+    scores, _, labels = ctx.rule.class_scores(ctx, batch)
+    assert within.shape == (5, 3, 3) and torch.equal(task_lp, ctx.rule.task_log_posterior(ctx, batch))
+    for t, task in enumerate(seen):
+        for c, g in enumerate(task.global_labels):
+            assert torch.equal(within[:, t, c], scores[:, labels.tolist().index(g)])
+    assert within[:, 0, 1:].eq(float("-inf")).all() and within[:, 1, 2].eq(float("-inf")).all()
+
+
+def test_product_rule_adds_the_class_scores_to_the_chosen_heads_logits():
+    """Hand-made logits: the head alone and the product of experts disagree on both samples; the task is the same."""
+    model = HandMade(torch.tensor([[1.0, 0.8, 9.0], [0.0, 2.0, 1.0]]), heads=None)  # col 2 of t0: beyond its width
+    prior = torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8]]))  # sample 0 -> t0, sample 1 -> t1
+    ninf = float("-inf")
+    class_scores = torch.tensor([[[0.0, 0.5, ninf], [0.0, 0.0, 0.0]], [[0.0, 0.0, ninf], [0.0, -3.0, 0.0]]])
+    evidence = [lambda f: torch.zeros(f.shape[0], dtype=torch.float64)] * 2
+
+    def choose(scores):
+        return combined_choice(model, {"x": torch.arange(2)}, ["t0", "t1"], [2, 3], prior, evidence, [1.0], 1,
+                               scores)[1.0]
+
+    head_task, head_local = choose(None)
+    product_task, product_local = choose(class_scores)
+    assert head_task.tolist() == product_task.tolist() == [0, 1]
+    assert head_local.tolist() == [0, 1]  # 1.0 > 0.8; 2 > 1 > 0 (the 9.0 lies beyond t0's two classes)
+    assert product_local.tolist() == [1, 2]  # 1.0 + 0 < 0.8 + 0.5; 0, 2 - 3, 1 + 0
+
+
 class HandMade(nn.Module):
     """A PeftModel stand-in: sample i's classifier input is ``features[i]``; heads with hand-set weights."""
 
@@ -142,10 +178,12 @@ def test_unified_rule_on_hand_made_logits():
         evaluate("unified", torch.tensor([0, 0, 0]), 0)
 
 
-def test_unified_needs_task_heads_and_combined_needs_a_posterior():
+@pytest.mark.parametrize("cil_rule", ["combined", "product"])
+def test_unified_needs_task_heads_and_combined_needs_a_posterior(cil_rule):
     model = three_task_model()
-    ctx = context(model, "nearest_mean", cil_rule="combined")
-    with pytest.raises(ValueError, match="--task_id_mode nearest_mean gives none: use --task_id_mode gaussian"):
+    ctx = context(model, "nearest_mean", cil_rule=cil_rule)
+    with pytest.raises(ValueError, match=f"--cil_rule {cil_rule} re-scores a task posterior; --task_id_mode "
+                                         "nearest_mean gives none: use --task_id_mode gaussian"):
         evaluate_with(ctx, make_inputs("bert_cls"), torch.zeros(4, dtype=torch.long), 0, ctx.rule.infer)
     ctx = context(model, "gaussian", statistics={})
     with pytest.raises(ValueError, match="reads the class statistics saved with each adapter"):

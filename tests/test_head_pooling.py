@@ -3,6 +3,7 @@ token in its place (peft_memory/pooling.py), through training, saving, reloading
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -208,9 +209,10 @@ def test_the_package_exports_it():
     assert peft_memory.set_head_pooling is set_head_pooling
 
 
-def test_a_slice_trains_again_what_was_run_under_another_protocol(tmp_path, monkeypatch):
+def test_a_slice_trains_again_what_another_protocol_made_or_a_new_rule_needs(tmp_path, monkeypatch):
     """``compare`` skips the runs whose results are committed, but not those of an older protocol: a WordNet slice
-    from before ``--head_pooling`` (heads on the pooler output) is trained and re-evaluated again."""
+    from before ``--head_pooling`` (heads on the pooler output) is trained and re-evaluated again. A rule added to
+    the plan later re-reads the adapters where they are, and trains them again (every row remade) where not."""
     calls = []
 
     class FakeTrainer:
@@ -244,6 +246,14 @@ def test_a_slice_trains_again_what_was_run_under_another_protocol(tmp_path, monk
     assert calls == [("train", "head_only"), ("evaluate", "head_only")]
     assert json.loads((old / "head_only.json").read_text())["config"]["head_pooling"] == "mean"
     assert compare.run_slice(*slice_args) == [] and len(calls) == 2  # now current: skipped
+    added = [compare.Run("head_only", evaluations=[("gaussian", "routed"), ("gaussian", "product")])]
+    monkeypatch.setattr(compare, "PLAN", added)
+    assert [os.path.basename(p) for p in compare.run_slice(*slice_args)] == ["head_only__gaussian__product.json"]
+    assert calls[2:] == [("evaluate", "head_only")]  # the adapters are in outputs/: read, not trained
+    (old / "head_only__gaussian__product.json").unlink()
+    shutil.rmtree(tmp_path / "outputs")  # another machine: the adapters are gone
+    assert len(compare.run_slice(*slice_args)) == 3  # trained again, both rows from the new adapters
+    assert calls[3:] == [("train", "head_only"), ("evaluate", "head_only"), ("evaluate", "head_only")]
 
 
 def test_mean_pooling_of_a_vit_is_refused_before_anything_loads(tmp_path):

@@ -92,6 +92,12 @@ def test_reevaluation_with_the_class_statistics_rules_reproduces_itself(tmp_path
     other = ContinualTrainer(minilm(), toy_sequence(), TextInputs(tokenizer), args).evaluate_saved_run(
         str(tmp_path / "run"))
     assert other.task_identity.mode == "nearest_mean" and other.til_accuracy_matrix == first.til_accuracy_matrix
+    args = evaluation_arguments(str(tmp_path / "run"), str(tmp_path / "product"), task_id_mode="gaussian",
+                                cil_rule="product")
+    product = ContinualTrainer(minilm(), toy_sequence(), TextInputs(tokenizer), args).evaluate_saved_run(
+        str(tmp_path / "run"))
+    # the product of experts changes the class within the chosen task, never the task
+    assert product.task_identity.label == "gaussian + product" and product.task_id_accuracy_matrix == first.task_id_accuracy_matrix
 
 
 def test_key_learning_rate_gets_its_own_parameter_group(tmp_path, tokenizer):

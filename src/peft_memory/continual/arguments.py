@@ -151,12 +151,13 @@ class TaskIdentityArguments:
         default=None, metadata={"help": "How the class is predicted once the task rule has spoken: routed (the "
                   "inferred task's adapter, among that task's classes) | unified (the inferred task's adapter, "
                   "argmax over the concatenated heads of every seen task: DualPrompt's classifier) | combined (class "
-                  "statistics' task posterior times each candidate task adapter's class posterior, "
-                  "docs/task_identity.md). Default: the method's (dual_prompt, soft_mask_prompts: unified; others: "
-                  "routed)."})
+                  "statistics' task posterior re-scored by each candidate task adapter's evidence, its head gives "
+                  "the class) | product (combined's task; the class by the head's posterior times the class "
+                  "statistics', docs/task_identity.md). Default: the method's (dual_prompt, soft_mask_prompts: "
+                  "unified; others: routed)."})
     combine_top_k: int = field(
-        default=3, metadata={"help": "--cil_rule combined: the candidate tasks (largest class-statistics task "
-                             "posterior) whose adapters re-score a sample."})
+        default=3, metadata={"help": "--cil_rule combined or product: the candidate tasks (largest class-statistics "
+                             "task posterior) whose adapters re-score a sample."})
     query_pooling: str = field(
         default="auto", metadata={"help": "Query feature of the frozen model for Prompt-ID and class statistics: "
                                   "auto (the model's sentence-transformers pooling if it has one, else classifier), "

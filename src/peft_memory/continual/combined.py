@@ -13,6 +13,11 @@ For a test sample ``x`` and the seen tasks ``t``:
    ``z_t(x) = (m_t(x) - mean_t) / std_t``;
 3. the task ``argmax_t log p(t | x) + beta * z_t(x)`` over the candidates, and its adapter's class.
 
+``--cil_rule product`` picks the same task, then the class ``c`` of that task maximising the product of the two
+posteriors, ``log softmax_t(c) + log p(c | x)``: the adapter's head and the frozen Gaussian classifier as a product
+of experts (Hinton 2002) with equal weights, no hyper-parameter. Both normalisers are constant within a task, so this
+is the argmax of the head's logit plus the Gaussian's discriminant score.
+
 ``beta`` (:data:`WEIGHT_GRID`) is chosen on held-out training data: after task ``t`` is trained, its held-out samples
 are scored this way against every seen task, once per candidate ``beta``, and the counts of right tasks are saved
 with the adapted statistics (``adapted_statistics.safetensors``); any subset of adapters sums them and picks the
@@ -84,12 +89,16 @@ class AdaptedEvidence:
 
 
 def combined_choice(model, batch: dict, names: list[str], widths: list[int], task_log_posterior: torch.Tensor,
-                    evidence: list[AdaptedEvidence], weights: list[float], top_k: int):
+                    evidence: list[AdaptedEvidence], weights: list[float], top_k: int,
+                    class_scores: torch.Tensor | None = None):
     """The combined rule for one batch, for each of several ``weights`` at once (the adapters run once).
 
     Args:
         task_log_posterior: ``(batch, T)`` ``log p(t | x)`` over the seen tasks ``names``.
         evidence: one :class:`AdaptedEvidence` per seen task; widths: each task's number of classes.
+        class_scores: ``--cil_rule product``: ``(batch, T, W)`` the frozen classifier's score of each task's classes
+            in the task's label order (``W`` the widest task); added to the chosen adapter's logits before the
+            argmax. ``None``: the adapter's head alone (``combined``).
 
     Returns:
         ``{beta: (task (batch,), local class (batch,))}`` on the CPU.
@@ -106,7 +115,10 @@ def combined_choice(model, batch: dict, names: list[str], widths: list[int], tas
         for t in candidates[:, j].unique().tolist():
             rows = (candidates[:, j] == t).nonzero().squeeze(1)
             z[rows, j] = evidence[t](features[rows])
-            local[rows, j] = logits[rows, : widths[t]].argmax(dim=-1)
+            within = logits[rows, : widths[t]].to(torch.float64)
+            if class_scores is not None:
+                within = within + class_scores[rows, t, : widths[t]].to(torch.float64)
+            local[rows, j] = within.argmax(dim=-1)
     out = {}
     for beta in weights:
         best = (prior.to(torch.float64) + beta * z).argmax(dim=-1, keepdim=True)

@@ -41,14 +41,15 @@ class Run:
 
 
 #: The slice: every method, each with its default rule at training time and the others re-evaluated.
+COMBINED = [("gaussian", "combined"), ("gaussian", "product")]
 PLAN = [
-    Run("soft_mask", evaluations=[("nearest_mean", "routed"), ("gaussian", "routed"), ("gaussian", "combined")]),
+    Run("soft_mask", evaluations=[("nearest_mean", "routed"), ("gaussian", "routed"), *COMBINED]),
     Run("soft_mask_prompts", evaluations=[("prompt_id", "routed"), ("gradient_id", "unified"),
-                                          ("gaussian", "unified"), ("gaussian", "combined")]),
-    Run("dual_prompt", evaluations=[("prompt_id", "routed"), ("gaussian", "unified"), ("gaussian", "combined")]),
-    Run("lora", evaluations=[("gaussian", "routed"), ("gaussian", "combined")]),
+                                          ("gaussian", "unified"), *COMBINED]),
+    Run("dual_prompt", evaluations=[("prompt_id", "routed"), ("gaussian", "unified"), *COMBINED]),
+    Run("lora", evaluations=[("gaussian", "routed"), *COMBINED]),
     Run("memory_token", evaluations=[("gaussian", "routed")]),
-    Run("head_only", evaluations=[("gaussian", "routed"), ("gaussian", "combined")]),
+    Run("head_only", evaluations=[("gaussian", "routed"), *COMBINED]),
     Run("simple_cil", evaluations=[("gaussian", "unified")]),
     Run("ranpac"),
     Run("joint"),
@@ -153,8 +154,9 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
     hyper-parameters ``tune`` chose; returns the JSON files written.
 
     A run whose results are already in ``results_dir`` is skipped, unless they were made under another protocol
-    (:data:`PROTOCOL_FLAGS`, e.g. a slice from before ``--head_pooling``): then it is trained again and its
-    re-evaluations redone."""
+    (:data:`PROTOCOL_FLAGS`, e.g. a slice from before ``--head_pooling``), or a re-evaluation of it is missing (a
+    rule added to the plan since) and its adapters are not in ``output_dir`` (another machine): then it is trained
+    again and every re-evaluation of it made again from the new adapters."""
     extra = [*tuned_flags(tuning_dir, benchmark), *(extra or [])]
     out_root = os.path.join(output_dir, benchmark, f"seed_{seed}")
     res_root = os.path.join(results_dir, benchmark, f"seed_{seed}")
@@ -169,14 +171,17 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
                 "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
         args = parse_arguments(argv)
         protocol = protocol_of(args)
-        if not _done(target, protocol):
+        names = [f"{run.method}__{mode}__{rule}" for mode, rule in run.evaluations]
+        missing = [n for n in names if not _done(os.path.join(res_root, f"{n}.json"), protocol)]
+        adapters_here = os.path.isfile(os.path.join(run_dir, "results.json"))
+        if not _done(target, protocol) or (missing and not adapters_here):
             build_trainer(args).run()
             shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             written.append(target)
-        for mode, rule in run.evaluations:
-            name = f"{run.method}__{mode}__{rule}"
+            missing = names
+        for (mode, rule), name in zip(run.evaluations, names):
             target = os.path.join(res_root, f"{name}.json")
-            if _done(target, protocol):
+            if name not in missing:
                 continue
             eval_dir = os.path.join(out_root, name)
             trainer = build_trainer(evaluation_arguments(run_dir, eval_dir, task_id_mode=mode, cil_rule=rule))

@@ -4,7 +4,7 @@ class-incremental accuracy (task inferred) and task-identity accuracy.
 :class:`EvalContext` names what an evaluation reads (the model, the adapters seen so far, the method and its
 task-identity rule); :func:`evaluate_with` gives the class-incremental prediction of every rule that picks one task
 per sample, by ``--cil_rule``: routed (the inferred task's adapter, among that task's classes), unified (DualPrompt's
-classifier over every seen class) or combined (:mod:`peft_memory.continual.combined`).
+classifier over every seen class), combined or product (:mod:`peft_memory.continual.combined`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class EvalContext:
         statistics: ``{file name: ClassStatistics}`` of the seen tasks, composed (the class-statistics rules).
         task_statistics: per seen task, ``{file name: ClassStatistics}`` as saved with its adapter.
         query_pooling: the query feature's pooling (:func:`peft_memory.frozen_query`).
-        cil_rule: ``routed``, ``unified`` or ``combined`` (:data:`CIL_RULES`).
-        top_k: ``combined``: the candidate tasks re-scored by their adapters.
+        cil_rule: ``routed``, ``unified``, ``combined`` or ``product`` (:data:`CIL_RULES`).
+        top_k: ``combined``, ``product``: the candidate tasks re-scored by their adapters.
         cache: what a rule builds once per evaluation (a classifier from the statistics), by name.
     """
 
@@ -90,7 +90,7 @@ def global_labels(tasks: list[Task], task_index: torch.Tensor, local: torch.Tens
 
 
 #: ``--cil_rule`` values: how the class is predicted once a task-identity rule has spoken.
-CIL_RULES = ("routed", "unified", "combined")
+CIL_RULES = ("routed", "unified", "combined", "product")
 
 
 def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, infer) -> dict[str, torch.Tensor]:
@@ -99,7 +99,8 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
     ``til``: the true task's adapter among its classes. ``cil``, by ``ctx.cil_rule``: ``routed``, the task
     ``infer(ctx, batch)`` gives ``(batch,)``, then its adapter among its classes; ``unified``, that task's adapter
     (its masks, prompts) with every seen task's head, argmax over all seen classes (DualPrompt's classifier, Wang
-    et al. 2022, Sec. 4.3); ``combined``, :mod:`peft_memory.continual.combined`. ``task_id``: the predicted class
+    et al. 2022, Sec. 4.3); ``combined`` and ``product``, :mod:`peft_memory.continual.combined`. ``task_id``: the
+    predicted class
     lies in the right task.
 
     Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)``.
@@ -118,7 +119,7 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
         pred_task, pred_local = _routed(ctx, batch, k, infer(ctx, batch), til_pred)
     elif ctx.cil_rule == "unified":
         pred_task, pred_local = _unified(ctx, batch, infer(ctx, batch))
-    elif ctx.cil_rule == "combined":
+    elif ctx.cil_rule in ("combined", "product"):
         pred_task, pred_local = _combined(ctx, batch)
     else:
         raise ValueError(f"--cil_rule {ctx.cil_rule!r} is unknown; choose one of {list(CIL_RULES)}.")
@@ -158,16 +159,23 @@ def _unified(ctx, batch, inferred):
 
 def check_cil_rule(cil_rule: str, rule) -> None:
     """Raise ``ValueError`` (with the fix) if ``--cil_rule`` cannot follow the task-identity ``rule``: ``combined``
-    re-scores a task posterior, which only the class-statistics rules with ``task_log_posterior`` give."""
-    if cil_rule == "combined" and not hasattr(rule, "task_log_posterior"):
-        raise ValueError(f"--cil_rule combined re-scores a task posterior; --task_id_mode {rule.name} gives none: "
+    and ``product`` re-score a task posterior, which only the class-statistics rules with ``task_log_posterior``
+    give."""
+    if cil_rule in ("combined", "product") and not hasattr(rule, "task_log_posterior"):
+        raise ValueError(f"--cil_rule {cil_rule} re-scores a task posterior; --task_id_mode {rule.name} gives none: "
                          "use --task_id_mode gaussian.")
 
 
 def _combined(ctx, batch):
+    """``combined`` and ``product``: the task the adapters' evidence re-scores; the class by the chosen adapter's
+    head, times the class statistics' posterior for ``product``."""
     rule = ctx.rule
-    check_cil_rule("combined", rule)
+    check_cil_rule(ctx.cil_rule, rule)
     evidence, beta = ctx.cached("combined", lambda: combination([s.get(ADAPTED_FILE) for s in ctx.task_statistics]))
-    choices = combined_choice(ctx.model, batch, ctx.names, ctx.widths, rule.task_log_posterior(ctx, batch), evidence,
-                              [beta], ctx.top_k)
+    if ctx.cil_rule == "product":
+        task_lp, class_scores = rule.posterior_and_class_scores(ctx, batch)
+    else:
+        task_lp, class_scores = rule.task_log_posterior(ctx, batch), None
+    choices = combined_choice(ctx.model, batch, ctx.names, ctx.widths, task_lp, evidence, [beta], ctx.top_k,
+                              class_scores)
     return choices[beta]

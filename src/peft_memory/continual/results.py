@@ -34,7 +34,7 @@ class TaskRecord:
 @dataclass
 class TaskIdentityRecord:
     """How the class of a test sample was found: the task-identity rule (``mode``), whether per sample or per test
-    batch, and the class-incremental rule (``cil_rule``: ``routed``, ``unified`` or ``combined``)."""
+    batch, and the class-incremental rule (``cil_rule``: ``routed``, ``unified``, ``combined`` or ``product``)."""
 
     mode: str
     per_sample: bool = True

@@ -34,7 +34,7 @@ class ContinualMethod:
 
     name: ClassVar[str]
     task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules: ClassVar[tuple[str, ...]] = ("routed", "unified", "combined")
+    cil_rules: ClassVar[tuple[str, ...]] = ("routed", "unified", "combined", "product")
 
     def __init__(self, args):
         self.args = args

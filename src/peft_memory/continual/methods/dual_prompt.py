@@ -34,7 +34,7 @@ class PromptMatching:
     """Mixin: adapters with their own key (DualPrompt's); the matching loss pulls the task's key to the query."""
 
     task_id_modes = ("prompt_id", "gradient_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules = ("unified", "routed", "combined")  # DualPrompt's own classifier: every seen class (Sec. 4.3)
+    cil_rules = ("unified", "routed", "combined", "product")  # DualPrompt's own classifier: every seen class (Sec. 4.3)
 
     def auxiliary_loss(self, model, batch, task):
         weight = model.base_model.peft_config[task.name].matching_loss_weight

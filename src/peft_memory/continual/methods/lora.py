@@ -22,7 +22,7 @@ class Lora(ContinualMethod):
 
     name = "lora"
     task_id_modes = ("prompt_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules = ("routed", "combined")
+    cil_rules = ("routed", "combined", "product")
 
     def __init__(self, args):
         super().__init__(args)

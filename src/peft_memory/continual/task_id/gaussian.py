@@ -12,7 +12,8 @@ class GaussianRule(ClassStatisticsRule):
     """The task of the class with the largest Gaussian discriminant score over every seen class (HiDe-Prompt's
     task-identity inference from class statistics, Wang et al. NeurIPS 2023). The shrinkage is the one the adapters'
     held-out training samples prefer (``Validation.best``). Its class posterior, summed per task, is the task
-    posterior that ``--cil_rule combined`` re-scores."""
+    posterior that ``--cil_rule combined`` re-scores; ``--cil_rule product`` also reads its class scores within the
+    chosen task."""
 
     name = "gaussian"
 
@@ -25,9 +26,30 @@ class GaussianRule(ClassStatisticsRule):
         scores, owners, _ = self.class_scores(ctx, batch)
         return task_log_posterior(scores, owners, len(ctx.tasks))
 
+    def posterior_and_class_scores(self, ctx, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log p(t | x)`` ``(batch, T)`` and the discriminant score of each task's classes in the task's label
+        order, ``(batch, T, W)`` (``W`` the widest task, ``-inf`` beyond a task's classes): one query forward."""
+        scores, owners, labels = self.class_scores(ctx, batch)
+        columns, valid = ctx.cached("task_columns", lambda: task_columns(ctx.tasks, labels))
+        within = scores[:, columns].masked_fill(~valid, float("-inf"))
+        return task_log_posterior(scores, owners, len(ctx.tasks)), within
+
 
 def task_log_posterior(scores: torch.Tensor, owners: torch.Tensor, num_tasks: int) -> torch.Tensor:
     """``log p(t | x)`` ``(batch, num_tasks)``: the class posterior ``softmax(scores)`` ``(batch, C)`` summed over each
     task's classes (``owners`` ``(C,)``: the task of each class)."""
     log_p = scores.log_softmax(dim=-1)
     return torch.stack([log_p[:, owners == t].logsumexp(dim=-1) for t in range(num_tasks)], dim=-1)
+
+
+def task_columns(tasks, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column of ``labels`` ``(C,)`` (global class ids) holding each task's local class ``c``: ``(T, W)`` indices
+    and ``(T, W)`` validity (``False`` beyond a task's classes; their index is 0)."""
+    where = {int(c): i for i, c in enumerate(labels)}
+    width = max(t.num_labels for t in tasks)
+    columns = torch.zeros(len(tasks), width, dtype=torch.long)
+    valid = torch.zeros(len(tasks), width, dtype=torch.bool)
+    for t, task in enumerate(tasks):
+        columns[t, : task.num_labels] = torch.tensor([where[c] for c in task.global_labels])
+        valid[t, : task.num_labels] = True
+    return columns, valid
