@@ -73,7 +73,8 @@ vision: setup
 # the plan); a WordNet slice takes over an hour on 2 cores, so PART=1 then PART=2 split it in two.
 # Adapters go to outputs/compare (not committed); each run's
 # results.json is copied to results/compare/<benchmark>/seed_<k>/ (committed); a slice run again skips what is there
-# (unless it was made under another --head_pooling).
+# (unless it was made under another --head_pooling, or a rule added to the plan since needs adapters that are not in
+# outputs/: then that method is trained again and all its rows remade).
 # `make tune` first chooses the key and full fine-tuning learning rates on held-out training samples (seed 0).
 SEED ?= 0
 BENCHMARK ?= wordnet
