@@ -40,8 +40,9 @@ class Run:
     evaluations: list[tuple[str, str]] = field(default_factory=list)
 
 
-#: The slice: every method, each with its default rule at training time and the others re-evaluated.
+#: The rules that re-score the class statistics' task posterior with the adapters (methods with one head input).
 COMBINED = [("gaussian", "combined"), ("gaussian", "product")]
+#: The slice: every method, each with its default rule at training time and the others re-evaluated.
 PLAN = [
     Run("soft_mask", evaluations=[("nearest_mean", "routed"), ("gaussian", "routed"), *COMBINED]),
     Run("soft_mask_prompts", evaluations=[("prompt_id", "routed"), ("gradient_id", "unified"),
