@@ -91,6 +91,8 @@ def global_labels(tasks: list[Task], task_index: torch.Tensor, local: torch.Tens
 
 #: ``--cil_rule`` values: how the class is predicted once a task-identity rule has spoken.
 CIL_RULES = ("routed", "unified", "combined", "product")
+#: The ``--cil_rule`` values that re-score the class statistics' task posterior with the adapters.
+RESCORING_RULES = ("combined", "product")
 
 
 def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, infer) -> dict[str, torch.Tensor]:
@@ -119,7 +121,7 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
         pred_task, pred_local = _routed(ctx, batch, k, infer(ctx, batch), til_pred)
     elif ctx.cil_rule == "unified":
         pred_task, pred_local = _unified(ctx, batch, infer(ctx, batch))
-    elif ctx.cil_rule in ("combined", "product"):
+    elif ctx.cil_rule in RESCORING_RULES:
         pred_task, pred_local = _combined(ctx, batch)
     else:
         raise ValueError(f"--cil_rule {ctx.cil_rule!r} is unknown; choose one of {list(CIL_RULES)}.")
@@ -161,7 +163,7 @@ def check_cil_rule(cil_rule: str, rule) -> None:
     """Raise ``ValueError`` (with the fix) if ``--cil_rule`` cannot follow the task-identity ``rule``: ``combined``
     and ``product`` re-score a task posterior, which only the class-statistics rules with ``task_log_posterior``
     give."""
-    if cil_rule in ("combined", "product") and not hasattr(rule, "task_log_posterior"):
+    if cil_rule in RESCORING_RULES and not hasattr(rule, "task_log_posterior"):
         raise ValueError(f"--cil_rule {cil_rule} re-scores a task posterior; --task_id_mode {rule.name} gives none: "
                          "use --task_id_mode gaussian.")
 
