@@ -195,7 +195,7 @@ def test_tune_measures_again_what_another_head_pooling_measured_if_it_reads_the_
 
 
 def test_compare_parts_cover_the_plan_once(monkeypatch):
-    assert sorted(m for part in PARTS.values() for m in part) == sorted(run.method for run in PLAN)
+    assert sorted(m for part in PARTS.values() for m in part) == sorted(run.name for run in PLAN)
     seen = []
     monkeypatch.setattr(compare, "run_slice", lambda *args: seen.append(args[5]) or [])
     compare.main(["--benchmark", "wordnet", "--part", "2"])

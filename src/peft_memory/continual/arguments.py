@@ -163,6 +163,12 @@ class TaskIdentityArguments:
                                   "auto (the model's sentence-transformers pooling if it has one, else classifier), "
                                   "classifier (the classifier's input: DualPrompt's pre-logits feature), cls or mean.",
                                   "choices": ("auto", *QUERY_POOLINGS)})
+    first_session_adaptation: bool = field(
+        default=False,
+        metadata={"help": "Class statistics (nearest_mean, gaussian, ridge, combined, product) on the frozen query "
+                  "concatenated with the same query through the FIRST task's adapter, kept frozen after that task: "
+                  "APER's first-session adaptation (Zhou et al. 2024). simple_cil and ranpac then train the first "
+                  "task's soft masks (default placement, --learning_rate). Not for head_only, memory_token, joint."})
     task_id_batchwise: bool = field(
         default=False,
         metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "

@@ -10,11 +10,10 @@ import os
 import torch
 
 from ..class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator, Validation
-from ..task_keys import frozen_query
 from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
 from .data import make_loader
 from .evaluation import class_owners
-from .statistics import collect_statistics, gathered_features, query_function
+from .statistics import collect_statistics, gathered_features, query_function, statistics_query
 from .task_id.gaussian import GaussianRule, task_log_posterior
 from .tasks import Task
 
@@ -35,7 +34,7 @@ class StatisticsCollector:
         t = self.trainer
         k = t.tasks.index(task)
         fit_ds, held_ds = task.train, t.held_out.get(task.name)
-        query = query_function(t.model, t.args.query_pooling)
+        query = query_function(t.model, t.args.query_pooling, t.first_task)
         fit = self._features_of(fit_ds, query)
         held = self._features_of(held_ds, query) if held_ds is not None else None
         spaces = t.method.statistics_spaces(t)
@@ -67,7 +66,7 @@ class StatisticsCollector:
                                                    t.args.dataloader_num_workers))
         for batch in loader:
             batch.pop("labels")
-            scores = gaussian.scores(frozen_query(t.model, batch, pooling=t.args.query_pooling)).cpu()
+            scores = gaussian.scores(statistics_query(t.model, batch, t.args.query_pooling, t.first_task)).cpu()
             task_lp = task_log_posterior(scores, owners, len(seen)).cpu()
             choices = combined_choice(t.model, batch, names, widths, task_lp, evidences, list(WEIGHT_GRID),
                                       t.args.combine_top_k)

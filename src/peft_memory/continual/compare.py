@@ -33,13 +33,22 @@ BENCHMARKS = {
 
 @dataclass
 class Run:
-    """One training run of a slice, and the other ``(task_id_mode, cil_rule)`` its adapters are evaluated with."""
+    """One training run of a slice, and the other ``(task_id_mode, cil_rule)`` its adapters are evaluated with.
+    ``variant``: a suffix of :attr:`name` for a second run of the same method with other ``args``."""
 
     method: str
     args: list[str] = field(default_factory=list)
     evaluations: list[tuple[str, str]] = field(default_factory=list)
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        """The run's name in ``--methods``, :data:`PARTS` and its result files, e.g. ``soft_mask_first_session``."""
+        return f"{self.method}_{self.variant}" if self.variant else self.method
 
 
+#: :attr:`Run.variant` of the runs with ``--first_session_adaptation``.
+FIRST_SESSION = "first_session"
 #: The rules that re-score the class statistics' task posterior with the adapters (methods with one head input).
 COMBINED = [("gaussian", "combined"), ("gaussian", "product")]
 #: The slice: every method, each with its default rule at training time and the others re-evaluated.
@@ -55,14 +64,19 @@ PLAN = [
     Run("ranpac"),
     Run("joint"),
     Run("joint_full"),
+    # APER's first-session adaptation (--first_session_adaptation): the statistics' query gains the first adapter's
+    Run("simple_cil", ["--first_session_adaptation", "--task_id_mode", "gaussian"],
+        [("nearest_mean", "unified")], variant=FIRST_SESSION),
+    Run("soft_mask", ["--first_session_adaptation", "--task_id_mode", "gaussian", "--cil_rule", "combined"],
+        [("gaussian", "routed"), ("gaussian", "product")], variant=FIRST_SESSION),
 ]
 
 
 #: A slice in two parts meant to stay under an hour each on 2 cores (WordNet seed 0: part 1 about 45 minutes, part 2
 #: about 40 without joint_full):
 #: ``peft-memory compare --part 1`` then ``--part 2``.
-PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint"],
-         2: ["lora", "soft_mask_prompts", "memory_token", "joint_full"]}
+PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint", "simple_cil_first_session"],
+         2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session"]}
 
 #: Arguments that change the protocol itself, each with its value as a run records it (``auto`` resolved): slices
 #: that differ in one are never averaged together, and a result of another protocol is made again.
@@ -164,15 +178,15 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
     os.makedirs(res_root, exist_ok=True)
     written = []
     for run in PLAN:
-        if methods and run.method not in methods:
+        if methods and run.name not in methods:
             continue
-        run_dir = os.path.join(out_root, run.method)
-        target = os.path.join(res_root, f"{run.method}.json")
+        run_dir = os.path.join(out_root, run.name)
+        target = os.path.join(res_root, f"{run.name}.json")
         argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
                 "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
         args = parse_arguments(argv)
         protocol = protocol_of(args)
-        names = [f"{run.method}__{mode}__{rule}" for mode, rule in run.evaluations]
+        names = [f"{run.name}__{mode}__{rule}" for mode, rule in run.evaluations]
         missing = [n for n in names if not _done(os.path.join(res_root, f"{n}.json"), protocol)]
         adapters_here = os.path.isfile(os.path.join(run_dir, "results.json"))
         if not _done(target, protocol) or (missing and not adapters_here):
@@ -254,7 +268,9 @@ def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
     rows: dict = {}
     for seed, r, protocol in found:
         ti = r["task_identity"]
-        row = Row(r["method"], " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
+        first_session = r.get("config", {}).get("first_session_adaptation")
+        variant = f" ({FIRST_SESSION.replace('_', '-')})" if first_session else ""
+        row = Row(r["method"] + variant, " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
                   ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
         rows.setdefault(row, {})[seed] = r
     return rows
@@ -271,7 +287,7 @@ def markdown_table(results_dir: str, benchmark: str) -> str:
     best_bound = max(bounds, key=bounds.get) if bounds else None
     lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|"]
-    for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method, 99), *row)):
+    for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method.split(" ")[0], 99), *row)):
         runs = rows[row]
         method = f"**{row.name}** (upper bound)" if row == best_bound else row.name
         cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
@@ -280,7 +296,9 @@ def markdown_table(results_dir: str, benchmark: str) -> str:
     return "\n".join(lines)
 
 
-PLAN_ORDER = {run.method: i for i, run in enumerate(PLAN)}
+PLAN_ORDER: dict[str, int] = {}
+for _i, _run in enumerate(PLAN):  # a method's first run places it; its variants' rows follow its own
+    PLAN_ORDER.setdefault(_run.method, _i)
 
 
 DESCRIPTIONS = {False: "Train and evaluate every method x task-identity rule of one benchmark and seed",

@@ -44,6 +44,8 @@ class EvalContext:
         statistics: ``{file name: ClassStatistics}`` of the seen tasks, composed (the class-statistics rules).
         task_statistics: per seen task, ``{file name: ClassStatistics}`` as saved with its adapter.
         query_pooling: the query feature's pooling (:func:`peft_memory.frozen_query`).
+        first_task: ``--first_session_adaptation``: the first task's adapter name, whose query joins the frozen one
+            for the class statistics (:func:`~peft_memory.continual.statistics.statistics_query`); else ``None``.
         cil_rule: ``routed``, ``unified``, ``combined`` or ``product`` (:data:`CIL_RULES`).
         top_k: ``combined``, ``product``: the candidate tasks re-scored by their adapters.
         cache: what a rule builds once per evaluation (a classifier from the statistics), by name.
@@ -59,6 +61,7 @@ class EvalContext:
     statistics: dict = field(default_factory=dict)
     task_statistics: list = field(default_factory=list)
     query_pooling: str = "classifier"
+    first_task: str | None = None
     cil_rule: str = "routed"
     top_k: int = 3
     cache: dict = field(default_factory=dict)

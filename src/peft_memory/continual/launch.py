@@ -18,6 +18,7 @@ from .trainer import ContinualTrainer
 def build_trainer(args: ContinualArguments, callbacks=()):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
     method = get_method(args.method)  # bad arguments fail before data and model load
+    method.check_first_session_adaptation(args.first_session_adaptation)
     check_cil_rule(method.resolve_cil_rule(args.cil_rule), get_rule(method.resolve_task_id_mode(args.task_id_mode)))
     check_model_limits(args)
     prepare_output_dir(args, main_process=PartialState().is_main_process)  # locked before anything loads

@@ -2,7 +2,8 @@
 
 One pass over the task's training data (no augmentation, no gradient) through the frozen model gives the query
 feature of each sample (:func:`peft_memory.frozen_query`, the one Prompt-ID uses, with ``--query_pooling``),
-computed once per batch. A :class:`StatisticsSpace` maps the query (identity for the task-identity rules; RanPAC's
+computed once per batch; with ``--first_session_adaptation``, concatenated with the query through the first task's
+adapter (:func:`statistics_query`). A :class:`StatisticsSpace` maps the query (identity for the task-identity rules; RanPAC's
 random projection for ``--method ranpac``) and accumulates :class:`~peft_memory.class_statistics.ClassStatistics`,
 saved in the task's adapter folder. Under DDP the features are gathered (``gather_for_metrics``, which drops the
 samples DDP repeats to even out the last batch), so every process holds the same statistics.
@@ -16,6 +17,7 @@ once per candidate value, and the counts are saved with the statistics
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -123,6 +125,22 @@ def collect_statistics(global_labels: list[int], spaces: list[StatisticsSpace], 
     return out
 
 
-def query_function(model, pooling: str) -> Callable[[dict], torch.Tensor]:
-    """``batch -> (batch, d)``: the frozen model's query feature (:func:`peft_memory.frozen_query`)."""
-    return lambda batch: frozen_query(model, batch, pooling=pooling)
+def statistics_query(model, batch: dict, pooling: str, first_task: str | None = None) -> torch.Tensor:
+    """The query the class statistics are kept on, without gradient.
+
+    ``first_task`` ``None``: the frozen model's query ``(batch, d)`` (:func:`peft_memory.frozen_query`). Else
+    (``--first_session_adaptation``) ``(batch, 2d)``: the frozen query concatenated with the same pooling of the model
+    routed through ``first_task``'s adapter (PEFT's ``adapter_names``), the first session's adapted backbone, frozen
+    after that task: APER's concatenated prototype feature (Zhou et al., IJCV 2024, Sec. 4.2). Two forwards.
+    """
+    frozen = frozen_query(model, batch, pooling=pooling)
+    if first_task is None:
+        return frozen
+    routed = {**batch, "adapter_names": [first_task] * frozen.shape[0]}
+    adapted = frozen_query(model, routed, disabled=contextlib.nullcontext, pooling=pooling)
+    return torch.cat([frozen, adapted.to(frozen.dtype)], dim=-1)
+
+
+def query_function(model, pooling: str, first_task: str | None = None) -> Callable[[dict], torch.Tensor]:
+    """``batch -> (batch, d)`` (``(batch, 2d)`` with ``first_task``): :func:`statistics_query`."""
+    return lambda batch: statistics_query(model, batch, pooling, first_task)

@@ -98,6 +98,7 @@ class ContinualTrainer:
         self.cil_rule = self.method.resolve_cil_rule(args.cil_rule)
         self.rule = get_rule(self.task_id_mode)
         check_cil_rule(self.cil_rule, self.rule)  # before the first task trains, not at its evaluation
+        self.method.check_first_session_adaptation(args.first_session_adaptation)
         self.statistics: dict[str, dict[str, ClassStatistics]] = {}  # task -> file name -> statistics
         self.held_out: dict[str, object] = {}  # task name -> its held-out training samples (or None)
         for task in sequence.tasks:
@@ -240,6 +241,12 @@ class ContinualTrainer:
         return optimize(self, task, data, learning_rate)
 
     # ------------------------------------------------------ class statistics
+    @property
+    def first_task(self) -> str | None:
+        """The first task's adapter name under ``--first_session_adaptation`` (its query joins the frozen one for
+        the class statistics), else ``None``."""
+        return self.tasks[0].name if self.args.first_session_adaptation else None
+
     def collect_statistics(self, task: Task) -> None:
         """``task``'s class statistics and, for methods that offer ``--cil_rule combined``, its adapted statistics
         (:class:`~peft_memory.continual.collection.StatisticsCollector`)."""
@@ -284,7 +291,8 @@ class ContinualTrainer:
                     if name != ADAPTED_FILE and all(name in s for s in per_task)} if per_task else {}
         ctx = EvalContext(self.model, seen, evaluated, self.method, self.rule, per_sample=not args.task_id_batchwise,
                           num_shots=args.task_id_shots, statistics=composed, task_statistics=per_task,
-                          query_pooling=args.query_pooling, cil_rule=self.cil_rule, top_k=args.combine_top_k)
+                          query_pooling=args.query_pooling, first_task=self.first_task, cil_rule=self.cil_rule,
+                          top_k=args.combine_top_k)
         pooled = {"cil": [], "til": [], "task_id": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):

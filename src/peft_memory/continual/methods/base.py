@@ -30,11 +30,14 @@ class ContinualMethod:
         name: the ``--method`` value.
         task_id_modes: the ``--task_id_mode`` rules that apply; the first is the default.
         cil_rules: the ``--cil_rule`` values that apply; the first is the default.
+        first_session_adaptation: whether ``--first_session_adaptation`` applies (the first task's adapter changes
+            the backbone's features).
     """
 
     name: ClassVar[str]
     task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit", "nearest_mean", "gaussian")
     cil_rules: ClassVar[tuple[str, ...]] = ("routed", "unified", "combined", "product")
+    first_session_adaptation: ClassVar[bool] = True
 
     def __init__(self, args):
         self.args = args
@@ -56,6 +59,16 @@ class ContinualMethod:
             raise ValueError(f"--cil_rule {rule} does not apply to --method {cls.name}; choose one of "
                              f"{list(cls.cil_rules)}.")
         return rule
+
+    @classmethod
+    def check_first_session_adaptation(cls, requested: bool) -> None:
+        """Raises ``ValueError`` if ``--first_session_adaptation`` is ``requested`` for a method it does not apply to."""
+        if requested and not cls.first_session_adaptation:
+            from . import METHODS
+
+            usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)
+            raise ValueError(f"--first_session_adaptation does not apply to --method {cls.name}; drop the flag or "
+                             f"use one of {usable}.")
 
     # ------------------------------------------------------------- the tasks
     def training_tasks(self, sequence: TaskSequence) -> list[Task]:

@@ -21,6 +21,7 @@ class Joint(SoftMask):
     name = "joint"
     task_id_modes = ("max_logit",)
     cil_rules = ("unified",)
+    first_session_adaptation = False
 
     def training_tasks(self, sequence):
         parts = []

@@ -13,6 +13,7 @@ class MemoryToken(ContinualMethod):
     name = "memory_token"
     task_id_modes = ("max_softmax", "max_logit", "nearest_mean", "gaussian")
     cil_rules = ("routed",)  # each head reads its own class token: no shared feature for unified or combined
+    first_session_adaptation = False  # the memory of one task is not a backbone for the others' statistics
 
     def make_config(self, task, base_model):
         args = self.args

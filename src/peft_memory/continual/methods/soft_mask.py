@@ -27,6 +27,7 @@ class HeadOnly(ContinualMethod):
     """A head per task over the frozen encoder (nothing masked); task = the head with the largest logit."""
 
     name = "head_only"
+    first_session_adaptation = False
     task_id_modes = ("max_logit", "gradient_id", "nearest_mean", "gaussian")
 
     def make_config(self, task, base_model):

@@ -1,7 +1,11 @@
 """Training-free baselines over the frozen backbone: SimpleCIL (Zhou et al. 2023) and RanPAC (McDonnell et al.
-NeurIPS 2023, without its first-session adaptation). Each task's adapter folder holds the class statistics that ARE
-the classifier; the PEFT adapter in it (a head-only soft-mask adapter) records the task's classes, and its head is
-never trained nor read."""
+NeurIPS 2023). Each task's adapter folder holds the class statistics that ARE the classifier; the PEFT adapter in it
+(a head-only soft-mask adapter) records the task's classes, and its head is never trained nor read.
+
+With ``--first_session_adaptation`` they become APER (Zhou et al., IJCV 2024) and RanPAC with its phase 1: the first
+task's adapter holds soft masks (default placement) trained on that task alone, and every task's statistics are kept
+on the frozen query concatenated with the query through those masks
+(:func:`~peft_memory.continual.statistics.statistics_query`)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from ...class_statistics import RandomProjection, RidgeClassifier
 from ...tuners import SoftMaskConfig
 from ..statistics import RANPAC_FILE, StatisticsSpace
 from .base import ContinualMethod
+from .soft_mask import SoftMask
 
 #: Candidate ridge penalties of RanPAC, chosen per run on held-out training data (RanPAC's own search is similar).
 RIDGE_GRID = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
@@ -25,11 +30,27 @@ class SimpleCIL(ContinualMethod):
     task_id_modes = ("nearest_mean", "gaussian")
     cil_rules = ("unified",)
 
+    def __init__(self, args):
+        super().__init__(args)
+        self.first_task: str | None = None
+
+    def training_tasks(self, sequence):
+        self.first_task = sequence.tasks[0].name
+        return super().training_tasks(sequence)
+
+    def _adapts(self, task) -> bool:
+        return self.args.first_session_adaptation and task.name == self.first_task
+
     def make_config(self, task, base_model):
+        if self._adapts(task):
+            return SoftMask(self.args).make_config(task, base_model)
         return SoftMaskConfig(label_names=task.label_names, target_modules=[])
 
     def train(self, trainer, task, data):
-        """Training-free: the class statistics the trainer collects next are the whole classifier."""
+        """Training-free: the class statistics the trainer collects next are the whole classifier. With
+        ``--first_session_adaptation`` the first task's soft masks (and head) train first."""
+        if self._adapts(task):
+            trainer.optimize(task, data)
 
     def evaluate_batch(self, ctx, batch, labels, k):
         scores, owners, classes = ctx.rule.class_scores(ctx, batch)
@@ -50,7 +71,7 @@ class RanPAC(SimpleCIL):
 
     def statistics_spaces(self, trainer):
         if self.projection is None:
-            dim = trainer.base_model.config.hidden_size
+            dim = trainer.base_model.config.hidden_size * (2 if self.args.first_session_adaptation else 1)
             self.projection = RandomProjection(dim, self.args.ranpac_dim, self.args.seed)
         space = StatisticsSpace(RANPAC_FILE, self.projection, {"ridge": (RIDGE_GRID, RidgeClassifier)})
         return [*super().statistics_spaces(trainer), space]

@@ -8,8 +8,8 @@ import torch
 
 from ...class_statistics import STATISTICS_FILE
 from ...task_identity import batch_majority
-from ...task_keys import frozen_query
 from ..evaluation import EvalContext, evaluate_with
+from ..statistics import statistics_query
 
 
 class TaskIdentityRule:
@@ -38,7 +38,8 @@ class TaskIdentityRule:
 class ClassStatisticsRule(TaskIdentityRule):
     """A rule that reads the class statistics saved with every adapter: per sample, the class with the best score
     over all seen classes gives the task. The query is the frozen model's feature of Prompt-ID (one forward with
-    the adapters disabled, computed once per batch), so the cost is a Prompt-ID pass. Subclasses build the
+    the adapters disabled, computed once per batch), so the cost is a Prompt-ID pass; with
+    ``--first_session_adaptation`` a second forward through the first task's adapter joins it. Subclasses build the
     classifier (``labels`` and ``scores(features) -> (batch, C)``) in :meth:`classifier`; :meth:`features` maps the
     query into the statistics' space (``filename``)."""
 
@@ -61,7 +62,7 @@ class ClassStatisticsRule(TaskIdentityRule):
                              f"({self.filename}); these adapters have none: retrain them with peft-memory train.")
         classifier = ctx.cached(self.name, lambda: self.classifier(ctx.statistics[self.filename]))
         owners = ctx.cached("class_tasks", lambda: ctx.class_tasks(classifier.labels))
-        query = frozen_query(ctx.model, batch, pooling=ctx.query_pooling)
+        query = statistics_query(ctx.model, batch, ctx.query_pooling, ctx.first_task)
         return classifier.scores(self.features(ctx, query)).cpu(), owners, classifier.labels
 
     def infer(self, ctx, batch):
