@@ -87,3 +87,14 @@ def test_methods_whose_first_adapter_is_no_backbone_are_refused(method):
     assert str(err.value) == (f"--first_session_adaptation does not apply to --method {method}; drop the flag or use one "
                               "of ['dual_prompt', 'lora', 'ranpac', 'simple_cil', 'soft_mask', 'soft_mask_prompts'].")
     get_method(method).check_first_session_adaptation(False)
+
+
+@pytest.mark.parametrize("method", ["lora", "dual_prompt", "soft_mask_prompts"])
+def test_adapters_with_prompts_or_lora_give_the_first_session_query(tmp_path, tokenizer, method):
+    trainer, results, _ = run(tmp_path, tokenizer, method=method, first_session_adaptation=True,
+                              task_id_mode="gaussian", cil_rule="combined", max_steps_per_task=3)
+    hidden = trainer.base_model.config.hidden_size
+    assert ClassStatistics.load(str(tmp_path / "task_1")).dim == 2 * hidden
+    batch = dict(tokenizer(["red green blue", "cat dog"], padding=True, return_tensors="pt"))
+    query = statistics_query(trainer.model, batch, trainer.args.query_pooling, "task_0")
+    assert (query[:, hidden:] - query[:, :hidden]).abs().max() > 1e-4  # the first adapter moved the feature
