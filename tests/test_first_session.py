@@ -15,7 +15,7 @@ from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics, Stati
 from peft_memory.continual import ContinualArguments, ContinualTrainer
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
-from peft_memory.continual.methods import get_method
+from peft_memory.continual.methods import METHODS, get_method
 from peft_memory.continual.statistics import statistics_query
 
 
@@ -84,8 +84,11 @@ def test_reevaluating_a_first_session_run_reproduces_it(tmp_path, tokenizer, met
 def test_methods_whose_first_adapter_is_no_backbone_are_refused(method):
     with pytest.raises(ValueError) as err:
         get_method(method)(ContinualArguments()).check_first_session_adaptation(True)
+    usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)  # other tests register methods too
     assert str(err.value) == (f"--first_session_adaptation does not apply to --method {method}; drop the flag or use one "
-                              "of ['dual_prompt', 'lora', 'ranpac', 'simple_cil', 'soft_mask', 'soft_mask_prompts'].")
+                              f"of {usable}.")
+    assert {"dual_prompt", "lora", "ranpac", "simple_cil", "soft_mask", "soft_mask_prompts"} <= set(usable)
+    assert not {"head_only", "memory_token", "joint", "joint_full"} & set(usable)
     get_method(method).check_first_session_adaptation(False)
 
 
