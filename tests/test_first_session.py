@@ -12,7 +12,7 @@ from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator
-from peft_memory.continual import ContinualArguments, ContinualTrainer
+from peft_memory.continual import ContinualArguments, ContinualTrainer, report
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.methods import METHODS, get_method
@@ -78,6 +78,7 @@ def test_reevaluating_a_first_session_run_reproduces_it(tmp_path, tokenizer, met
         str(tmp_path / "run"))
     assert again.config["first_session_adaptation"] is True
     assert again.accuracy_matrix == first.accuracy_matrix and again.task_id_accuracy == first.task_id_accuracy
+    assert f"| {method} (first-session) | gaussian" in report.markdown_table([str(tmp_path / "again")])
 
 
 @pytest.mark.parametrize("method", ["head_only", "memory_token", "joint", "joint_full"])

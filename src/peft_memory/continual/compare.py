@@ -21,6 +21,7 @@ from .arguments import parse_arguments
 from .checkpoint import LEGACY_VALUES, read_json
 from .launch import build_trainer, evaluation_arguments
 from .loading import resolve_head_pooling
+from .results import method_label
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
 BENCHMARKS = {
@@ -268,9 +269,7 @@ def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
     rows: dict = {}
     for seed, r, protocol in found:
         ti = r["task_identity"]
-        first_session = r.get("config", {}).get("first_session_adaptation")
-        variant = f" ({FIRST_SESSION.replace('_', '-')})" if first_session else ""
-        row = Row(r["method"] + variant, " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
+        row = Row(method_label(r["method"], r.get("config", {})), " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
                   ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
         rows.setdefault(row, {})[seed] = r
     return rows

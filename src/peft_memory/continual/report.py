@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .results import RunResults
+from .results import RunResults, method_label
 
 COLUMNS = (
     ("average_accuracy", "CIL avg acc"),
@@ -22,6 +22,6 @@ def markdown_table(run_dirs: list[str]) -> str:
              "|---|---|---|" + "---|" * len(COLUMNS)]
     for d in run_dirs:
         r = RunResults.load(d)
-        lines.append(f"| `{d}` | {r.method} | {r.task_identity.label} | "
+        lines.append(f"| `{d}` | {method_label(r.method, r.config)} | {r.task_identity.label} | "
                      + " | ".join(_pct(getattr(r, k)) for k, _ in COLUMNS) + " |")
     return "\n".join(lines)

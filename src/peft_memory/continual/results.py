@@ -17,6 +17,12 @@ RESULTS_FILE = "results.json"
 #: Layout version of ``results.json``. Files written before the field existed are version 1.
 SCHEMA_VERSION = 1
 
+
+def method_label(method: str, config: dict) -> str:
+    """How tables name a run's method: ``method``, with `` (first-session)`` when its ``config`` has
+    ``first_session_adaptation`` (its class statistics read the first task's adapter too)."""
+    return f"{method} (first-session)" if config.get("first_session_adaptation") else method
+
 Matrix = list[list[float | None]]
 
 
