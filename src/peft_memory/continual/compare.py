@@ -74,7 +74,7 @@ PLAN = [
 
 
 #: A slice in two parts meant to stay under an hour each on 2 cores (WordNet seed 0: part 1 about 45 minutes, part 2
-#: about 40 without joint_full):
+#: about 40 without joint_full; the first-session runs add about 3 and 9 minutes):
 #: ``peft-memory compare --part 1`` then ``--part 2``.
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint", "simple_cil_first_session"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session"]}
