@@ -52,6 +52,26 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     Raises:
         ValueError: for an unknown ``pooling`` or an unsupported model family (see :mod:`peft_memory.families`).
     """
+    if disabled is None:
+        disabled = getattr(peft_model.base_model, "adapters_disabled", None) or peft_model.disable_adapter
+    with disabled():
+        return _pooled_query(peft_model, inputs, pooling)
+
+
+def adapter_query(peft_model, inputs: dict, adapter_name: str, pooling: str = "classifier") -> torch.Tensor:
+    """The query feature ``(batch, features)`` of :func:`frozen_query`, with every sample routed through the adapter
+    ``adapter_name`` (PEFT's ``adapter_names`` forward argument) instead of the frozen model; without gradient.
+    ``--first_session_adaptation`` joins it to the frozen query for the first task's adapter.
+
+    Raises:
+        ValueError: as :func:`frozen_query`.
+    """
+    batch = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).shape[0]
+    return _pooled_query(peft_model, {**inputs, "adapter_names": [adapter_name] * batch}, pooling)
+
+
+def _pooled_query(peft_model, inputs: dict, pooling: str) -> torch.Tensor:
+    """One forward of ``peft_model`` on ``inputs`` without gradient, returning its ``pooling`` feature."""
     if pooling not in QUERY_POOLINGS:
         raise ValueError(f"query pooling {pooling!r} is unknown; use one of {list(QUERY_POOLINGS)}.")
     base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
@@ -67,10 +87,8 @@ def frozen_query(peft_model, inputs: dict, disabled=None, pooling: str = "classi
     else:
         handle = base.register_forward_hook(
             lambda m, args, out: store.__setitem__("features", family.pooled_features(out)))
-    if disabled is None:
-        disabled = getattr(peft_model.base_model, "adapters_disabled", None) or peft_model.disable_adapter
     try:
-        with torch.no_grad(), disabled():
+        with torch.no_grad():
             peft_model(**inputs)
     finally:
         handle.remove()

@@ -17,7 +17,6 @@ once per candidate value, and the counts are saved with the statistics
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ from ..class_statistics import (
     StatisticsAccumulator,
     Validation,
 )
-from ..task_keys import frozen_query
+from ..task_keys import adapter_query, frozen_query
 from .data import make_loader
 
 #: The statistics of ``--method ranpac``'s random projection, beside each of its adapters.
@@ -136,8 +135,7 @@ def statistics_query(model, batch: dict, pooling: str, first_task: str | None = 
     frozen = frozen_query(model, batch, pooling=pooling)
     if first_task is None:
         return frozen
-    routed = {**batch, "adapter_names": [first_task] * frozen.shape[0]}
-    adapted = frozen_query(model, routed, disabled=contextlib.nullcontext, pooling=pooling)
+    adapted = adapter_query(model, batch, first_task, pooling=pooling)
     return torch.cat([frozen, adapted.to(frozen.dtype)], dim=-1)
 
 
