@@ -20,7 +20,7 @@ from peft_memory.continual.evaluation import EvalContext
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.reference import verify_run
 from peft_memory.continual.tasks import Task
-from peft_memory.task_keys import KEY_FILE
+from peft_memory.task_keys import KEY_FILE, matching_loss
 
 
 def lora_model(kind):
@@ -76,6 +76,25 @@ def test_task_keys_similarity_save_load_and_errors(tmp_path):
         TaskKeys(8).load("a", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="TaskKeys needs dim > 0"):
         TaskKeys(0)
+
+
+def test_matching_loss_is_the_mean_cosine_or_each_tasks_share_of_a_mixed_batch():
+    """DualPrompt Eq. 5: -lambda * mean_b cos(q_b, k_t); in a mixed batch each task's rows, over the whole batch, so
+    that the terms of all tasks sum to the mean over the batch."""
+    torch.manual_seed(0)
+    keys = TaskKeys(8)
+    keys.add("a")
+    keys.add("b")
+    query = torch.randn(4, 8)
+    cos_a = F.cosine_similarity(query, keys.keys["a"].expand(4, 8), dim=-1)
+    cos_b = F.cosine_similarity(query, keys.keys["b"].expand(4, 8), dim=-1)
+    torch.testing.assert_close(matching_loss(keys, query, "a", 0.5), -0.5 * cos_a.mean(), atol=1e-6, rtol=0)
+    rows_a, rows_b = torch.tensor([0, 2]), torch.tensor([True, False, False, True])
+    mixed = matching_loss(keys, query, "a", 0.5, rows=rows_a) + matching_loss(keys, query, "b", 0.5, rows=rows_b)
+    expected = -0.5 * (cos_a[0] + cos_a[2] + cos_b[0] + cos_b[3]) / 4
+    torch.testing.assert_close(mixed, expected, atol=1e-6, rtol=0)
+    matching_loss(keys, query, "a", 1.0).backward()
+    assert keys.keys["a"].grad is not None and keys.keys["b"].grad is None
 
 
 @pytest.mark.parametrize("kind", ["bert_cls", "vit_cls"])

@@ -3,7 +3,7 @@
 DualPrompt's task inference (Wang et al., ECCV 2022, Sec. 4.3) needs only two things: a query, the frozen model's
 pre-logits feature, and one learnable key per task. DualPrompt and DualPrompt-Soft-TF keep the key inside their task
 adapter. :class:`TaskKeys` gives any other ``PeftModel`` the same rule: one key per task adapter, trained with the
-same pull constraint (``-lambda * cos(query, key_t)``) and saved beside the adapter as ``task_key.safetensors``
+same pull constraint (:func:`matching_loss`, ``-lambda * cos(query, key_t)``) and saved beside the adapter as ``task_key.safetensors``
 (PEFT ignores extra files in an adapter folder, so the folder still loads with ``PeftModel.from_pretrained``).
 
 It has the two methods :func:`peft_memory.prompt_id` reads from a peft_memory tuner, ``frozen_features`` and
@@ -30,6 +30,23 @@ def cosine_similarity(features: torch.Tensor, keys: torch.Tensor) -> torch.Tenso
     """Cosine similarity ``(batch, T)`` of query ``features`` ``(batch, dim)`` and ``keys`` ``(T, dim)`` (Prompt-ID's
     match, DualPrompt Sec. 4.3); the keys are cast to the features' dtype and device."""
     return F.normalize(features, dim=-1) @ F.normalize(keys.to(features), dim=-1).T
+
+
+def matching_loss(keys, features: torch.Tensor, adapter_name: str, weight: float,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+    """DualPrompt's pull constraint on one task's key (Wang et al., ECCV 2022, Eq. 5): the scalar
+    ``-weight * sum_{b in rows} cos(q_b, k_t) / batch``, i.e. ``-weight * mean_b cos(q_b, k_t)`` when ``rows`` is
+    ``None`` (every sample belongs to task ``t``).
+
+    Args:
+        keys: the key source, anything with ``key_similarity(features, adapter_names)`` (a :class:`TaskKeys`, or the
+            prompt tuner ``peft_model.base_model`` of DualPrompt / DualPrompt-Soft-TF).
+        features: the frozen query ``(batch, dim)`` (``keys.frozen_features(peft_model, inputs)``, no gradient).
+        adapter_name: the task ``t`` whose key is pulled; weight: ``lambda`` (the adapter's ``matching_loss_weight``).
+        rows: indices or a boolean mask of the samples routed to ``t`` in a mixed batch; ``None``: all of them.
+    """
+    routed = features if rows is None else features[rows]
+    return -weight * keys.key_similarity(routed, [adapter_name])[:, 0].sum() / features.shape[0]
 
 
 #: How the query feature is pooled from the frozen model (``--query_pooling``).
@@ -106,7 +123,7 @@ class TaskKeys(nn.Module):
     Example::
 
         keys = TaskKeys(model.config.hidden_size)
-        keys.add("task_0")                                   # trained by keys.matching_loss(...)
+        keys.add("task_0")                     # trained with matching_loss(keys, keys.frozen_features(...), ...)
         task = peft_memory.prompt_id(model, inputs, ["task_0", "task_1"], keys=keys)   # (batch,)
     """
 

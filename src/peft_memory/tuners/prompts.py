@@ -27,7 +27,7 @@ from torch import nn
 
 from ..attention import disable_injection, enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
-from ..task_keys import QUERY_POOLINGS, cosine_similarity, frozen_query
+from ..task_keys import QUERY_POOLINGS, cosine_similarity, frozen_query, matching_loss
 from .validation import check_layers_in_range, validate_count, validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")
@@ -190,11 +190,8 @@ class PromptsMixin:
         if routing.superpose is not None or not keyed or not torch.is_grad_enabled():
             return None
         query = self.frozen_features(self.model, inputs)
-        total = query.new_zeros(())
-        for name, index in keyed:
-            rows = query if index is None else query[index]
-            total = total - self.peft_config[name].matching_loss_weight * self.key_similarity(rows, [name])[:, 0].sum()
-        return total / query.shape[0]
+        return sum(matching_loss(self, query, name, configs[name].matching_loss_weight, rows=index)
+                   for name, index in keyed)
 
     # --------------------------------------------------------- query and keys
     def frozen_features(self, peft_model, inputs: dict) -> torch.Tensor:

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-import torch
-
+from ...task_keys import matching_loss
 from ...tuners import DualPromptConfig
 from ...tuners.prompts import PromptFields
 from .base import ContinualMethod
 from .soft_mask import SoftMask
-
-
-def matching_loss(keys, model, batch: dict, adapter_name: str, weight: float) -> torch.Tensor:
-    """DualPrompt's pull constraint ``-lambda * mean cos(query, key_t)`` (Wang et al. 2022, Eq. 5); the query is the
-    frozen model's feature (one extra forward without gradient, as in the paper).
-
-    Args:
-        keys: the key source: a prompt tuner (``model.base_model``) or a :class:`peft_memory.TaskKeys`.
-        model: the ``PeftModel``; batch: the model inputs; adapter_name: the task whose key is pulled.
-        weight: ``lambda``.
-    """
-    features = keys.frozen_features(model, batch)
-    return -weight * keys.key_similarity(features, [adapter_name])[:, 0].mean()
 
 
 def prompt_fields(args) -> dict:
@@ -37,8 +23,9 @@ class PromptMatching:
     cil_rules = ("unified", "routed", "combined", "product")  # DualPrompt's own classifier: every seen class (Sec. 4.3)
 
     def auxiliary_loss(self, model, batch, task):
-        weight = model.base_model.peft_config[task.name].matching_loss_weight
-        return matching_loss(model.base_model, model, batch, task.name, weight)
+        keys = model.base_model  # the prompt tuner holds each task's key
+        weight = keys.peft_config[task.name].matching_loss_weight
+        return matching_loss(keys, keys.frozen_features(model, batch), task.name, weight)
 
 
 class DualPrompt(PromptMatching, ContinualMethod):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from peft import LoraConfig
 
 from ...families import get_family, last_layers, num_layers
-from ...task_keys import TaskKeys
+from ...task_keys import TaskKeys, matching_loss
 from .base import ContinualMethod
-from .dual_prompt import matching_loss
 
 
 class Lora(ContinualMethod):
@@ -57,7 +56,8 @@ class Lora(ContinualMethod):
         return list(self.keys.keys.values()) if self.keys is not None else []
 
     def auxiliary_loss(self, model, batch, task):
-        return matching_loss(self.keys, model, batch, task.name, self.args.matching_loss_weight)
+        return matching_loss(self.keys, self.keys.frozen_features(model, batch), task.name,
+                             self.args.matching_loss_weight)
 
     def after_backward(self, accelerator, task):
         if accelerator.num_processes > 1:  # the keys live outside DDP
