@@ -85,7 +85,7 @@ def test_reevaluating_a_first_session_run_reproduces_it(tmp_path, tokenizer, met
 def test_methods_whose_first_adapter_is_no_backbone_are_refused(method):
     with pytest.raises(ValueError) as err:
         get_method(method)(ContinualArguments()).check_first_session_adaptation(True)
-    usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)  # other tests register methods too
+    usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)  # the message reads the registry
     assert str(err.value) == (f"--first_session_adaptation does not apply to --method {method}; drop the flag or use one "
                               f"of {usable}.")
     assert {"dual_prompt", "lora", "ranpac", "simple_cil", "soft_mask", "soft_mask_prompts"} <= set(usable)
