@@ -11,12 +11,13 @@ from test_class_statistics_rules import context, three_task_model
 from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import frozen_query
-from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator
+from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics, GaussianClassifier, StatisticsAccumulator
 from peft_memory.continual import ContinualArguments, ContinualTrainer, report
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.methods import METHODS, get_method
 from peft_memory.continual.statistics import statistics_query
+from peft_memory.continual.task_id import get_rule
 
 
 def test_query_is_the_frozen_query_then_the_first_adapters():
@@ -81,15 +82,16 @@ def test_reevaluating_a_first_session_run_reproduces_it(tmp_path, tokenizer, met
     assert f"| {method} (first-session) | gaussian" in report.markdown_table([str(tmp_path / "again")])
 
 
-@pytest.mark.parametrize("method", ["head_only", "memory_token", "joint", "joint_full"])
+@pytest.mark.parametrize("method", ["head_only", "memory_token"])
 def test_methods_whose_first_adapter_is_no_backbone_are_refused(method):
     with pytest.raises(ValueError) as err:
         get_method(method)(ContinualArguments()).check_first_session_adaptation(True)
     usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)  # the message reads the registry
     assert str(err.value) == (f"--first_session_adaptation does not apply to --method {method}; drop the flag or use one "
                               f"of {usable}.")
-    assert {"dual_prompt", "lora", "ranpac", "simple_cil", "soft_mask", "soft_mask_prompts"} <= set(usable)
-    assert not {"head_only", "memory_token", "joint", "joint_full"} & set(usable)
+    assert {"dual_prompt", "joint", "joint_full", "lora", "ranpac", "simple_cil", "soft_mask",
+            "soft_mask_prompts"} <= set(usable)
+    assert not {"head_only", "memory_token"} & set(usable)
     get_method(method).check_first_session_adaptation(False)
 
 
@@ -102,3 +104,31 @@ def test_adapters_with_prompts_or_lora_give_the_first_session_query(tmp_path, to
     batch = dict(tokenizer(["red green blue", "cat dog"], padding=True, return_tensors="pt"))
     query = statistics_query(trainer.model, batch, trainer.args.query_pooling, "task_0")
     assert (query[:, hidden:] - query[:, :hidden]).abs().max() > 1e-4  # the first adapter moved the feature
+
+
+@pytest.mark.parametrize("method", ["joint", "joint_full"])
+def test_joint_read_by_the_gaussian_classifier_on_its_own_adapter(tmp_path, tokenizer, method):
+    """The bound of the first-session methods: the joint adapter's statistics on [frozen ; joint] query, and CIL
+    equal to the saved Gaussian classifier's argmax over every class, computed here by hand."""
+    trainer, results, _ = run(tmp_path, tokenizer, method=method, first_session_adaptation=True,
+                              task_id_mode="gaussian", max_steps_per_task=3)
+    stats = ClassStatistics.load(str(tmp_path / "joint"))
+    assert stats.dim == 2 * trainer.base_model.config.hidden_size and stats.labels.tolist() == [0, 1, 2, 3]
+    assert results.task_identity.mode == "true joint classifier: Gaussian on the joint class statistics"
+    classifier = GaussianClassifier(stats, stats.validation["shrinkage"].best())
+    for k, task in enumerate(toy_sequence().tasks):
+        batch = dict(tokenizer(list(task.test["text"]), padding=True, return_tensors="pt"))
+        query = statistics_query(trainer.model, batch, trainer.args.query_pooling, "joint")
+        adapted = query[:, trainer.base_model.config.hidden_size:]
+        assert (adapted - query[:, : adapted.shape[1]]).abs().max() > 1e-4  # the joint adapter moved the feature
+        predicted = classifier.labels[classifier.scores(query).argmax(dim=-1)]
+        truth = torch.tensor(task.global_labels)[torch.tensor(list(task.test["label"]))]
+        assert results.accuracy_matrix[k][1] == pytest.approx((predicted == truth).double().mean().item(), abs=1e-6)
+    head = trainer.model.get_submodule("base_model.soft_mask_head.joint")
+    with torch.no_grad():  # a head that always says class 0: the Gaussian classifier must not read it
+        head.weight.zero_(), head.bias.copy_(torch.tensor([1e3, 0.0, 0.0, 0.0]))
+    trainer.evaluate_seen(1)
+    assert trainer.matrices["cil"][:, 1].tolist() == pytest.approx([r[1] for r in results.accuracy_matrix], abs=1e-6)
+    trainer.rule = get_rule("max_logit")  # the head's own reading collapses to class 0: half of task 0, none of task 1
+    trainer.evaluate_seen(1)
+    assert trainer.matrices["cil"][:, 1].tolist() == [0.5, 0.0]

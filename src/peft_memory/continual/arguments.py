@@ -168,7 +168,8 @@ class TaskIdentityArguments:
         metadata={"help": "Class statistics (nearest_mean, gaussian, ridge, combined, product) on the frozen query "
                   "concatenated with the same query through the FIRST task's adapter, kept frozen after that task: "
                   "APER's first-session adaptation (Zhou et al. 2024). simple_cil and ranpac then train the first "
-                  "task's soft masks (default placement, --learning_rate). Not for head_only, memory_token, joint."})
+                  "task's soft masks (default placement, --learning_rate); joint and joint_full (with --task_id_mode gaussian) read "
+                  "their one adapter, trained on every class. Not for head_only, memory_token."})
     task_id_batchwise: bool = field(
         default=False,
         metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "

@@ -111,6 +111,7 @@ class ContinualTrainer:
             fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
             fit_tasks.append(replace(task, train=fit))
         self.tasks = self.method.training_tasks(replace(sequence, tasks=fit_tasks))
+        self.held_out = self.method.held_out_sets(sequence.tasks, self.held_out)
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}

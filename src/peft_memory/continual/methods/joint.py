@@ -1,4 +1,5 @@
-"""Joint training (the upper bound): one soft-mask adapter trained on every task's data at once."""
+"""Joint training (the upper bounds): one adapter trained on every task's data at once, read by its head over every
+class or, with ``--task_id_mode gaussian``, by the Gaussian classifier over the joint data's class statistics."""
 
 from __future__ import annotations
 
@@ -16,29 +17,42 @@ JOINT_TASK = "joint"
 class Joint(SoftMask):
     """Not continual: ONE adapter (``joint``) over the sequence's global label space, trained on the union of the
     tasks' training data; only the accuracy matrices' last column is filled. Its class-incremental prediction is the
-    argmax over every class (no task inference); its "task identity" is whether that class lies in the right task."""
+    argmax over every class (no task inference); its "task identity" is whether that class lies in the right task.
+
+    With ``--task_id_mode gaussian`` the head is not read: the class is the argmax of the Gaussian classifier over
+    the class statistics of the joint training data (shrinkage chosen on its held-out samples), and with
+    ``--first_session_adaptation`` those statistics are kept on the frozen query concatenated with the query through
+    the joint adapter (:func:`~peft_memory.continual.statistics.statistics_query`): APER's classifier (Zhou et al.,
+    IJCV 2024) on a backbone adapted to every class at once, the bound of the first-session methods, whose first
+    session sees one task's classes."""
 
     name = "joint"
-    task_id_modes = ("max_logit",)
+    task_id_modes = ("max_logit", "gaussian")
     cil_rules = ("unified",)
-    first_session_adaptation = False
 
     def training_tasks(self, sequence):
-        parts = []
-        for t in sequence.tasks:
-            mapping = t.global_labels
-            parts.append(t.train.map(lambda labels, m=mapping: {"label": [m[c] for c in labels]}, batched=True,
-                                     input_columns="label"))
-        train = datasets.concatenate_datasets(parts)
+        train = _union([t.train for t in sequence.tasks], sequence.tasks)
         return [Task(JOINT_TASK, list(sequence.global_label_names), train, sequence.tasks[0].test)]
+
+    def held_out_sets(self, tasks, held_out):
+        """The joint task's held-out samples are the union of the tasks' (global labels): its class statistics
+        choose their shrinkage on them."""
+        parts = [held_out.get(t.name) for t in tasks]
+        joint = None if any(p is None for p in parts) else _union(parts, tasks)
+        return {**held_out, JOINT_TASK: joint}
 
     def column(self, k, sequence):
         return len(sequence) - 1
 
     def evaluate_batch(self, ctx, batch, labels, k):
         task = ctx.evaluated[k]  # the sequence's task k, whose test batch this is
-        with torch.no_grad():
-            logits = ctx.model(**batch).logits.cpu()
+        if ctx.rule.name == "gaussian":
+            scores, _, classes = ctx.rule.class_scores(ctx, batch)  # (batch, C) over the statistics' classes
+            logits = scores.new_full((len(scores), ctx.tasks[0].num_labels), float("-inf"))
+            logits[:, classes] = scores
+        else:
+            with torch.no_grad():
+                logits = ctx.model(**batch).logits.cpu()
         own = torch.tensor(task.global_labels)
         true_global = own[labels.cpu()]
         pred = logits.argmax(dim=-1)
@@ -46,6 +60,8 @@ class Joint(SoftMask):
         return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own)}
 
     def task_identity_mode(self, mode):
+        if mode == "gaussian":
+            return "true joint classifier: Gaussian on the joint class statistics"
         return "true joint classifier"
 
     def summarize(self, cil):
@@ -65,3 +81,10 @@ class JointFull(Joint):
 
     def train(self, trainer, task, data):
         trainer.optimize(task, data, learning_rate=self.args.finetune_learning_rate)
+
+
+def _union(parts: list, tasks: list[Task]) -> datasets.Dataset:
+    """The datasets ``parts`` of ``tasks`` (same order) concatenated, each local label mapped to its global id."""
+    mapped = [ds.map(lambda labels, m=t.global_labels: {"label": [m[c] for c in labels]}, batched=True,
+                     input_columns="label") for ds, t in zip(parts, tasks, strict=True)]
+    return datasets.concatenate_datasets(mapped)
