@@ -144,6 +144,13 @@ def test_compare_table_means_and_spreads_and_the_upper_bound(tmp_path):
     # APER trains its first task: its own row, after the frozen simple_cil's, never the training-free upper bound
     row = lines.index("| simple_cil (first-session) | gaussian | unified | 99.0 | 90.0 | 10.0 | 50.0 | 0 |")
     assert lines[row - 1].startswith("| **simple_cil** (upper bound) | gaussian |")
+    bound = {**_result("joint", "true joint classifier: Gaussian on the joint class statistics", "unified", 0.96, 0),
+             "config": {"first_session_adaptation": True}}
+    (tmp_path / "wordnet" / "seed_0" / "joint_first_session.json").write_text(json.dumps(bound))
+    table = markdown_table(str(tmp_path), "wordnet")  # the joint adapter read by the Gaussian: the bound now
+    assert ("| **joint (first-session)** (upper bound) | true joint classifier: Gaussian on the joint class statistics "
+            "| unified | 96.0 |") in table
+    assert "| simple_cil | gaussian |" in table and table.count("(upper bound)") == 1
 
 
 def _tuning_file(path, metric, score, head_pooling=None):

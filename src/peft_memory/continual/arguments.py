@@ -145,8 +145,9 @@ class TaskIdentityArguments:
     task_id_mode: str | None = field(
         default=None, metadata={"help": "Default: the method's (soft_mask: gradient_id; dual_prompt, "
                   "soft_mask_prompts, lora: prompt_id; head_only: max_logit; memory_token: max_softmax, the most "
-                  "confident head with all heads in one forward; simple_cil: nearest_mean; ranpac: ridge). "
-                  "nearest_mean and gaussian read the class statistics saved with every adapter."})
+                  "confident head with all heads in one forward; simple_cil: nearest_mean; ranpac: ridge; joint, "
+                  "joint_full: max_logit, their head over every class). nearest_mean and gaussian read the class "
+                  "statistics saved with every adapter (joint: gaussian instead of the head)."})
     cil_rule: str | None = field(
         default=None, metadata={"help": "How the class is predicted once the task rule has spoken: routed (the "
                   "inferred task's adapter, among that task's classes) | unified (the inferred task's adapter, "
@@ -168,8 +169,9 @@ class TaskIdentityArguments:
         metadata={"help": "Class statistics (nearest_mean, gaussian, ridge, combined, product) on the frozen query "
                   "concatenated with the same query through the FIRST task's adapter, kept frozen after that task: "
                   "APER's first-session adaptation (Zhou et al. 2024). simple_cil and ranpac then train the first "
-                  "task's soft masks (default placement, --learning_rate); joint and joint_full (with --task_id_mode gaussian) read "
-                  "their one adapter, trained on every class. Not for head_only, memory_token."})
+                  "task's soft masks (default placement, --learning_rate); for joint and joint_full (with "
+                  "--task_id_mode gaussian) the first session is their one adapter, trained on every class. Not "
+                  "for head_only, memory_token."})
     task_id_batchwise: bool = field(
         default=False,
         metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "
