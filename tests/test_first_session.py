@@ -16,6 +16,7 @@ from peft_memory.continual import ContinualArguments, ContinualTrainer, report
 from peft_memory.continual.data import TextInputs
 from peft_memory.continual.launch import evaluation_arguments
 from peft_memory.continual.methods import METHODS, get_method
+from peft_memory.continual.methods.joint import JOINT_GAUSSIAN
 from peft_memory.continual.statistics import statistics_query
 from peft_memory.continual.task_id import get_rule
 
@@ -114,7 +115,7 @@ def test_joint_read_by_the_gaussian_classifier_on_its_own_adapter(tmp_path, toke
                               task_id_mode="gaussian", max_steps_per_task=3)
     stats = ClassStatistics.load(str(tmp_path / "joint"))
     assert stats.dim == 2 * trainer.base_model.config.hidden_size and stats.labels.tolist() == [0, 1, 2, 3]
-    assert results.task_identity.mode == "true joint classifier: Gaussian on the joint class statistics"
+    assert results.task_identity.mode == JOINT_GAUSSIAN == "true joint classifier: Gaussian on the joint class statistics"
     classifier = GaussianClassifier(stats, stats.validation["shrinkage"].best())
     for k, task in enumerate(toy_sequence().tasks):
         batch = dict(tokenizer(list(task.test["text"]), padding=True, return_tensors="pt"))

@@ -21,6 +21,7 @@ from .arguments import parse_arguments
 from .checkpoint import LEGACY_VALUES, read_json
 from .launch import build_trainer, evaluation_arguments
 from .loading import resolve_head_pooling
+from .methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
 from .results import method_label
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
@@ -77,12 +78,11 @@ PLAN = [
 
 
 #: A slice in two parts meant to stay under an hour each on 2 cores (WordNet seed 0: part 1 about 45 minutes, part 2
-#: about 40 without joint_full; the first-session runs add about 3 and 9 minutes):
+#: about 40 without joint_full, which takes about 8; the first-session runs add about 3 + 4.5 + 7 and 9 minutes):
 #: ``peft-memory compare --part 1`` then ``--part 2``.
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint", "simple_cil_first_session",
-             "joint_first_session"],
-         2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session",
-             "joint_full_first_session"]}
+             "joint_first_session", "joint_full_first_session"],
+         2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session"]}
 
 #: Arguments that change the protocol itself, each with its value as a run records it (``auto`` resolved): slices
 #: that differ in one are never averaged together, and a result of another protocol is made again.
@@ -231,9 +231,8 @@ METRICS = (("average_accuracy", "CIL"), ("til_average_accuracy", "TIL"), ("forge
 #: ``(row label, task identity)`` of the upper-bound candidates: the joint adapters read by their heads and, with
 #: ``--first_session_adaptation``, by the Gaussian classifier on the frozen and jointly adapted query; the frozen
 #: Gaussian classifier.
-UPPER_BOUNDS = tuple((f"{m}{label}", mode) for m in ("joint", "joint_full") for label, mode in (
-    ("", "true joint classifier"), (" (first-session)", "true joint classifier: Gaussian on the joint class statistics"))
-) + (("simple_cil", "gaussian"),)
+UPPER_BOUNDS = (("joint", JOINT_HEAD), ("joint_full", JOINT_HEAD), ("joint (first-session)", JOINT_GAUSSIAN),
+                ("joint_full (first-session)", JOINT_GAUSSIAN), ("simple_cil", "gaussian"))
 
 
 def _cell(values: list[float | None]) -> str:

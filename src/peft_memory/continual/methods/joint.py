@@ -12,6 +12,9 @@ from ..tasks import Task
 from .soft_mask import SoftMask
 
 JOINT_TASK = "joint"
+#: How ``results.json`` names the joint runs' readings: by the head over every class, by the Gaussian classifier.
+JOINT_HEAD = "true joint classifier"
+JOINT_GAUSSIAN = "true joint classifier: Gaussian on the joint class statistics"
 
 
 class Joint(SoftMask):
@@ -60,9 +63,7 @@ class Joint(SoftMask):
         return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own)}
 
     def task_identity_mode(self, mode):
-        if mode == "gaussian":
-            return "true joint classifier: Gaussian on the joint class statistics"
-        return "true joint classifier"
+        return JOINT_GAUSSIAN if mode == "gaussian" else JOINT_HEAD
 
     def summarize(self, cil):
         return {"average_accuracy": float(np.nanmean(cil[:, -1])), "forgetting": None, "backward_transfer": None}
