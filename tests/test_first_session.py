@@ -127,7 +127,8 @@ def test_joint_read_by_the_gaussian_classifier_on_its_own_adapter(tmp_path, toke
         assert results.accuracy_matrix[k][1] == pytest.approx((predicted == truth).double().mean().item(), abs=1e-6)
     head = trainer.model.get_submodule("base_model.soft_mask_head.joint")
     with torch.no_grad():  # a head that always says class 0: the Gaussian classifier must not read it
-        head.weight.zero_(), head.bias.copy_(torch.tensor([1e3, 0.0, 0.0, 0.0]))
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([1e3, 0.0, 0.0, 0.0]))
     trainer.evaluate_seen(1)
     assert trainer.matrices["cil"][:, 1].tolist() == pytest.approx([r[1] for r in results.accuracy_matrix], abs=1e-6)
     trainer.rule = get_rule("max_logit")  # the head's own reading collapses to class 0: half of task 0, none of task 1
