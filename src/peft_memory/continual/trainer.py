@@ -106,12 +106,16 @@ class ContinualTrainer:
                 warnings.warn(f"task {task.name!r} has one class ({task.label_names[0]!r}): its cross-entropy is "
                               "always 0, so its adapter learns nothing; give every task at least two classes.",
                               stacklevel=2)
-        fit_tasks = []
+        fit_tasks, held_tasks = [], []
         for i, task in enumerate(sequence.tasks):
             fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
             fit_tasks.append(replace(task, train=fit))
+            held_tasks.append(replace(task, train=self.held_out[task.name]))
         self.tasks = self.method.training_tasks(replace(sequence, tasks=fit_tasks))
-        self.held_out = self.method.held_out_sets(sequence.tasks, self.held_out)
+        if all(t.train is not None for t in held_tasks):  # a task the method builds (joint: the union) holds out
+            built = self.method.training_tasks(replace(sequence, tasks=held_tasks))  # the same build of theirs
+            for task, held in zip(self.tasks, built, strict=True):
+                self.held_out.setdefault(task.name, held.train)
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}

@@ -72,13 +72,9 @@ class ContinualMethod:
 
     # ------------------------------------------------------------- the tasks
     def training_tasks(self, sequence: TaskSequence) -> list[Task]:
-        """The tasks trained one after another, one adapter each (default: the sequence's tasks)."""
+        """The tasks trained one after another, one adapter each (default: the sequence's tasks). Called again on the
+        tasks' held-out parts, to give a task built here (joint: the union) its held-out samples."""
         return list(sequence.tasks)
-
-    def held_out_sets(self, tasks: list[Task], held_out: dict) -> dict:
-        """Held-out training samples by task name (``None``: none), given the sequence's ``tasks`` and theirs; the
-        tasks of :meth:`training_tasks` need an entry (default: ``held_out`` unchanged)."""
-        return held_out
 
     def column(self, k: int, sequence: TaskSequence) -> int:
         """The accuracy-matrix column filled after training ``training_tasks(sequence)[k]`` (default ``k``)."""

@@ -34,15 +34,12 @@ class Joint(SoftMask):
     cil_rules = ("unified",)
 
     def training_tasks(self, sequence):
-        train = _union([t.train for t in sequence.tasks], sequence.tasks)
+        """The union of the tasks' data, labels mapped to global ids (the trainer builds the joint task's held-out
+        samples, which choose its class statistics' shrinkage, the same way from the tasks' held-out parts)."""
+        parts = [t.train.map(lambda labels, m=t.global_labels: {"label": [m[c] for c in labels]}, batched=True,
+                             input_columns="label") for t in sequence.tasks]
+        train = datasets.concatenate_datasets(parts)
         return [Task(JOINT_TASK, list(sequence.global_label_names), train, sequence.tasks[0].test)]
-
-    def held_out_sets(self, tasks, held_out):
-        """The joint task's held-out samples are the union of the tasks' (global labels): its class statistics
-        choose their shrinkage on them."""
-        parts = [held_out.get(t.name) for t in tasks]
-        joint = None if any(p is None for p in parts) else _union(parts, tasks)
-        return {**held_out, JOINT_TASK: joint}
 
     def column(self, k, sequence):
         return len(sequence) - 1
@@ -82,10 +79,3 @@ class JointFull(Joint):
 
     def train(self, trainer, task, data):
         trainer.optimize(task, data, learning_rate=self.args.finetune_learning_rate)
-
-
-def _union(parts: list, tasks: list[Task]) -> datasets.Dataset:
-    """The datasets ``parts`` of ``tasks`` (same order) concatenated, each local label mapped to its global id."""
-    mapped = [ds.map(lambda labels, m=t.global_labels: {"label": [m[c] for c in labels]}, batched=True,
-                     input_columns="label") for ds, t in zip(parts, tasks, strict=True)]
-    return datasets.concatenate_datasets(mapped)
