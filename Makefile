@@ -81,18 +81,18 @@ BENCHMARK ?= wordnet
 MODEL_wordnet :=
 MODEL_fashion_mnist := --model $(VIT)
 tune: setup
-	$(CLI) tune --benchmark wordnet
-	$(CLI) tune --benchmark fashion_mnist $(MODEL_fashion_mnist)
+	$(PY) -m experiments tune --benchmark wordnet
+	$(PY) -m experiments tune --benchmark fashion_mnist $(MODEL_fashion_mnist)
 
 PART ?=
 compare: setup
-	$(CLI) compare --benchmark $(BENCHMARK) --seed $(SEED) $(MODEL_$(BENCHMARK)) $(if $(PART),--part $(PART))
+	$(PY) -m experiments compare --benchmark $(BENCHMARK) --seed $(SEED) $(MODEL_$(BENCHMARK)) $(if $(PART),--part $(PART))
 
 # The README's tables: mean +- std over whatever slices are committed, written between the README's markers.
 compare-table: setup
-	$(CLI) compare-table results/compare wordnet --readme README.md
-	$(CLI) compare-table results/compare wordnet_pooler_output --readme README.md
-	$(CLI) compare-table results/compare fashion_mnist --readme README.md
+	$(PY) -m experiments compare-table results/compare wordnet --readme README.md
+	$(PY) -m experiments compare-table results/compare wordnet_pooler_output --readme README.md
+	$(PY) -m experiments compare-table results/compare fashion_mnist --readme README.md
 
 # The shape of Sandler et al. 2022, Table 2 on 5-split Fashion-MNIST with the ViT: head only, head + class token
 # (0 memory tokens), 1, 5 and 10 memory tokens per layer, and full fine-tuning of one model per task (lr 1e-4).

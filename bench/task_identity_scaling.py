@@ -5,7 +5,7 @@
 
 A test pass = task identity for a batch (per sample) + the routed forward that classifies it. Adapters are
 DualPrompt-Soft-TF ones of tiny width (soft masks on the last layer, prompts of length 1, two classes) on the real
-shape, so 50 of them fit; the rules are the trainer's own objects (``peft_memory.continual.task_id``), the class
+shape, so 50 of them fit; the rules are the trainer's own objects (``peft_memory.continual.inference.task_id``), the class
 statistics built from random features (their values do not change the cost). Prints RESULTS.md-style rows.
 """
 
@@ -22,7 +22,7 @@ import peft_memory  # noqa: F401
 from peft_memory import SoftMaskConfig
 from peft_memory.class_statistics import STATISTICS_FILE, StatisticsAccumulator
 from peft_memory.continual import ContinualMethod, Task, get_rule
-from peft_memory.continual.evaluation import EvalContext
+from peft_memory.continual.inference.evaluation import EvalContext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Row, alternate, machine  # noqa: E402

@@ -21,8 +21,8 @@ from peft import get_peft_model
 import peft_memory  # noqa: F401
 from peft_memory import SoftMaskConfig
 from peft_memory.continual import ContinualArguments, ContinualTrainer
-from peft_memory.continual.data import TextInputs, make_loader
-from peft_memory.continual.tasks import Task, TaskSequence
+from peft_memory.continual.data.inputs import TextInputs, make_loader
+from peft_memory.continual.data.tasks import Task, TaskSequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Row, alternate  # noqa: E402

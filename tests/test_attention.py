@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import last_hidden, make_inputs, make_model
 
-from peft_memory.attention import enable_injection, extend_mask, set_extra_kv
 from peft_memory.families import attention_modules, get_family
+from peft_memory.tuners.attention import enable_injection, extend_mask, set_extra_kv
 
 CASES = [(kind, attn) for kind in ("bert_cls", "vit_cls", "dinov2") for attn in ("eager", "sdpa")]
 HEADS, HEAD_DIM, N_EXTRA = 4, 8, 3

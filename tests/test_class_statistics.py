@@ -16,7 +16,7 @@ from peft_memory.class_statistics import (
     StatisticsAccumulator,
     Validation,
 )
-from peft_memory.continual.statistics import StatisticsSpace, collect_statistics, held_out_rows
+from peft_memory.continual.inference.statistics import StatisticsSpace, collect_statistics, held_out_rows
 
 
 def data(seed=0, n=60, d=6, classes=(0, 1, 2, 3, 4, 5)):

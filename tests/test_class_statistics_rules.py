@@ -14,9 +14,9 @@ import peft_memory  # noqa: F401
 from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, StatisticsAccumulator
 from peft_memory.continual import get_rule
-from peft_memory.continual.combined import AdaptedEvidence, combined_choice
-from peft_memory.continual.evaluation import EvalContext, evaluate_with
-from peft_memory.continual.tasks import Task
+from peft_memory.continual.data.tasks import Task
+from peft_memory.continual.inference.combined import AdaptedEvidence, combined_choice
+from peft_memory.continual.inference.evaluation import EvalContext, evaluate_with
 
 
 def three_task_model():
@@ -71,7 +71,7 @@ def test_combined_rule_on_a_mixed_batch_equals_each_sample_alone():
     batch = make_inputs("bert_cls", batch=6, seed=3)
     evidence = []
     for t in range(3):  # adapted statistics of each task from its adapter's features on random inputs
-        from peft_memory.continual.combined import head_inputs
+        from peft_memory.continual.inference.combined import head_inputs
 
         feats = head_inputs(model, make_inputs("bert_cls", batch=12, seed=10 + t), [f"t{t}"] * 12)[1]
         acc = StatisticsAccumulator([2 * t, 2 * t + 1], feats.shape[1])

@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification
 
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback, class_incremental_split
-from peft_memory.continual.data import TextInputs
-from peft_memory.continual.reference import load_run, verify_run
+from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.run.reference import load_run, verify_run
 
 WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
          "red blue green yellow black white pink brown grey orange "
@@ -88,7 +88,7 @@ def test_reload_in_a_new_process_gives_identical_predictions(tmp_path, tokenizer
     run(tmp_path, tokenizer)
     tests_dir = os.path.dirname(__file__)
     code = (f"import sys; sys.path.insert(0, {tests_dir!r}); import torch\n"
-            "from peft_memory.continual.reference import verify_run\n"
+            "from peft_memory.continual.run.reference import verify_run\n"
             f"print(verify_run({str(tmp_path)!r}))")  # base model from the adapter config, as a user would
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "{'task_0': 0.0, 'task_1': 0.0}"
@@ -117,7 +117,7 @@ def test_gradient_id_picks_each_samples_task(tmp_path, tokenizer):
     """Constructed case: task 0 = animals vs colours, task 1 = numbers vs food (disjoint words). After training both
     adapters, per-sample Gradient-ID on a batch mixing both tasks' samples must find each sample's task."""
     from peft_memory import gradient_id
-    from peft_memory.continual.data import make_loader
+    from peft_memory.continual.data.inputs import make_loader
 
     trainer, _, _ = run(tmp_path, tokenizer)
     t0, t1 = trainer.tasks
@@ -176,7 +176,7 @@ def test_prompt_methods_train_with_the_matching_loss_and_infer_by_prompt_id(tmp_
     tuner = trainer.model.base_model
     key = getattr(tuner, f"{tuner.prefix}e_key")
     # Prompt-ID similarities on the trained model; an earlier task's key is frozen once the next task trains
-    from peft_memory.continual.data import make_loader
+    from peft_memory.continual.data.inputs import make_loader
 
     batch = next(iter(make_loader(trainer.tasks[0].train, trainer.pipeline, 16, False, 0)))
     batch.pop("labels")

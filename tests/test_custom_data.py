@@ -7,7 +7,7 @@ import datasets
 import numpy as np
 import pytest
 
-from peft_memory.continual.custom_data import load_custom_sequence
+from peft_memory.continual.data.custom_data import load_custom_sequence
 
 CLASSES = ("billing", "delivery", "account", "product")
 

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 from test_continual_trainer import minilm, toy_sequence
 from test_resume import arguments
 from peft_memory.continual import ContinualTrainer
-from peft_memory.continual.data import TextInputs
+from peft_memory.continual.data.inputs import TextInputs
 from peft_memory.continual.methods import get_method
 
 out, method, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])

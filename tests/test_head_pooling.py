@@ -13,13 +13,14 @@ from peft import get_peft_model
 from test_continual_trainer import run
 
 import peft_memory
+from experiments import compare
+from experiments.compare import markdown_table
 from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig, set_head_pooling
-from peft_memory.continual import ContinualArguments, RunResults, compare
-from peft_memory.continual.checkpoint import check_resumable, run_config
-from peft_memory.continual.compare import markdown_table
-from peft_memory.continual.hub import model_card
-from peft_memory.continual.loading import resolve_head_pooling
-from peft_memory.continual.reference import load_run, verify_run
+from peft_memory.continual import ContinualArguments, RunResults
+from peft_memory.continual.run.checkpoint import check_resumable, run_config
+from peft_memory.continual.run.hub import model_card
+from peft_memory.continual.run.loading import resolve_head_pooling
+from peft_memory.continual.run.reference import load_run, verify_run
 from peft_memory.model_card import adapter_card
 from peft_memory.pooling import TokenPooler, head_pooling_of, pool_tokens
 
@@ -257,7 +258,7 @@ def test_a_slice_trains_again_what_another_protocol_made_or_a_new_rule_needs(tmp
 
 
 def test_mean_pooling_of_a_vit_is_refused_before_anything_loads(tmp_path):
-    from peft_memory.continual.launch import build_trainer
+    from peft_memory.continual.run.launch import build_trainer
 
     make_model("vit_cls").save_pretrained(tmp_path / "vit")
     args = ContinualArguments(model=str(tmp_path / "vit"), benchmark="fashion_mnist_5split", head_pooling="mean",

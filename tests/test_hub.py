@@ -15,8 +15,8 @@ from transformers import BertForSequenceClassification
 
 import peft_memory
 from peft_memory import SoftMaskConfig
-from peft_memory.continual.hub import model_card, push_run_to_hub, run_base_model, upload_patterns
-from peft_memory.continual.results import RunResults
+from peft_memory.continual.run.hub import model_card, push_run_to_hub, run_base_model, upload_patterns
+from peft_memory.continual.run.results import RunResults
 from peft_memory.model_card import hub_base_model
 
 

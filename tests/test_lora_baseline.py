@@ -15,11 +15,11 @@ from test_continual_trainer import minilm, run, toy_sequence
 
 from peft_memory import TaskKeys, frozen_query, prompt_id, set_head_pooling
 from peft_memory.continual import ContinualTrainer, get_method, get_rule
-from peft_memory.continual.data import TextInputs
-from peft_memory.continual.evaluation import EvalContext
-from peft_memory.continual.launch import evaluation_arguments
-from peft_memory.continual.reference import verify_run
-from peft_memory.continual.tasks import Task
+from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.data.tasks import Task
+from peft_memory.continual.inference.evaluation import EvalContext
+from peft_memory.continual.run.launch import evaluation_arguments
+from peft_memory.continual.run.reference import verify_run
 from peft_memory.task_keys import KEY_FILE, matching_loss
 
 

@@ -13,9 +13,9 @@ from test_continual_trainer import minilm, run
 import peft_memory  # noqa: F401
 from peft_memory import MemoryTokenConfig, gradient_id
 from peft_memory.continual import get_rule
-from peft_memory.continual.evaluation import EvalContext
-from peft_memory.continual.reference import load_run, verify_run
-from peft_memory.continual.tasks import Task
+from peft_memory.continual.data.tasks import Task
+from peft_memory.continual.inference.evaluation import EvalContext
+from peft_memory.continual.run.reference import load_run, verify_run
 from peft_memory.families import bare_model, encoder_layers, get_family
 from peft_memory.tuners.memory_token.masks import class_token_reads, table1_masks
 

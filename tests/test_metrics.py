@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from peft_memory.continual.metrics import average_accuracy, backward_transfer, forgetting, summarize
+from peft_memory.continual.inference.metrics import average_accuracy, backward_transfer, forgetting, summarize
 
 NAN = float("nan")
 # A[i, j]: accuracy on task i after training task j.

@@ -8,8 +8,8 @@ from test_continual_trainer import toy_sequence
 from transformers import BertForSequenceClassification
 
 from peft_memory.continual import ContinualArguments, ContinualTrainer
-from peft_memory.continual.data import TextInputs
-from peft_memory.continual.optimization import schedule_steps
+from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.run.optimization import schedule_steps
 
 
 def tiny_bert():

@@ -11,15 +11,16 @@ from conftest import make_inputs, make_model
 from peft import get_peft_model
 from test_continual_trainer import minilm, run, toy_sequence
 
+from experiments import compare
+from experiments.compare import PARTS, PLAN, TUNING, markdown_table, tune, tuned_flags, update_readme
 from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics
-from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults, compare
-from peft_memory.continual.compare import PARTS, PLAN, TUNING, markdown_table, tune, tuned_flags, update_readme
-from peft_memory.continual.data import TextInputs
-from peft_memory.continual.launch import evaluation_arguments
-from peft_memory.continual.loading import resolve_head_pooling, resolve_query_pooling
-from peft_memory.continual.optimization import param_groups
-from peft_memory.continual.results import SCHEMA_VERSION
+from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults
+from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.run.launch import evaluation_arguments
+from peft_memory.continual.run.loading import resolve_head_pooling, resolve_query_pooling
+from peft_memory.continual.run.optimization import param_groups
+from peft_memory.continual.run.results import SCHEMA_VERSION
 
 
 def test_frozen_query_poolings():

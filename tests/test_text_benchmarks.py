@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from peft_memory.continual.tasks import class_incremental_split, sample_per_class, split_classes
-from peft_memory.continual.text_benchmarks import (
+from peft_memory.continual.data.tasks import class_incremental_split, sample_per_class, split_classes
+from peft_memory.continual.data.text_benchmarks import (
     TEXT_ORDERS,
     TEXT_SOURCES,
     five_dataset_text,

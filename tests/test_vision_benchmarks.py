@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import ViTImageProcessorPil
 
-from peft_memory.continual.data import ImageInputs, augment_images, make_loader
-from peft_memory.continual.vision_benchmarks import (
+from peft_memory.continual.data.inputs import ImageInputs, augment_images, make_loader
+from peft_memory.continual.data.vision_benchmarks import (
     IMAGE_SOURCES,
     VISION_BENCHMARKS,
     fashion_mnist,

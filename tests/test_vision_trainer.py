@@ -10,8 +10,8 @@ from transformers import ViTForImageClassification, ViTImageProcessorPil
 
 import peft_memory  # noqa: F401
 from peft_memory.continual import ContinualArguments, ContinualTrainer, class_incremental_split
-from peft_memory.continual.data import ImageInputs
-from peft_memory.continual.reference import verify_run
+from peft_memory.continual.data.inputs import ImageInputs
+from peft_memory.continual.run.reference import verify_run
 from peft_memory.families import enable_position_interpolation
 
 
@@ -57,7 +57,7 @@ def test_real_vit_soft_mask_run_and_reload(tmp_path):
     assert results.til_accuracy > 0.9  # the quadrant classes are easy for a pretrained ViT
     reloaded = AutoModelForImageClassification.from_pretrained(VIT_DINOV2_PATH, num_labels=4)
     enable_position_interpolation(reloaded)
-    from peft_memory.continual.reference import load_run
+    from peft_memory.continual.run.reference import load_run
 
     assert verify_run(str(tmp_path), load_run(str(tmp_path), base_model=reloaded)) == {"task_0": 0.0, "task_1": 0.0}
 

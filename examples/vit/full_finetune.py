@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from peft_memory.continual import ContinualArguments, RunResults
-from peft_memory.continual.data import make_loader
-from peft_memory.continual.loading import load_model_and_pipeline, load_sequence
-from peft_memory.continual.results import TaskIdentityRecord, TaskRecord
+from peft_memory.continual.data.inputs import make_loader
+from peft_memory.continual.run.loading import load_model_and_pipeline, load_sequence
+from peft_memory.continual.run.results import TaskIdentityRecord, TaskRecord
 
 
 def main(argv=None) -> RunResults:

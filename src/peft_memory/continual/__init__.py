@@ -1,13 +1,13 @@
 """Continual-learning protocol: task sequences, the Accelerate-driven trainer, methods, task-identity rules, metrics,
 results, plots, CLI."""
 
-from .arguments import ContinualArguments
+from .data.tasks import Task, TaskSequence, class_incremental_split
+from .inference.metrics import average_accuracy, backward_transfer, forgetting
+from .inference.task_id import RULES, TaskIdentityRule, get_rule
 from .methods import METHODS, ContinualMethod, get_method
-from .metrics import average_accuracy, backward_transfer, forgetting
-from .results import RunResults
-from .task_id import RULES, TaskIdentityRule, get_rule
-from .tasks import Task, TaskSequence, class_incremental_split
-from .trainer import ContinualTrainer, TrainerCallback
+from .run.arguments import ContinualArguments
+from .run.results import RunResults
+from .run.trainer import ContinualTrainer, TrainerCallback
 
 __all__ = [
     "METHODS", "RULES", "ContinualArguments", "ContinualMethod", "ContinualTrainer", "RunResults", "Task",

@@ -1,6 +1,7 @@
 """``peft-memory`` command line: one argparse parser with a subcommand per task (``train``, ``evaluate``, ``verify``,
-``report``, ``push``, ``compare``, ``tune``, ``compare-table``). ``train``'s flags are the fields of
-:class:`~peft_memory.continual.arguments.ContinualArguments`, grouped as in ``--help`` by ``HfArgumentParser``."""
+``report``, ``push``). The research harness (``compare``, ``tune``, ``compare-table``) lives outside the package, in
+the repository's ``experiments/``. ``train``'s flags are the fields of
+:class:`~peft_memory.continual.run.arguments.ContinualArguments`, grouped as in ``--help`` by ``HfArgumentParser``."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from dataclasses import fields
 
 from accelerate.logging import get_logger
 
-from .arguments import ARGUMENT_GROUPS, ContinualArguments
-from .evaluation import CIL_RULES
-from .loading import BENCHMARKS
+from .inference.evaluation import CIL_RULES
+from .inference.task_id import RULES
 from .methods import METHODS
-from .results import RunResults
-from .task_id import RULES
+from .run.arguments import ARGUMENT_GROUPS, ContinualArguments
+from .run.loading import BENCHMARKS
+from .run.results import RunResults
 
 logger = get_logger(__name__)  # messages after the Accelerator exists, from the main process only
 
@@ -47,7 +48,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     from transformers import HfArgumentParser
 
     from .. import __version__
-    from . import compare
 
     parser = argparse.ArgumentParser(prog="peft-memory", description="Continual learning with PEFT adapters: one "
                                      "adapter per task, class-incremental evaluation with per-sample task identity.")
@@ -88,14 +88,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("repo_id")
     p.add_argument("--private", action="store_true", default=None, help="create the repository private")
     p.add_argument("--token", help="Hub token (default: the logged-in one)")
-    for name, tuning in (("compare", False), ("tune", True)):
-        commands[name] = add(name, compare.DESCRIPTIONS[tuning] + "; other flags go to every training run.")
-        compare.add_arguments(commands[name], tuning)
-    p = commands["compare-table"] = add("compare-table", "Mean +- std over the committed slices of `compare`, "
-                                        "optionally written into the README between its markers.")
-    p.add_argument("results_dir")
-    p.add_argument("benchmark")
-    p.add_argument("--readme", help="Markdown file whose <!-- compare:BENCHMARK --> block is replaced")
     return parser, commands
 
 
@@ -134,8 +126,8 @@ def format_matrix(results: RunResults) -> str:
 
 def train(args: ContinualArguments) -> RunResults:
     """Run ``peft-memory train`` with parsed arguments; writes the model card, pushes when asked."""
-    from .hub import push_run_to_hub, write_model_card
-    from .launch import build_trainer
+    from .run.hub import push_run_to_hub, write_model_card
+    from .run.launch import build_trainer
 
     trainer = build_trainer(args)
     results = trainer.run()
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     under ``--debug`` or ``PEFT_MEMORY_DEBUG=1``."""
     parser, commands = build_parser()
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if extra and ns.command not in ("compare", "tune"):
+    if extra:  # reported by the subcommand's parser, whose usage line fits the mistake
         commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args = None
     if ns.command == "train":
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             commands["train"].error(str(err))
     configure_logging(getattr(ns, "verbose", False))
     try:
-        return run_command(ns, extra, args)
+        return run_command(ns, args)
     except USER_ERRORS as err:
         if ns.debug or os.environ.get("PEFT_MEMORY_DEBUG", "") not in ("", "0"):
             raise
@@ -175,41 +167,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_command(ns: argparse.Namespace, extra: list[str], args: ContinualArguments | None) -> int:
+def run_command(ns: argparse.Namespace, args: ContinualArguments | None) -> int:
     """The parsed command ``ns.command`` (``args``: ``train``'s arguments)."""
     if ns.command == "train":
         train(args)
         return 0
     if ns.command == "evaluate":
-        from .launch import evaluate_run
+        from .run.launch import evaluate_run
 
         settings = {k: v for k, v in vars(ns).items()
                     if k not in ("command", "debug", "run_dir", "output_dir") and v is not None}
         logger.info("\n" + format_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings)))
         return 0
     if ns.command == "verify":
-        from .reference import verify_run
+        from .run.reference import verify_run
 
         diffs = verify_run(ns.output_dir)
         print(json.dumps({"max_abs_logit_diff": diffs}))
         return 0 if all(d == 0.0 for d in diffs.values()) else 1
     if ns.command == "report":
-        from .report import markdown_table
+        from .run.report import markdown_table
 
         print(markdown_table(ns.output_dirs))
         return 0
     if ns.command == "push":
-        from .hub import push_run_to_hub
+        from .run.hub import push_run_to_hub
 
         print(json.dumps({"commit": str(push_run_to_hub(ns.output_dir, ns.repo_id, ns.private, ns.token))}))
         return 0
-    from . import compare
-
-    if ns.command == "compare-table":
-        print(compare.update_readme(ns.readme, ns.results_dir, ns.benchmark) if ns.readme
-              else compare.markdown_table(ns.results_dir, ns.benchmark))
-        return 0
-    return compare.run(ns, extra, tuning=ns.command == "tune")
+    raise AssertionError(f"unhandled command {ns.command!r}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Per task adapter: an E-prompt ``(len(e_prompt_layers), 2, e_prompt_length, hidden)`` with its key ``(hidden,)``, and
 a G-prompt ``(len(g_prompt_layers), 2, g_prompt_length, hidden)``. Both attach by prefix tuning (paper Sec. 4.2,
 Eq. 4): index 0 of the second axis is prepended to the layer's projected keys, index 1 to its projected values,
-through the shared attention-injection mechanism (:mod:`peft_memory.attention`). Every sample carries its own
+through the shared attention-injection mechanism (:mod:`peft_memory.tuners.attention`). Every sample carries its own
 adapter's prompts (``(batch, heads, length, head_dim)`` per layer), so the public code's key/value-axis mix-up
 cannot happen here.
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..attention import disable_injection, enable_injection, set_extra_kv
 from ..families import attention_modules, num_layers
 from ..task_keys import QUERY_POOLINGS, cosine_similarity, frozen_query, matching_loss
+from .attention import disable_injection, enable_injection, set_extra_kv
 from .validation import check_layers_in_range, validate_count, validate_layers, validate_number
 
 PROMPT_ATTRS = ("g_prompt", "e_prompt", "e_key")

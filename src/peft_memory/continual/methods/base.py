@@ -1,6 +1,6 @@
 """The method interface of the continual trainer: one object per method, with named hooks.
 
-In the shape of Avalanche's strategies and plugins: :class:`~peft_memory.continual.trainer.ContinualTrainer` runs the
+In the shape of Avalanche's strategies and plugins: :class:`~peft_memory.continual.run.trainer.ContinualTrainer` runs the
 loop (add an adapter, train, save, evaluate) and calls these hooks at fixed points; a method overrides only the hooks
 it needs. The maths (losses, task-identity rules, metrics) lives in plain functions and objects the hooks call.
 """
@@ -14,10 +14,10 @@ import torch
 from peft import PeftConfig
 from torch import nn
 
-from .. import metrics
-from ..evaluation import EvalContext
-from ..statistics import StatisticsSpace
-from ..tasks import Task, TaskSequence
+from ..data.tasks import Task, TaskSequence
+from ..inference import metrics
+from ..inference.evaluation import EvalContext
+from ..inference.statistics import StatisticsSpace
 
 
 class ContinualMethod:

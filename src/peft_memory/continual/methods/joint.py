@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...tuners import SoftMaskConfig
-from ..tasks import Task
+from ..data.tasks import Task
 from .soft_mask import SoftMask
 
 JOINT_TASK = "joint"
@@ -25,7 +25,7 @@ class Joint(SoftMask):
     With ``--task_id_mode gaussian`` the head is not read: the class is the argmax of the Gaussian classifier over
     the class statistics of the joint training data (shrinkage chosen on its held-out samples), and with
     ``--first_session_adaptation`` those statistics are kept on the frozen query concatenated with the query through
-    the joint adapter (:func:`~peft_memory.continual.statistics.statistics_query`): APER's classifier (Zhou et al.,
+    the joint adapter (:func:`~peft_memory.continual.inference.statistics.statistics_query`): APER's classifier (Zhou et al.,
     IJCV 2024) on a backbone adapted to every class at once, the bound of the first-session methods, whose first
     session sees one task's classes."""
 

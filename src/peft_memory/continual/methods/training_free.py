@@ -5,7 +5,7 @@ NeurIPS 2023). Each task's adapter folder holds the class statistics that ARE th
 With ``--first_session_adaptation`` they become APER (Zhou et al., IJCV 2024) and RanPAC with its phase 1: the first
 task's adapter holds soft masks (default placement) trained on that task alone, and every task's statistics are kept
 on the frozen query concatenated with the query through those masks
-(:func:`~peft_memory.continual.statistics.statistics_query`)."""
+(:func:`~peft_memory.continual.inference.statistics.statistics_query`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from ...class_statistics import RandomProjection, RidgeClassifier
 from ...tuners import SoftMaskConfig
-from ..statistics import RANPAC_FILE, StatisticsSpace
+from ..inference.statistics import RANPAC_FILE, StatisticsSpace
 from .base import ContinualMethod
 from .soft_mask import SoftMask
 

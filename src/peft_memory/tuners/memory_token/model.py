@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ...attention import ExtraKV, disable_injection, enable_injection, set_extra_kv
 from ...families import attention_modules, bare_model, encoder_layers, num_layers
+from ..attention import ExtraKV, disable_injection, enable_injection, set_extra_kv
 from ..base import ContinualTuner, NoLayer, apply_head
 from ..validation import check_layers_in_range
 from .masks import class_token_reads, table1_masks

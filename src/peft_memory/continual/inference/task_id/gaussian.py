@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...class_statistics import GaussianClassifier
+from ....class_statistics import GaussianClassifier
 from .base import ClassStatisticsRule
 
 

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import torch
 
-from ...class_statistics import STATISTICS_FILE
-from ...task_identity import batch_majority
+from ....class_statistics import STATISTICS_FILE
+from ....task_identity import batch_majority
 from ..evaluation import EvalContext, evaluate_with
 from ..statistics import statistics_query
 
@@ -16,7 +16,7 @@ class TaskIdentityRule:
     """A task-identity rule as the trainer uses it (``--task_id_mode``).
 
     A rule that picks one task per sample implements :meth:`infer`; the class-incremental prediction then follows
-    ``--cil_rule`` (:func:`~peft_memory.continual.evaluation.evaluate_with`: the inferred task's adapter among that
+    ``--cil_rule`` (:func:`~peft_memory.continual.inference.evaluation.evaluate_with`: the inferred task's adapter among that
     task's classes, or among every seen class).
     A rule that decides differently (all heads in one forward, say) overrides :meth:`evaluate_batch`.
     """

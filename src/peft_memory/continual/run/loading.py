@@ -5,7 +5,7 @@ from __future__ import annotations
 from .arguments import ContinualArguments
 
 TEXT_BENCHMARKS = ("wordnet_5split", "five_dataset")
-#: Every ``--benchmark`` name (the vision ones are :data:`~peft_memory.continual.vision_benchmarks.VISION_BENCHMARKS`).
+#: Every ``--benchmark`` name (the vision ones are :data:`~peft_memory.continual.data.vision_benchmarks.VISION_BENCHMARKS`).
 BENCHMARKS = (*TEXT_BENCHMARKS, "fashion_mnist_5split", "cifar100_10split", "cifar100_20split", "imagenet_r_10split",
               "cub200_5split", "tinyimagenet_10split")
 
@@ -56,7 +56,7 @@ def resolve_head_pooling(requested: str, model: str, base_model=None) -> str:
     if requested != "auto":
         return requested
     if base_model is not None:
-        from ..families import bare_model, get_family
+        from ...families import bare_model, get_family
 
         if get_family(base_model).name != "bert" or getattr(bare_model(base_model), "pooler", None) is None:
             return "pooler"
@@ -64,10 +64,10 @@ def resolve_head_pooling(requested: str, model: str, base_model=None) -> str:
 
 
 def load_sequence(args: ContinualArguments):
-    """The :class:`TaskSequence` of ``args.dataset`` (:func:`~peft_memory.continual.custom_data.load_custom_sequence`)
+    """The :class:`TaskSequence` of ``args.dataset`` (:func:`~peft_memory.continual.data.custom_data.load_custom_sequence`)
     or of ``args.benchmark``."""
     if args.dataset is not None:
-        from .custom_data import load_custom_sequence
+        from ..data.custom_data import load_custom_sequence
 
         return load_custom_sequence(
             args.dataset, num_tasks=args.num_tasks, classes_per_task=args.classes_per_task,
@@ -75,8 +75,8 @@ def load_sequence(args: ContinualArguments):
             class_order=args.class_order, test_split=args.test_split, test_size=args.test_size, seed=args.seed,
             train_per_class=args.train_per_class, test_per_class=args.test_per_class,
             config_name=args.dataset_config_name)
-    from .text_benchmarks import five_dataset_text, wordnet_supersenses
-    from .vision_benchmarks import VISION_BENCHMARKS, fashion_mnist, load_image_benchmark
+    from ..data.text_benchmarks import five_dataset_text, wordnet_supersenses
+    from ..data.vision_benchmarks import VISION_BENCHMARKS, fashion_mnist, load_image_benchmark
 
     counts = {k: v for k, v in (("train_per_class", args.train_per_class), ("test_per_class", args.test_per_class))
               if v is not None}
@@ -107,7 +107,7 @@ def check_model_limits(args: ContinualArguments) -> None:
     except (OSError, ValueError):  # not a readable model: the real load reports it
         return
     if args.head_pooling not in ("auto", "pooler") and config.model_type != "bert":
-        from ..pooling import not_bert_message
+        from ...pooling import not_bert_message
 
         raise ValueError(not_bert_message(args.head_pooling, f"{args.model} is a {config.model_type} model"))
     limit = getattr(config, "max_position_embeddings", None)
@@ -128,9 +128,9 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
         AutoTokenizer,
     )
 
-    from ..families import enable_position_interpolation, get_family
-    from ..pooling import set_head_pooling
-    from .data import ImageInputs, TextInputs
+    from ...families import enable_position_interpolation, get_family
+    from ...pooling import set_head_pooling
+    from ..data.inputs import ImageInputs, TextInputs
 
     text = modality == "text" if modality else args.benchmark in TEXT_BENCHMARKS
     path = resolve_model_path(args.model)

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import get_type_hints
 
-from ..pooling import HEAD_POOLINGS
-from ..task_keys import QUERY_POOLINGS
-from ..tuners.prompts import PromptFields
+from ...pooling import HEAD_POOLINGS
+from ...task_keys import QUERY_POOLINGS
+from ...tuners.prompts import PromptFields
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 #: ``--lr_scheduler_type`` values: transformers' schedules (``get_scheduler``) that need nothing but the step counts.

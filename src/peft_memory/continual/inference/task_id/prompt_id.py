@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...task_identity import prompt_id
+from ....task_identity import prompt_id
 from .base import TaskIdentityRule
 
 

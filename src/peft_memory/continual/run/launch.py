@@ -5,13 +5,13 @@ from __future__ import annotations
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
+from ..inference.evaluation import check_cil_rule
+from ..inference.task_id import get_rule
+from ..methods import get_method
 from .arguments import ContinualArguments
-from .evaluation import check_cil_rule
 from .loading import check_model_limits, load_model_and_pipeline, load_sequence
-from .methods import get_method
 from .output_dir import prepare_output_dir
 from .results import RunResults
-from .task_id import get_rule
 from .trainer import ContinualTrainer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...task_identity import batch_majority
+from ....task_identity import batch_majority
 from ..evaluation import global_labels
 from .base import TaskIdentityRule
 

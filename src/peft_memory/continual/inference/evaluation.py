@@ -4,7 +4,7 @@ class-incremental accuracy (task inferred) and task-identity accuracy.
 :class:`EvalContext` names what an evaluation reads (the model, the adapters seen so far, the method and its
 task-identity rule); :func:`evaluate_with` gives the class-incremental prediction of every rule that picks one task
 per sample, by ``--cil_rule``: routed (the inferred task's adapter, among that task's classes), unified (DualPrompt's
-classifier over every seen class), combined or product (:mod:`peft_memory.continual.combined`).
+classifier over every seen class), combined or product (:mod:`peft_memory.continual.inference.combined`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..tuners.base import apply_head
+from ...tuners.base import apply_head
+from ..data.tasks import Task
 from .combined import ADAPTED_FILE, combination, combined_choice, head_inputs
-from .tasks import Task
 
 
 def class_owners(tasks: list[Task], labels: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ class EvalContext:
         task_statistics: per seen task, ``{file name: ClassStatistics}`` as saved with its adapter.
         query_pooling: the query feature's pooling (:func:`peft_memory.frozen_query`).
         first_task: ``--first_session_adaptation``: the first task's adapter name, whose query joins the frozen one
-            for the class statistics (:func:`~peft_memory.continual.statistics.statistics_query`); else ``None``.
+            for the class statistics (:func:`~peft_memory.continual.inference.statistics.statistics_query`); else ``None``.
         cil_rule: ``routed``, ``unified``, ``combined`` or ``product`` (:data:`CIL_RULES`).
         top_k: ``combined``, ``product``: the candidate tasks re-scored by their adapters.
         cache: what a rule builds once per evaluation (a classifier from the statistics), by name.
@@ -104,7 +104,7 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
     ``til``: the true task's adapter among its classes. ``cil``, by ``ctx.cil_rule``: ``routed``, the task
     ``infer(ctx, batch)`` gives ``(batch,)``, then its adapter among its classes; ``unified``, that task's adapter
     (its masks, prompts) with every seen task's head, argmax over all seen classes (DualPrompt's classifier, Wang
-    et al. 2022, Sec. 4.3); ``combined`` and ``product``, :mod:`peft_memory.continual.combined`. ``task_id``: the
+    et al. 2022, Sec. 4.3); ``combined`` and ``product``, :mod:`peft_memory.continual.inference.combined`. ``task_id``: the
     predicted class
     lies in the right task.
 

@@ -65,7 +65,7 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
         base_model, _ = load_model_and_pipeline(ContinualArguments(**results.config), num_labels,
                                                 results.data.get("modality"))
     else:  # the classifier must read the feature the heads were trained on
-        from ..pooling import set_head_pooling
+        from ...pooling import set_head_pooling
 
         set_head_pooling(base_model, results.config.get("head_pooling", "pooler"))
     for name in tasks:  # safetensors only, checked before PEFT could fall back to a pickled adapter_model.bin

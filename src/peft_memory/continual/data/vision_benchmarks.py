@@ -2,7 +2,7 @@
 
 Each benchmark reads its data with ``datasets.load_dataset`` (hub id or local folder, configurable in
 :data:`IMAGE_SOURCES`), renames the columns to ``image`` and ``label``, and cuts the classes into tasks whose order is
-fixed by the seed (:func:`peft_memory.continual.tasks.class_incremental_split`). Fashion-MNIST is read from the
+fixed by the seed (:func:`peft_memory.continual.data.tasks.class_incremental_split`). Fashion-MNIST is read from the
 original IDX files (Debian ``dataset-fashion-mnist`` or Zalando's files anywhere on disk) and works offline.
 """
 

@@ -17,12 +17,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .arguments import parse_arguments
-from .checkpoint import LEGACY_VALUES, read_json
-from .launch import build_trainer, evaluation_arguments
-from .loading import resolve_head_pooling
-from .methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
-from .results import method_label
+from peft_memory.continual.methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
+from peft_memory.continual.run.arguments import parse_arguments
+from peft_memory.continual.run.checkpoint import LEGACY_VALUES, read_json
+from peft_memory.continual.run.launch import build_trainer, evaluation_arguments
+from peft_memory.continual.run.loading import resolve_head_pooling
+from peft_memory.continual.run.results import method_label
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
 BENCHMARKS = {

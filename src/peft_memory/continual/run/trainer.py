@@ -5,7 +5,7 @@ activate it -> train only its parameters on the task's data, logits restricted t
 -> save the adapter atomically -> ``[after_task_saved]`` -> evaluate every task seen so far -> write
 ``results.json`` and the heatmap -> ``[after_eval]``. What differs between methods is the method object's
 (:class:`~peft_memory.continual.methods.ContinualMethod`); the task-identity rule is a
-:class:`~peft_memory.continual.task_id.TaskIdentityRule`. This file only orchestrates.
+:class:`~peft_memory.continual.inference.task_id.TaskIdentityRule`. This file only orchestrates.
 """
 
 from __future__ import annotations
@@ -25,25 +25,25 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from ..class_statistics import ClassStatistics
-from ..pooling import set_head_pooling
+from ...class_statistics import ClassStatistics
+from ...pooling import set_head_pooling
+from ..data.inputs import make_loader
+from ..data.tasks import Task, TaskSequence
+from ..inference.collection import StatisticsCollector
+from ..inference.combined import ADAPTED_FILE
+from ..inference.evaluation import EvalContext, check_cil_rule
+from ..inference.statistics import split_train
+from ..inference.task_id import get_rule
+from ..methods import ContinualMethod, get_method
 from . import checkpoint
 from .arguments import ContinualArguments
 from .checkpoint import run_config
-from .collection import StatisticsCollector
-from .combined import ADAPTED_FILE
-from .data import make_loader
-from .evaluation import EvalContext, check_cil_rule
 from .loading import resolve_head_pooling, resolve_query_pooling
-from .methods import ContinualMethod, get_method
 from .optimization import optimize
 from .output_dir import prepare_output_dir, release_output_dir
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
-from .statistics import split_train
-from .task_id import get_rule
-from .tasks import Task, TaskSequence
 
 logger = get_logger(__name__)
 
@@ -167,7 +167,7 @@ class ContinualTrainer:
 
     # ----------------------------------------------------------- resume
     def save_state(self, k: int) -> None:
-        """Record ``self.tasks[k]`` as finished (main process; see :mod:`peft_memory.continual.checkpoint`)."""
+        """Record ``self.tasks[k]`` as finished (main process; see :mod:`peft_memory.continual.run.checkpoint`)."""
         if self.accelerator.is_main_process:
             checkpoint.write_state(self.args.output_dir, {
                 "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
@@ -183,7 +183,7 @@ class ContinualTrainer:
         Raises:
             ValueError: if the interrupted run had other arguments or tasks, or a finished adapter's weights are
                 corrupted, incomplete, non-finite or do not match its ``adapter_config.json``
-                (:func:`~peft_memory.continual.checkpoint.check_adapter_weights`).
+                (:func:`~peft_memory.continual.run.checkpoint.check_adapter_weights`).
             FileNotFoundError: if a finished task's ``adapter_model.safetensors`` is missing.
         """
         out = self.args.output_dir
@@ -240,7 +240,7 @@ class ContinualTrainer:
         self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
 
     def optimize(self, task: Task, data, learning_rate: float | None = None) -> int:
-        """Train the active adapter on ``data`` (:func:`~peft_memory.continual.optimization.optimize`: AdamW with
+        """Train the active adapter on ``data`` (:func:`~peft_memory.continual.run.optimization.optimize`: AdamW with
         ``--lr_scheduler_type``/``--warmup_ratio``, ``--gradient_accumulation_steps``, clipping, mixed precision);
         returns the optimiser steps taken."""
         return optimize(self, task, data, learning_rate)
@@ -254,7 +254,7 @@ class ContinualTrainer:
 
     def collect_statistics(self, task: Task) -> None:
         """``task``'s class statistics and, for methods that offer ``--cil_rule combined``, its adapted statistics
-        (:class:`~peft_memory.continual.collection.StatisticsCollector`)."""
+        (:class:`~peft_memory.continual.inference.collection.StatisticsCollector`)."""
         start = time.perf_counter()
         self.statistics[task.name] = StatisticsCollector(self).collect(task)
         self.timing.setdefault("statistics_seconds", []).append(round(time.perf_counter() - start, 2))
@@ -408,7 +408,7 @@ def _versions() -> dict[str, str]:
     import peft
     import transformers
 
-    from .. import __version__
+    from ... import __version__
 
     return {"peft_memory": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__}

@@ -168,7 +168,7 @@ def check_adapter_weights(model, name: str, folder: str, weights: dict | None = 
     from peft.utils import get_peft_model_state_dict
 
     if weights is None:  # callers that pass weights have renamed them already (load_adapter_weights)
-        from ..tuners.soft_mask.model import rename_legacy_keys
+        from ...tuners.soft_mask.model import rename_legacy_keys
 
         weights = rename_legacy_keys(load_file(adapter_weights_path(folder)))
     expected = get_peft_model_state_dict(model, adapter_name=name)
@@ -259,7 +259,7 @@ def load_adapter_weights(model, name: str, folder: str, device) -> None:
     from peft.utils import set_peft_model_state_dict
 
     check_adapter_config(folder, model.peft_config[name])
-    from ..tuners.soft_mask.model import rename_legacy_keys
+    from ...tuners.soft_mask.model import rename_legacy_keys
 
     weights = rename_legacy_keys(load_file(adapter_weights_path(folder), device=str(device)))
     check_adapter_weights(model, name, folder, weights)

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .data import make_loader
+from ..data.inputs import make_loader
 
 
 def param_groups(trainer, params: list) -> list:

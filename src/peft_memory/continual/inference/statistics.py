@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..class_statistics import (
+from ...class_statistics import (
     STATISTICS_FILE,
     ClassStatistics,
     GaussianClassifier,
     StatisticsAccumulator,
     Validation,
 )
-from ..task_keys import adapter_query, frozen_query
-from .data import make_loader
+from ...task_keys import adapter_query, frozen_query
+from ..data.inputs import make_loader
 
 #: The statistics of ``--method ranpac``'s random projection, beside each of its adapters.
 RANPAC_FILE = "ranpac_statistics.safetensors"

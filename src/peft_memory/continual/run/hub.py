@@ -13,8 +13,8 @@ import os
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from ..model_card import TAGS, hub_base_model, pipeline_tag, usage
-from ..version import __version__
+from ...model_card import TAGS, hub_base_model, pipeline_tag, usage
+from ...version import __version__
 from .loading import TEXT_BENCHMARKS
 from .results import RESULTS_FILE, RunResults
 

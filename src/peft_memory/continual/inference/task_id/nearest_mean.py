@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...class_statistics import NearestMean
+from ....class_statistics import NearestMean
 from .base import ClassStatisticsRule
 
 

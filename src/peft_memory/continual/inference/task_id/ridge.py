@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...class_statistics import RidgeClassifier
+from ....class_statistics import RidgeClassifier
 from ..statistics import RANPAC_FILE
 from .base import ClassStatisticsRule
 

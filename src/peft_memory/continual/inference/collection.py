@@ -1,6 +1,6 @@
 """The trainer's class-statistics step, after each task is trained: the statistics of every space the method asks
-for (:mod:`peft_memory.continual.statistics`) and, for methods that offer ``--cil_rule combined``, the task's
-adapted statistics with the held-out counts that choose the combination weight (:mod:`peft_memory.continual.combined`).
+for (:mod:`peft_memory.continual.inference.statistics`) and, for methods that offer ``--cil_rule combined``, the task's
+adapted statistics with the held-out counts that choose the combination weight (:mod:`peft_memory.continual.inference.combined`).
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import os
 
 import torch
 
-from ..class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator, Validation
+from ...class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator, Validation
+from ..data.inputs import make_loader
+from ..data.tasks import Task
 from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
-from .data import make_loader
 from .evaluation import class_owners
 from .statistics import collect_statistics, gathered_features, query_function, statistics_query
 from .task_id.gaussian import GaussianRule, task_log_posterior
-from .tasks import Task
 
 
 class StatisticsCollector:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import torch
 
-from ..class_statistics import ClassStatistics, StatisticsAccumulator
-from ..families import get_family
+from ...class_statistics import ClassStatistics, StatisticsAccumulator
+from ...families import get_family
 
 ADAPTED_FILE = "adapted_statistics.safetensors"
 #: Shrinkage of each adapter's covariance (fixed a priori, not tuned).
