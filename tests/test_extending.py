@@ -11,6 +11,7 @@ from test_continual_trainer import minilm, toy_sequence
 
 from peft_memory.continual import METHODS, RULES, ContinualArguments, ContinualTrainer, RunResults
 from peft_memory.continual.data.inputs import TextInputs
+from peft_memory.continual.inference.declaration import TASK_ID_RULES
 
 EXAMPLE_DIR = os.path.join(os.path.dirname(__file__), "..", "examples", "extending")
 
@@ -20,13 +21,13 @@ def toy_method(monkeypatch):
     """The example module, imported for one test: its registrations (mask_decay, min_entropy) are undone after it, so
     no other test sees a method list that depends on the order the tests ran in."""
     monkeypatch.syspath_prepend(EXAMPLE_DIR)
-    saved = dict(METHODS), dict(RULES)
+    saved = dict(METHODS), dict(RULES), dict(TASK_ID_RULES)
     sys.modules.pop("toy_method", None)
     try:
         yield importlib.import_module("toy_method")
     finally:
         sys.modules.pop("toy_method", None)
-        for registry, before in zip((METHODS, RULES), saved):
+        for registry, before in zip((METHODS, RULES, TASK_ID_RULES), saved):
             registry.clear()
             registry.update(before)
 
@@ -61,4 +62,4 @@ def test_the_example_registers_only_while_its_test_runs(toy_method):
 
 
 def test_no_registration_outlives_the_example_test():
-    assert "mask_decay" not in METHODS and "min_entropy" not in RULES
+    assert "mask_decay" not in METHODS and "min_entropy" not in RULES and "min_entropy" not in TASK_ID_RULES

@@ -16,10 +16,11 @@ from peft_memory.continual import ContinualArguments, ContinualTrainer
 from peft_memory.continual.data.inputs import TextInputs
 from peft_memory.continual.inference.statistics import statistics_query
 from peft_memory.continual.inference.task_id import get_rule
-from peft_memory.continual.methods import METHODS, get_method
+from peft_memory.continual.methods import METHODS
 from peft_memory.continual.methods.joint import JOINT_GAUSSIAN
 from peft_memory.continual.run import report
 from peft_memory.continual.run.launch import evaluation_arguments
+from peft_memory.continual.run.spec import RunSpec
 
 
 def test_query_is_the_frozen_query_then_the_first_adapters():
@@ -87,14 +88,13 @@ def test_reevaluating_a_first_session_run_reproduces_it(tmp_path, tokenizer, met
 @pytest.mark.parametrize("method", ["head_only", "memory_token"])
 def test_methods_whose_first_adapter_is_no_backbone_are_refused(method):
     with pytest.raises(ValueError) as err:
-        get_method(method)(ContinualArguments()).check_first_session_adaptation(True)
-    usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)  # the message reads the registry
-    assert str(err.value) == (f"--first_session_adaptation does not apply to --method {method}; drop the flag or use one "
-                              f"of {usable}.")
-    assert {"dual_prompt", "joint", "joint_full", "lora", "ranpac", "simple_cil", "soft_mask",
-            "soft_mask_prompts"} <= set(usable)
-    assert not {"head_only", "memory_token"} & set(usable)
-    get_method(method).check_first_session_adaptation(False)
+        RunSpec.resolve(ContinualArguments(method=method, first_session_adaptation=True))
+    assert str(err.value).startswith(f"--method {method}: --first_session_adaptation needs a first task adapter that "
+                                     "changes the backbone's feature (APER's first session). Fix: ")
+    usable = sorted(n for n, m in METHODS.items() if "adapts_backbone" in m.provides)  # read from the declaration
+    assert usable == ["dual_prompt", "joint", "joint_full", "lora", "ranpac", "simple_cil", "soft_mask",
+                      "soft_mask_prompts"]
+    assert RunSpec.resolve(ContinualArguments(method=method, first_session_adaptation=False))
 
 
 @pytest.mark.parametrize("method", ["lora", "dual_prompt", "soft_mask_prompts"])

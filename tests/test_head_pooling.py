@@ -14,7 +14,7 @@ from test_continual_trainer import run
 
 import peft_memory
 from experiments import compare
-from experiments.compare import markdown_table
+from experiments.tables import markdown_table
 from peft_memory import DualPromptConfig, MemoryTokenConfig, SoftMaskConfig, set_head_pooling
 from peft_memory.continual import ContinualArguments, RunResults
 from peft_memory.continual.run.checkpoint import check_resumable, run_config

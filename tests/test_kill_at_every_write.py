@@ -66,6 +66,12 @@ def snapshot(out) -> dict:
             if name.startswith(".peft_memory") or name == "accuracy_matrix.png":
                 continue  # the lock files; the heatmap's PNG embeds no data but is not byte-stable across matplotlib
             data = open(os.path.join(folder, name), "rb").read()
+            if name == "run.yaml":  # the resolved settings, written first: every run's but for its folder
+                import yaml
+
+                record = yaml.safe_load(data)
+                record.pop("output_dir")
+                data = json.dumps(record, sort_keys=True).encode()
             if name in ("results.json", "trainer_state.json"):
                 record = json.loads(data)
                 record.pop("timing")

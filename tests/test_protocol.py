@@ -12,7 +12,8 @@ from peft import get_peft_model
 from test_continual_trainer import minilm, run, toy_sequence
 
 from experiments import compare
-from experiments.compare import PARTS, PLAN, TUNING, markdown_table, tune, tuned_flags, update_readme
+from experiments.compare import PARTS, PLAN, TUNING, tune, tuned_flags
+from experiments.tables import markdown_table, update_readme
 from peft_memory import SoftMaskConfig, frozen_query
 from peft_memory.class_statistics import STATISTICS_FILE, ClassStatistics
 from peft_memory.continual import ContinualArguments, ContinualTrainer, RunResults

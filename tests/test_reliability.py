@@ -56,11 +56,16 @@ def test_cli_reports_bad_values_as_argparse_errors_before_loading(tmp_path, caps
 
 @pytest.mark.parametrize("mode", ["gradient_id", "nearest_mean"])
 def test_a_combined_rule_without_a_task_posterior_fails_before_loading(tmp_path, capsys, mode):
-    """Used to train the first task for minutes and fail at its evaluation."""
-    assert main(["train", "--method", "soft_mask", "--task_id_mode", mode, "--cil_rule", "combined", "--output_dir",
-                 str(tmp_path / "out"), "--model", "no/such/model"]) == 1
-    assert capsys.readouterr().err == (f"peft-memory train: error: --cil_rule combined re-scores a task posterior; "
-                                       f"--task_id_mode {mode} gives none: use --task_id_mode gaussian.\n")
+    """Used to train the first task for minutes and fail at its evaluation; now a flag error (exit 2) before
+    anything loads, naming the problem and what applies."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--method", "soft_mask", "--task_id_mode", mode, "--cil_rule", "combined", "--output_dir",
+              str(tmp_path / "out"), "--model", "no/such/model", "--first_session_adaptation", "false"])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert exit_.value.code == 2 and err.startswith(
+        "peft-memory train: error: --method soft_mask: --cil_rule combined re-scores a task posterior, which only "
+        "--task_id_mode gaussian gives. Fix: with --method soft_mask use --task_id_mode ")
+    assert err.endswith(f"; with --task_id_mode {mode}: --cil_rule routed | unified.")
     assert not (tmp_path / "out").exists()
 
 

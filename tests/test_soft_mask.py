@@ -156,3 +156,19 @@ def test_gradient_id_under_bf16_autocast_matches_fp32_gradients():
         (grads[name],) = torch.autograd.grad(out.float().pow(2).sum(), alphas)
     assert grads["bf16"].dtype == torch.float32
     torch.testing.assert_close(grads["bf16"], grads["fp32"], rtol=0.05, atol=0.5)
+
+
+@pytest.mark.parametrize("kind", ["bert_cls", "vit_cls"])
+def test_a_mixed_batch_under_bf16_autocast_equals_each_adapter_alone(kind):
+    """Accelerate's mixed precision runs the forward under autocast: the masked matmuls come out in bf16 while the
+    residual stream is fp32, so a batch routed to several adapters must gather the rows in the matmul's dtype (it
+    used to fail with 'Index put requires the source and destination dtypes match')."""
+    model = two_task_model(kind)
+    inputs = make_inputs(kind)
+    routes = ["t0", "t1", "t0", "t1"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(**inputs, adapter_names=routes).logits
+        alone = {t: model(**inputs, adapter_names=[t] * 4).logits for t in ("t0", "t1")}
+    for row, t in enumerate(routes):
+        width = 3 if t == "t0" else 2
+        torch.testing.assert_close(mixed[row, :width], alone[t][row, :width], atol=0.05, rtol=0.02)

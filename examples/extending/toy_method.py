@@ -3,7 +3,7 @@
 import torch
 
 from peft_memory import SoftMaskConfig
-from peft_memory.continual import METHODS, RULES, ContinualMethod, TaskIdentityRule
+from peft_memory.continual import METHODS, RULES, ContinualMethod, Inference, TaskIdentityRule, declare_task_id_rule
 from peft_memory.task_identity import batch_majority
 
 
@@ -11,7 +11,8 @@ class MaskDecay(ContinualMethod):
     """Soft masks on the last layer only, pulled towards 1 (the base model) by an L2 penalty."""
 
     name = "mask_decay"
-    task_id_modes = ("min_entropy", "max_logit")  # the first is the default
+    provides = frozenset({"task_adapters", "task_heads"})  # what the rules may read (docs/task_identity.md)
+    recipes = {"recommended": Inference("min_entropy", "routed"), "paper": Inference("max_logit", "routed")}
     strength = 1e-3
 
     def make_config(self, task, base_model):
@@ -31,13 +32,13 @@ class MinEntropy(TaskIdentityRule):
     def infer(self, ctx, batch):
         n = next(iter(batch.values())).shape[0]
         entropies = []
-        with torch.no_grad():
-            for name, width in zip(ctx.names, ctx.widths):
-                log_p = ctx.model(**batch, adapter_names=[name] * n).logits[:, :width].log_softmax(-1)
-                entropies.append(-(log_p.exp() * log_p).sum(-1))
-        task = torch.stack(entropies, dim=-1).argmin(dim=-1).cpu()  # (batch,)
+        for name, width in zip(ctx.names, ctx.widths):  # ctx.forward: no gradient, each output computed once a run
+            log_p = ctx.forward(batch, [name] * n)[0][:, :width].log_softmax(-1)
+            entropies.append(-(log_p.exp() * log_p).sum(-1))
+        task = torch.stack(entropies, dim=-1).argmin(dim=-1)  # (batch,)
         return task if ctx.per_sample else batch_majority(task)
 
 
 METHODS[MaskDecay.name] = MaskDecay  # now `--method mask_decay` and `--task_id_mode min_entropy` work
 RULES[MinEntropy.name] = MinEntropy
+declare_task_id_rule("min_entropy", needs={"task_heads"}, description="the head with the smallest entropy")

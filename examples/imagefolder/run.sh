@@ -10,6 +10,5 @@ MODEL=${MODEL:-google/vit-base-patch16-224-in21k}
 OUT=${OUT:-outputs/imagefolder_shapes}
 [ -d "$DATA" ] || python "$HERE/make_shapes.py" "$DATA"
 peft-memory train --dataset "$DATA" --classes_per_task 2 --model "$MODEL" --image_size 32 \
-    --method soft_mask --task_id_mode gaussian --cil_rule combined \
-    --num_epochs 3 --batch_size 8 --learning_rate 1e-2 --seed 0 --output_dir "$OUT" --overwrite_output_dir ${EXTRA:-}
+    --num_epochs 3 --batch_size 8 --seed 0 --output_dir "$OUT" --overwrite_output_dir ${EXTRA:-}
 peft-memory verify "$OUT"

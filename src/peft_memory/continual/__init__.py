@@ -2,6 +2,7 @@
 results, plots, CLI."""
 
 from .data.tasks import Task, TaskSequence, class_incremental_split
+from .inference.declaration import Inference, declare_task_id_rule
 from .inference.metrics import average_accuracy, backward_transfer, forgetting
 from .inference.task_id import RULES, TaskIdentityRule, get_rule
 from .methods import METHODS, ContinualMethod, get_method
@@ -10,7 +11,7 @@ from .run.results import RunResults
 from .run.trainer import ContinualTrainer, TrainerCallback
 
 __all__ = [
-    "METHODS", "RULES", "ContinualArguments", "ContinualMethod", "ContinualTrainer", "RunResults", "Task",
+    "METHODS", "RULES", "ContinualArguments", "ContinualMethod", "ContinualTrainer", "Inference", "RunResults", "Task",
     "TaskIdentityRule", "TaskSequence", "TrainerCallback", "average_accuracy", "backward_transfer",
-    "class_incremental_split", "forgetting", "get_method", "get_rule",
+    "class_incremental_split", "declare_task_id_rule", "forgetting", "get_method", "get_rule",
 ]

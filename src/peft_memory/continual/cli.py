@@ -15,12 +15,13 @@ from dataclasses import fields
 
 from accelerate.logging import get_logger
 
-from .inference.evaluation import CIL_RULES
+from .inference.declaration import CIL_RULES
 from .inference.task_id import RULES
 from .methods import METHODS
-from .run.arguments import ARGUMENT_GROUPS, ContinualArguments
+from .run.arguments import BASIC_FLAGS, ContinualArguments, make_parser
 from .run.loading import BENCHMARKS
 from .run.results import RunResults
+from .run.spec import RunSpec
 
 logger = get_logger(__name__)  # messages after the Accelerator exists, from the main process only
 
@@ -43,10 +44,33 @@ def _set_choices(parser: argparse.ArgumentParser, choices: dict[str, list[str]])
                 action.choices = choices[flag]
 
 
+class HelpAll(argparse.Action):
+    """``--help-all``: show every flag, the research settings that ``--help`` hides included, and exit."""
+
+    def __init__(self, option_strings, dest, hidden=(), **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.hidden = hidden
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for action, text in self.hidden:
+            action.help = text
+        parser.print_help()
+        parser.exit()
+
+
+def hide_research_flags(parser: argparse.ArgumentParser) -> list[tuple[argparse.Action, str]]:
+    """Hide from ``--help`` every flag of ``train`` but :data:`~.run.arguments.BASIC_FLAGS`; returns the hidden actions
+    with their help texts (for ``--help-all``)."""
+    hidden = []
+    for action in parser._actions:
+        if action.option_strings and action.dest not in (*BASIC_FLAGS, "help", "config"):
+            hidden.append((action, action.help))
+            action.help = argparse.SUPPRESS
+    return hidden
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``peft-memory`` parser and its subcommand parsers by name."""
-    from transformers import HfArgumentParser
-
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="peft-memory", description="Continual learning with PEFT adapters: one "
@@ -59,11 +83,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     def add(name, help, **kw):
         return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter, **kw)
 
-    commands = {"train": add("train", "Train one adapter per task of a class-incremental sequence and evaluate "
-                             "every task seen after each one.",
-                             parents=[HfArgumentParser(ARGUMENT_GROUPS, add_help=False)])}
-    _set_choices(commands["train"], {"--method": sorted(METHODS), "--benchmark": list(BENCHMARKS),
-                                     "--task_id_mode": sorted(RULES), "--cil_rule": list(CIL_RULES)})
+    train = add(
+        "train", "Train one adapter per task of a class-incremental sequence and evaluate every task seen after each "
+        "one.", parents=[make_parser(add_help=False)],
+        epilog="Research settings (task-identity and CIL rules, class statistics, prompts, each method's own "
+        "options, optimisation details) keep their recipe's or the measured defaults: --help-all lists them, "
+        "docs/continual.md explains them.")
+    commands = {"train": train}
+    _set_choices(train, {"--method": sorted(METHODS), "--benchmark": list(BENCHMARKS),
+                         "--task_id_mode": sorted(RULES), "--cil_rule": list(CIL_RULES)})
+    train.add_argument("--config", metavar="FILE", help="A YAML or JSON file of train's settings (the run.yaml every "
+                       "finished run writes, say); flags on the command line override it.")
+    train.add_argument("--help-all", action=HelpAll, hidden=hide_research_flags(train),
+                       help="Show every flag, the research settings included, and exit.")
 
     p = commands["evaluate"] = add("evaluate", "Re-evaluate a finished run's adapters with other evaluation settings "
                                    "(no training).")
@@ -124,12 +156,13 @@ def format_matrix(results: RunResults) -> str:
     return "\n".join(lines)
 
 
-def train(args: ContinualArguments) -> RunResults:
+def train(args: ContinualArguments | RunSpec) -> RunResults:
     """Run ``peft-memory train`` with parsed arguments; writes the model card, pushes when asked."""
     from .run.hub import push_run_to_hub, write_model_card
     from .run.launch import build_trainer
 
     trainer = build_trainer(args)
+    args = trainer.args
     results = trainer.run()
     if trainer.accelerator.is_main_process:
         logger.info("\n" + format_matrix(results))
@@ -137,6 +170,47 @@ def train(args: ContinualArguments) -> RunResults:
         if args.push_to_hub:
             logger.info(f"pushed: {push_run_to_hub(args.output_dir, args.push_to_hub)}")
     return results
+
+
+def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
+    """The settings of a ``--config`` file (YAML or JSON: a mapping of train's flags without ``--``), each value
+    converted as its flag's would be on the command line.
+
+    Raises:
+        ValueError: naming the file and the fix if it cannot be read, is not a mapping, names an unknown setting,
+            or holds a value its flag refuses.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            settings = yaml.safe_load(f)  # JSON is YAML
+    except OSError as err:
+        raise ValueError(f"--config {path} cannot be read ({err.strerror}).") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config {path} is not valid YAML or JSON ({err}).") from err
+    if not isinstance(settings, dict):
+        raise ValueError(f"--config {path} must hold a mapping of train's settings (e.g. 'num_epochs: 3').")
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    unknown = sorted(k for k in settings if k not in actions or k in ("help", "config", "help_all"))
+    if unknown:
+        raise ValueError(f"--config {path} names unknown settings {unknown}; the settings are train's flags without "
+                         "'--' (peft-memory train --help-all).")
+    out = {}
+    for key, value in settings.items():
+        action = actions[key]
+        convert = action.type if callable(action.type) else None
+        try:
+            if convert is not None and isinstance(value, str):
+                value = convert(value)
+            elif convert is not None and isinstance(value, list):
+                value = [convert(v) if isinstance(v, str) else v for v in value]
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+            raise ValueError(f"--config {path}: {key}: {value!r} is not a valid value ({err}).") from err
+        if action.choices is not None and value is not None and value not in action.choices:
+            raise ValueError(f"--config {path}: {key}: {value!r} is not one of {list(action.choices)}.")
+        out[key] = value
+    return out
 
 
 #: Errors with a message written for the user: one line on stderr (exit 1) unless --debug.
@@ -148,13 +222,21 @@ def main(argv: list[str] | None = None) -> int:
     a :data:`USER_ERRORS` error prints ``peft-memory COMMAND: error: ...`` and returns 1, with the traceback only
     under ``--debug`` or ``PEFT_MEMORY_DEBUG=1``."""
     parser, commands = build_parser()
-    ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    ns, extra = parser.parse_known_args(argv)
+    if ns.command == "train" and ns.config:  # the file's settings become defaults; the command line overrides them
+        try:
+            commands["train"].set_defaults(**read_config_file(ns.config, commands["train"]))
+        except ValueError as err:
+            commands["train"].error(str(err))
+        ns, extra = parser.parse_known_args(argv)
     if extra:  # reported by the subcommand's parser, whose usage line fits the mistake
         commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args = None
-    if ns.command == "train":
+    if ns.command == "train":  # every flag and the inference setting checked before anything loads (exit 2)
         try:
-            args = ContinualArguments(**{f.name: getattr(ns, f.name) for f in fields(ContinualArguments)})
+            args = RunSpec.resolve(ContinualArguments(**{f.name: getattr(ns, f.name)
+                                                        for f in fields(ContinualArguments)}))
         except ValueError as err:
             commands["train"].error(str(err))
     configure_logging(getattr(ns, "verbose", False))
@@ -167,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_command(ns: argparse.Namespace, args: ContinualArguments | None) -> int:
-    """The parsed command ``ns.command`` (``args``: ``train``'s arguments)."""
+def run_command(ns: argparse.Namespace, args: RunSpec | None) -> int:
+    """The parsed command ``ns.command`` (``args``: ``train``'s resolved arguments)."""
     if ns.command == "train":
         train(args)
         return 0

@@ -1,5 +1,5 @@
 """The trainer's class-statistics step, after each task is trained: the statistics of every space the method asks
-for (:mod:`peft_memory.continual.inference.statistics`) and, for methods that offer ``--cil_rule combined``, the task's
+for (:mod:`peft_memory.continual.inference.statistics`) and, for methods whose adapters provide their classifier input (``adapter_features``), the task's
 adapted statistics with the held-out counts that choose the combination weight (:mod:`peft_memory.continual.inference.combined`).
 """
 
@@ -12,7 +12,7 @@ import torch
 from ...class_statistics import STATISTICS_FILE, ClassStatistics, StatisticsAccumulator, Validation
 from ..data.inputs import make_loader
 from ..data.tasks import Task
-from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice
+from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice, head_inputs
 from .evaluation import class_owners
 from .statistics import collect_statistics, gathered_features, query_function, statistics_query
 from .task_id.gaussian import GaussianRule, task_log_posterior
@@ -40,7 +40,7 @@ class StatisticsCollector:
         spaces = t.method.statistics_spaces(t)
         previous = {s.filename: [t.statistics[p.name][s.filename] for p in t.tasks[:k]] for s in spaces}
         stats = collect_statistics(task.global_labels, spaces, fit, held, previous)
-        if "combined" in t.method.cil_rules:
+        if "adapter_features" in t.method.provides:
             validate = None
             if held_ds is not None:
                 validate = lambda evidence: self._validate_weight(task, held_ds, fit, previous, evidence)  # noqa: E731
@@ -68,8 +68,8 @@ class StatisticsCollector:
             batch.pop("labels")
             scores = gaussian.scores(statistics_query(t.model, batch, t.args.query_pooling, t.first_task)).cpu()
             task_lp = task_log_posterior(scores, owners, len(seen)).cpu()
-            choices = combined_choice(t.model, batch, names, widths, task_lp, evidences, list(WEIGHT_GRID),
-                                      t.args.combine_top_k)
+            choices = combined_choice(lambda adapters, batch=batch: head_inputs(t.model, batch, adapters), names, widths, task_lp,
+                                      evidences, list(WEIGHT_GRID), t.args.combine_top_k)
             tasks = torch.stack([choices[w][0] for w in WEIGHT_GRID], dim=-1)  # (batch, G)
             chosen.append(t.accelerator.gather_for_metrics(tasks.to(t.accelerator.device)).cpu())
         chosen = torch.cat(chosen)
@@ -79,6 +79,6 @@ class StatisticsCollector:
         """The statistics files the method writes, read from an adapter folder (those present)."""
         t = self.trainer
         names = [s.filename for s in t.method.statistics_spaces(t)]
-        if "combined" in t.method.cil_rules:
+        if "adapter_features" in t.method.provides:
             names.append(ADAPTED_FILE)
         return {n: ClassStatistics.load(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))}

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from ...class_statistics import ClassStatistics, StatisticsAccumulator
-from ...families import get_family
+from .outputs import routed_outputs
 
 ADAPTED_FILE = "adapted_statistics.safetensors"
 #: Shrinkage of each adapter's covariance (fixed a priori, not tuned).
@@ -40,24 +40,16 @@ WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 def head_inputs(model, batch: dict, adapter_names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward routed per sample: the logits ``(batch, num_labels)`` and the classifier's input
-    ``(batch, features)`` under each sample's adapter (no gradient).
+    ``(batch, features)`` under each sample's adapter (no gradient; :func:`~.outputs.routed_outputs`).
 
     Raises:
-        ValueError: for a model without a classification head (a bare encoder).
+        ValueError: for a model whose classifier is not called (a bare encoder, memory tokens' own heads).
     """
-    base = model.get_base_model()
-    classifier = getattr(base, get_family(base).classifier, None)
-    if classifier is None:
-        raise ValueError("--cil_rule combined reads the classifier's input: load the model with its head "
-                         "(AutoModelFor...Classification).")
-    store = {}
-    handle = classifier.register_forward_hook(lambda m, args, out: store.__setitem__("features", args[0]))
-    try:
-        with torch.no_grad():
-            logits = model(**batch, adapter_names=adapter_names).logits
-    finally:
-        handle.remove()
-    return logits, store["features"]
+    logits, features = routed_outputs(model, batch, adapter_names)
+    if features is None:
+        raise ValueError("--cil_rule combined and product read the classifier's input: load the model with its head "
+                         "(AutoModelFor...Classification), with adapters whose heads read it.")
+    return logits, features
 
 
 class AdaptedEvidence:
@@ -88,12 +80,14 @@ class AdaptedEvidence:
         return (self.raw(features) - mean) / max(std, 1e-12)
 
 
-def combined_choice(model, batch: dict, names: list[str], widths: list[int], task_log_posterior: torch.Tensor,
+def combined_choice(forward, names: list[str], widths: list[int], task_log_posterior: torch.Tensor,
                     evidence: list[AdaptedEvidence], weights: list[float], top_k: int,
                     class_scores: torch.Tensor | None = None):
     """The combined rule for one batch, for each of several ``weights`` at once (the adapters run once).
 
     Args:
+        forward: ``adapter names (one per sample) -> (logits (batch, W), classifier inputs (batch, d))``, the batch
+            routed per sample (:func:`head_inputs`, or an evaluation's cached outputs).
         task_log_posterior: ``(batch, T)`` ``log p(t | x)`` over the seen tasks ``names``.
         evidence: one :class:`AdaptedEvidence` per seen task; widths: each task's number of classes.
         class_scores: ``--cil_rule product``: ``(batch, T, W)`` the frozen classifier's score of each task's classes
@@ -110,7 +104,10 @@ def combined_choice(model, batch: dict, names: list[str], widths: list[int], tas
     z = torch.empty(n, k, dtype=torch.float64)
     local = torch.empty(n, k, dtype=torch.long)
     for j in range(k):
-        logits, features = head_inputs(model, batch, [names[t] for t in candidates[:, j].tolist()])
+        logits, features = forward([names[t] for t in candidates[:, j].tolist()])
+        if features is None:
+            raise ValueError("--cil_rule combined and product read the classifier's input, which these adapters' "
+                             "heads do not read.")
         logits, features = logits.cpu(), features.cpu()
         for t in candidates[:, j].unique().tolist():
             rows = (candidates[:, j] == t).nonzero().squeeze(1)

@@ -15,7 +15,10 @@ import torch
 
 from ...tuners.base import apply_head
 from ..data.tasks import Task
-from .combined import ADAPTED_FILE, combination, combined_choice, head_inputs
+from .combined import ADAPTED_FILE, combination, combined_choice
+from .declaration import CAPABILITIES, CIL_RULES, RESCORING_RULES, Inference, problems
+from .outputs import OutputCache, routed_outputs
+from .statistics import statistics_query
 
 
 def class_owners(tasks: list[Task], labels: torch.Tensor) -> torch.Tensor:
@@ -49,6 +52,10 @@ class EvalContext:
         cil_rule: ``routed``, ``unified``, ``combined`` or ``product`` (:data:`CIL_RULES`).
         top_k: ``combined``, ``product``: the candidate tasks re-scored by their adapters.
         cache: what a rule builds once per evaluation (a classifier from the statistics), by name.
+        outputs: the run's :class:`~.outputs.OutputCache` (outputs of evaluated batches, kept across the
+            evaluations after each task), or ``None``.
+        batch_key: the key of the batch being evaluated in ``outputs`` (set by the caller per batch), or ``None``:
+            nothing is cached.
     """
 
     model: object
@@ -65,6 +72,29 @@ class EvalContext:
     cil_rule: str = "routed"
     top_k: int = 3
     cache: dict = field(default_factory=dict)
+    outputs: OutputCache | None = None
+    batch_key: object = None
+
+    def forward(self, batch: dict, adapter_names: list[str],
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(r, W)`` and classifier inputs ``(r, d)`` (``None`` if the classifier is not called) on the CPU of
+        ``rows`` of ``batch`` (default: all), row ``i`` under ``adapter_names[i]``: from :attr:`outputs` when the
+        batch has a key, else one routed forward without gradient."""
+        if self.outputs is not None and self.batch_key is not None:
+            return self.outputs.outputs(self.model, batch, self.batch_key, adapter_names, rows)
+        sub = batch if rows is None else {k: v[rows.to(v.device)] for k, v in batch.items()}
+        logits, features = routed_outputs(self.model, sub, adapter_names)
+        return logits.cpu(), None if features is None else features.cpu()
+
+    def query(self, batch: dict) -> torch.Tensor:
+        """The class statistics' query of ``batch`` (:func:`~.statistics.statistics_query`), computed once per batch
+        key."""
+        def compute():
+            return statistics_query(self.model, batch, self.query_pooling, self.first_task)
+
+        if self.outputs is None or self.batch_key is None:
+            return compute()
+        return self.outputs.query(self.batch_key, compute)
 
     def cached(self, key: str, build):
         """``build()`` the first time ``key`` is asked for in this evaluation, then the same object."""
@@ -92,12 +122,6 @@ def global_labels(tasks: list[Task], task_index: torch.Tensor, local: torch.Tens
     return torch.tensor([tasks[t].global_labels[c] for t, c in zip(task_index.tolist(), local.tolist())])
 
 
-#: ``--cil_rule`` values: how the class is predicted once a task-identity rule has spoken.
-CIL_RULES = ("routed", "unified", "combined", "product")
-#: The ``--cil_rule`` values that re-score the class statistics' task posterior with the adapters.
-RESCORING_RULES = ("combined", "product")
-
-
 def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, infer) -> dict[str, torch.Tensor]:
     """Per-sample correctness on one test batch of task ``k``.
 
@@ -113,13 +137,11 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
     Raises:
         ValueError: for an unknown ``cil_rule``.
     """
-    model, tasks = ctx.model, ctx.tasks
+    tasks = ctx.tasks
     labels = labels.cpu()
     task = tasks[k]
     n = labels.shape[0]
-    with torch.no_grad():
-        logits = model(**batch, adapter_names=[task.name] * n).logits[:, : task.num_labels]
-    til_pred = logits.argmax(dim=-1).cpu()
+    til_pred = ctx.forward(batch, [task.name] * n)[0][:, : task.num_labels].argmax(dim=-1)
     if ctx.cil_rule == "routed":
         pred_task, pred_local = _routed(ctx, batch, k, infer(ctx, batch), til_pred)
     elif ctx.cil_rule == "unified":
@@ -139,9 +161,7 @@ def _routed(ctx, batch, k, inferred, til_pred):
     wrong = inferred != k
     if wrong.any():
         idx = wrong.nonzero().squeeze(1)
-        sub = {key: v[idx.to(v.device)] for key, v in batch.items()}
-        with torch.no_grad():
-            other = ctx.model(**sub, adapter_names=[ctx.names[t] for t in inferred[idx].tolist()]).logits.cpu()
+        other = ctx.forward(batch, [ctx.names[t] for t in inferred[idx].tolist()], rows=idx)[0]
         beyond = torch.arange(other.shape[-1]) >= torch.tensor(ctx.widths)[inferred[idx]].unsqueeze(1)
         pred_local[idx] = other.masked_fill(beyond, float("-inf")).argmax(dim=-1)  # within each row's task
     return inferred, pred_local
@@ -153,34 +173,31 @@ def _unified(ctx, batch, inferred):
     if heads is None or not all(n in heads for n in ctx.names):
         raise ValueError("--cil_rule unified applies every seen task's head to one feature: it needs adapters with "
                          "task heads (soft_mask, soft_mask_prompts, dual_prompt, head_only); use routed.")
-    _, features = head_inputs(ctx.model, batch, [ctx.names[t] for t in inferred.tolist()])
+    _, features = ctx.forward(batch, [ctx.names[t] for t in inferred.tolist()])
+    if features is None:
+        raise ValueError("--cil_rule unified applies every seen head to the classifier's input, which these adapters' "
+                         "heads do not read; use routed.")
+    device = next(heads[ctx.names[0]].parameters()).device
     with torch.no_grad():
-        logits = torch.cat([apply_head(heads[n], features) for n in ctx.names], dim=-1).float().cpu()
+        logits = torch.cat([apply_head(heads[n], features.to(device)) for n in ctx.names], dim=-1).float().cpu()
     owner = torch.cat([torch.full((w,), t) for t, w in enumerate(ctx.widths)])
     local = torch.cat([torch.arange(w) for w in ctx.widths])
     best = logits.argmax(dim=-1)
     return owner[best], local[best]
 
 
-def check_cil_rule(cil_rule: str, rule) -> None:
-    """Raise ``ValueError`` (with the fix) if ``--cil_rule`` cannot follow the task-identity ``rule``: ``combined``
-    and ``product`` re-score a task posterior, which only the class-statistics rules with ``task_log_posterior``
-    give."""
-    if cil_rule in RESCORING_RULES and not hasattr(rule, "task_log_posterior"):
-        raise ValueError(f"--cil_rule {cil_rule} re-scores a task posterior; --task_id_mode {rule.name} gives none: "
-                         "use --task_id_mode gaussian.")
-
-
 def _combined(ctx, batch):
     """``combined`` and ``product``: the task the adapters' evidence re-scores; the class by the chosen adapter's
     head, times the class statistics' posterior for ``product``."""
     rule = ctx.rule
-    check_cil_rule(ctx.cil_rule, rule)
+    found = problems(frozenset(CAPABILITIES), Inference(rule.name, ctx.cil_rule))  # the rules' own pairing
+    if found:
+        raise ValueError("; ".join(found) + ".")
     evidence, beta = ctx.cached("combined", lambda: combination([s.get(ADAPTED_FILE) for s in ctx.task_statistics]))
     if ctx.cil_rule == "product":
         task_lp, class_scores = rule.posterior_and_class_scores(ctx, batch)
     else:
         task_lp, class_scores = rule.task_log_posterior(ctx, batch), None
-    choices = combined_choice(ctx.model, batch, ctx.names, ctx.widths, task_lp, evidence, [beta], ctx.top_k,
-                              class_scores)
+    choices = combined_choice(lambda adapters: ctx.forward(batch, adapters), ctx.names, ctx.widths, task_lp, evidence,
+                              [beta], ctx.top_k, class_scores)
     return choices[beta]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.tasks import Task, TaskSequence
 from ..inference import metrics
+from ..inference.declaration import Inference
 from ..inference.evaluation import EvalContext
 from ..inference.statistics import StatisticsSpace
 
@@ -28,47 +29,32 @@ class ContinualMethod:
 
     Class attributes:
         name: the ``--method`` value.
-        task_id_modes: the ``--task_id_mode`` rules that apply; the first is the default.
-        cil_rules: the ``--cil_rule`` values that apply; the first is the default.
-        first_session_adaptation: whether ``--first_session_adaptation`` applies (the first task's adapter changes
-            the backbone's features).
+        provides: what the method's adapters provide to inference
+            (:data:`~peft_memory.continual.inference.declaration.CAPABILITIES`); which task-identity rules, CIL
+            rules and first-session settings apply is derived from it
+            (:func:`~peft_memory.continual.inference.declaration.valid_settings`), nowhere else.
+        recipes: the inference setting of each ``--recipe``: ``recommended`` (the default: the best configuration
+            measured on the 3-seed tables of docs/results.md) and ``paper`` (the method's own paper's rule).
     """
 
     name: ClassVar[str]
-    task_id_modes: ClassVar[tuple[str, ...]] = ("gradient_id", "prompt_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules: ClassVar[tuple[str, ...]] = ("routed", "unified", "combined", "product")
-    first_session_adaptation: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = frozenset()
+    recipes: ClassVar[dict[str, Inference]] = {}
 
     def __init__(self, args):
         self.args = args
 
     @classmethod
-    def resolve_task_id_mode(cls, mode: str | None) -> str:
-        """``mode``, or the method's default if ``None``. Raises ``ValueError`` if the rule does not apply."""
-        mode = mode or cls.task_id_modes[0]
-        if mode not in cls.task_id_modes:
-            raise ValueError(f"--task_id_mode {mode} does not apply to --method {cls.name}; choose one of "
-                             f"{list(cls.task_id_modes)}.")
-        return mode
+    def recipe(cls, name: str) -> Inference:
+        """The inference setting of ``--recipe name``.
 
-    @classmethod
-    def resolve_cil_rule(cls, rule: str | None) -> str:
-        """``rule``, or the method's default if ``None``. Raises ``ValueError`` if it does not apply."""
-        rule = rule or cls.cil_rules[0]
-        if rule not in cls.cil_rules:
-            raise ValueError(f"--cil_rule {rule} does not apply to --method {cls.name}; choose one of "
-                             f"{list(cls.cil_rules)}.")
-        return rule
-
-    @classmethod
-    def check_first_session_adaptation(cls, requested: bool) -> None:
-        """Raises ``ValueError`` if ``--first_session_adaptation`` is ``requested`` for a method it does not apply to."""
-        if requested and not cls.first_session_adaptation:
-            from . import METHODS
-
-            usable = sorted(n for n, m in METHODS.items() if m.first_session_adaptation)
-            raise ValueError(f"--first_session_adaptation does not apply to --method {cls.name}; drop the flag or "
-                             f"use one of {usable}.")
+        Raises:
+            ValueError: for a recipe the method does not declare.
+        """
+        if name not in cls.recipes:
+            raise ValueError(f"--recipe {name!r} is unknown for --method {cls.name}; choose one of "
+                             f"{list(cls.recipes)}.")
+        return cls.recipes[name]
 
     # ------------------------------------------------------------- the tasks
     def training_tasks(self, sequence: TaskSequence) -> list[Task]:

@@ -7,8 +7,9 @@ from dataclasses import fields
 from ...task_keys import matching_loss
 from ...tuners import DualPromptConfig
 from ...tuners.prompts import PromptFields
+from ..inference.declaration import Inference
 from .base import ContinualMethod
-from .soft_mask import SoftMask
+from .soft_mask import TASK_HEAD_ADAPTERS, SoftMask
 
 
 def prompt_fields(args) -> dict:
@@ -17,10 +18,11 @@ def prompt_fields(args) -> dict:
 
 
 class PromptMatching:
-    """Mixin: adapters with their own key (DualPrompt's); the matching loss pulls the task's key to the query."""
+    """Mixin: adapters with their own key (DualPrompt's); the matching loss pulls the task's key to the query.
+    Paper recipe: Prompt-ID, then DualPrompt's classifier over every seen class (Wang et al. 2022, Sec. 4.3)."""
 
-    task_id_modes = ("prompt_id", "gradient_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules = ("unified", "routed", "combined", "product")  # DualPrompt's own classifier: every seen class (Sec. 4.3)
+    provides = TASK_HEAD_ADAPTERS | {"keys", "adapts_backbone"}
+    recipes = {"recommended": Inference("gaussian", "product"), "paper": Inference("prompt_id", "unified")}
 
     def auxiliary_loss(self, model, batch, task):
         keys = model.base_model  # the prompt tuner holds each task's key

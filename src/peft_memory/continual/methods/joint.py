@@ -9,6 +9,7 @@ import torch
 
 from ...tuners import SoftMaskConfig
 from ..data.tasks import Task
+from ..inference.declaration import Inference
 from .soft_mask import SoftMask
 
 JOINT_TASK = "joint"
@@ -30,8 +31,9 @@ class Joint(SoftMask):
     session sees one task's classes."""
 
     name = "joint"
-    task_id_modes = ("max_logit", "gaussian")
-    cil_rules = ("unified",)
+    provides = frozenset({"task_heads", "class_statistics", "single_classifier", "adapts_backbone"})
+    recipes = {"recommended": Inference("gaussian", "unified", first_session_adaptation=True),
+               "paper": Inference("max_logit", "unified")}
 
     def training_tasks(self, sequence):
         """The union of the tasks' data, labels mapped to global ids (the trainer builds the joint task's held-out
@@ -46,7 +48,7 @@ class Joint(SoftMask):
 
     def evaluate_batch(self, ctx, batch, labels, k):
         task = ctx.evaluated[k]  # the sequence's task k, whose test batch this is
-        if ctx.rule.name == "gaussian":
+        if hasattr(ctx.rule, "class_scores"):  # a class-statistics rule (nearest_mean, gaussian): not the head
             scores, _, classes = ctx.rule.class_scores(ctx, batch)  # (batch, C) over the statistics' classes
             logits = scores.new_full((len(scores), ctx.tasks[0].num_labels), float("-inf"))
             logits[:, classes] = scores
@@ -60,7 +62,9 @@ class Joint(SoftMask):
         return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own)}
 
     def task_identity_mode(self, mode):
-        return JOINT_GAUSSIAN if mode == "gaussian" else JOINT_HEAD
+        if mode == "max_logit":
+            return JOINT_HEAD
+        return JOINT_GAUSSIAN if mode == "gaussian" else f"true joint classifier: {mode} on the joint class statistics"
 
     def summarize(self, cil):
         return {"average_accuracy": float(np.nanmean(cil[:, -1])), "forgetting": None, "backward_transfer": None}

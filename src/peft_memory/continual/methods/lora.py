@@ -6,6 +6,7 @@ from peft import LoraConfig
 
 from ...families import get_family, last_layers, num_layers
 from ...task_keys import TaskKeys, matching_loss
+from ..inference.declaration import Inference
 from .base import ContinualMethod
 
 
@@ -20,8 +21,10 @@ class Lora(ContinualMethod):
     """
 
     name = "lora"
-    task_id_modes = ("prompt_id", "max_logit", "nearest_mean", "gaussian")
-    cil_rules = ("routed", "combined", "product")
+    # its head is a copy of the base classifier per adapter (modules_to_save): no head bank, nothing to superpose
+    provides = frozenset({"task_adapters", "task_heads", "adapter_features", "keys", "class_statistics",
+                          "adapts_backbone"})
+    recipes = {"recommended": Inference("gaussian", "product"), "paper": Inference("prompt_id", "routed")}
 
     def __init__(self, args):
         super().__init__(args)

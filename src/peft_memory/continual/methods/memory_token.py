@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...tuners import MemoryTokenConfig
+from ..inference.declaration import Inference
 from .base import ContinualMethod
 
 
@@ -11,9 +12,10 @@ class MemoryToken(ContinualMethod):
     most confident head, with every seen task's memory and class token in ONE forward (``max_softmax``)."""
 
     name = "memory_token"
-    task_id_modes = ("max_softmax", "max_logit", "nearest_mean", "gaussian")
-    cil_rules = ("routed",)  # each head reads its own class token: no shared feature for unified or combined
-    first_session_adaptation = False  # the memory of one task is not a backbone for the others' statistics
+    # each head reads its own class token: no shared feature for unified or combined; the memory of one task is not
+    # a backbone for the others' statistics: no first session
+    provides = frozenset({"task_adapters", "task_heads", "one_forward", "class_statistics"})
+    recipes = {"recommended": Inference("gaussian", "routed"), "paper": Inference("max_softmax", "routed")}
 
     def make_config(self, task, base_model):
         args = self.args

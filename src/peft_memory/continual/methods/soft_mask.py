@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from ...tuners import SoftMaskConfig
+from ..inference.declaration import Inference
 from .base import ContinualMethod
+
+#: What per-task adapters with their own head over one classifier input provide (soft masks, DualPrompt, head only).
+TASK_HEAD_ADAPTERS = frozenset({"task_adapters", "task_heads", "head_bank", "adapter_features", "superposable",
+                                "class_statistics"})
 
 
 class SoftMask(ContinualMethod):
     """Per-task soft masks over the frozen query/key/value weights of ``--layers`` (default: the last three) and a
-    head per task; per-sample Gradient-ID by default."""
+    head per task. Recommended: the Gaussian classifier on the frozen and first-session query picks the task, the
+    adapters re-score it, the head times the Gaussian gives the class; paper (Kang et al.): per-sample Gradient-ID."""
 
     name = "soft_mask"
-    task_id_modes = ("gradient_id", "max_logit", "nearest_mean", "gaussian")
+    provides = TASK_HEAD_ADAPTERS | {"adapts_backbone"}
+    recipes = {"recommended": Inference("gaussian", "product", first_session_adaptation=True),
+               "paper": Inference("gradient_id", "routed")}
 
     def make_config(self, task, base_model):
         args = self.args
@@ -27,8 +35,8 @@ class HeadOnly(ContinualMethod):
     """A head per task over the frozen encoder (nothing masked); task = the head with the largest logit."""
 
     name = "head_only"
-    first_session_adaptation = False
-    task_id_modes = ("max_logit", "gradient_id", "nearest_mean", "gaussian")
+    provides = TASK_HEAD_ADAPTERS  # nothing adapts the backbone: no first session
+    recipes = {"recommended": Inference("gaussian", "product"), "paper": Inference("max_logit", "routed")}
 
     def make_config(self, task, base_model):
         return SoftMaskConfig(label_names=task.label_names, target_modules=[])

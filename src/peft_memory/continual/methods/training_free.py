@@ -13,6 +13,7 @@ import torch
 
 from ...class_statistics import RandomProjection, RidgeClassifier
 from ...tuners import SoftMaskConfig
+from ..inference.declaration import Inference
 from ..inference.statistics import RANPAC_FILE, StatisticsSpace
 from .base import ContinualMethod
 from .soft_mask import SoftMask
@@ -27,8 +28,10 @@ class SimpleCIL(ContinualMethod):
     classifier). Task-incremental: the same scores among the true task's classes."""
 
     name = "simple_cil"
-    task_id_modes = ("nearest_mean", "gaussian")
-    cil_rules = ("unified",)
+    provides = frozenset({"class_statistics", "single_classifier", "adapts_backbone"})
+    # recommended: APER's first session with the Gaussian classifier; paper: SimpleCIL's nearest class mean
+    recipes = {"recommended": Inference("gaussian", "unified", first_session_adaptation=True),
+               "paper": Inference("nearest_mean", "unified")}
 
     def __init__(self, args):
         super().__init__(args)
@@ -63,7 +66,8 @@ class RanPAC(SimpleCIL):
     ``(G + lambda I)^{-1} Q`` (Eq. 4), ``lambda`` chosen on held-out training data (:data:`RIDGE_GRID`)."""
 
     name = "ranpac"
-    task_id_modes = ("ridge",)
+    provides = frozenset({"projected_statistics", "single_classifier", "adapts_backbone"})
+    recipes = {"recommended": Inference("ridge", "unified"), "paper": Inference("ridge", "unified")}
 
     def __init__(self, args):
         super().__init__(args)

@@ -13,6 +13,7 @@ from typing import get_type_hints
 from ...pooling import HEAD_POOLINGS
 from ...task_keys import QUERY_POOLINGS
 from ...tuners.prompts import PromptFields
+from ..inference.declaration import RECIPES
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 #: ``--lr_scheduler_type`` values: transformers' schedules (``get_scheduler``) that need nothing but the step counts.
@@ -107,9 +108,14 @@ class MethodArguments:
     method: str = field(
         default="soft_mask",
         metadata={"help": "soft_mask | soft_mask_prompts (DualPrompt-Soft-TF) | dual_prompt | lora (PEFT's LoRA per "
-                  "task, Prompt-ID keys) | memory_token (Sandler et al. 2022) | head_only | simple_cil | ranpac "
-                  "(training-free) | joint (soft masks on all data at once) | joint_full (full fine-tuning on all "
-                  "data at once)."})
+                  "task) | memory_token (Sandler et al. 2022) | head_only | simple_cil (APER by default) | ranpac "
+                  "| joint, joint_full (upper bounds: every class at once). README: Which method?"})
+    recipe: str = field(
+        default="recommended",
+        metadata={"help": "How test samples' tasks and classes are inferred: recommended (the best configuration "
+                  "measured, docs/results.md) or paper (the method's own paper's rule: Gradient-ID, Prompt-ID, "
+                  "nearest mean, ...). --task_id_mode, --cil_rule and --first_session_adaptation override it.",
+                  "choices": RECIPES})
     layers: list[int] | None = field(
         default=None, metadata={"help": "0-based layers to mask, adapt with LoRA or give memory tokens (default: "
                                 "the last three; memory tokens: all)."})
@@ -143,19 +149,16 @@ class TaskIdentityArguments:
 
     _argument_group_name = "task identity"
     task_id_mode: str | None = field(
-        default=None, metadata={"help": "Default: the method's (soft_mask: gradient_id; dual_prompt, "
-                  "soft_mask_prompts, lora: prompt_id; head_only: max_logit; memory_token: max_softmax, the most "
-                  "confident head with all heads in one forward; simple_cil: nearest_mean; ranpac: ridge; joint, "
-                  "joint_full: max_logit, their head over every class). nearest_mean and gaussian read the class "
-                  "statistics saved with every adapter (joint: gaussian instead of the head)."})
+        default=None, metadata={"help": "How each test sample's task is inferred (default: --recipe's): "
+                  "gradient_id | prompt_id | max_logit | max_softmax (every memory-token head in one forward) | "
+                  "nearest_mean | gaussian (the class statistics saved with every adapter) | ridge (ranpac). Which "
+                  "apply to a method: docs/task_identity.md."})
     cil_rule: str | None = field(
-        default=None, metadata={"help": "How the class is predicted once the task rule has spoken: routed (the "
-                  "inferred task's adapter, among that task's classes) | unified (the inferred task's adapter, "
-                  "argmax over the concatenated heads of every seen task: DualPrompt's classifier) | combined (class "
-                  "statistics' task posterior re-scored by each candidate task adapter's evidence, its head gives "
-                  "the class) | product (combined's task; the class by the head's posterior times the class "
-                  "statistics', docs/task_identity.md). Default: the method's (dual_prompt, soft_mask_prompts: "
-                  "unified; others: routed)."})
+        default=None, metadata={"help": "How the class is predicted once the task rule has spoken (default: "
+                  "--recipe's): routed (the inferred task's adapter, among that task's classes) | unified (argmax "
+                  "over every seen class: DualPrompt's classifier, or the method's one classifier) | combined (class "
+                  "statistics' task posterior re-scored by the candidate tasks' adapters) | product (combined's "
+                  "task; the class by the head's posterior times the class statistics')."})
     combine_top_k: int = field(
         default=3, metadata={"help": "--cil_rule combined or product: the candidate tasks (largest class-statistics "
                              "task posterior) whose adapters re-score a sample."})
@@ -164,14 +167,14 @@ class TaskIdentityArguments:
                                   "auto (the model's sentence-transformers pooling if it has one, else classifier), "
                                   "classifier (the classifier's input: DualPrompt's pre-logits feature), cls or mean.",
                                   "choices": ("auto", *QUERY_POOLINGS)})
-    first_session_adaptation: bool = field(
-        default=False,
+    first_session_adaptation: bool | None = field(
+        default=None,
         metadata={"help": "Class statistics (nearest_mean, gaussian, ridge, combined, product) on the frozen query "
                   "concatenated with the same query through the FIRST task's adapter, kept frozen after that task: "
                   "APER's first-session adaptation (Zhou et al. 2024). simple_cil and ranpac then train the first "
-                  "task's soft masks (default placement, --learning_rate); for joint and joint_full (with "
-                  "--task_id_mode gaussian) the first session is their one adapter, trained on every class. Not "
-                  "for head_only, memory_token."})
+                  "task's soft masks (masks where soft_mask puts them, --learning_rate); for joint and joint_full the first "
+                  "session is their one adapter, trained on every class. Not for head_only, memory_token. "
+                  "Default: --recipe's; 'false' turns it off."})
     task_id_batchwise: bool = field(
         default=False,
         metadata={"help": "Infer ONE task id per test batch, as the reference code does. Leaks task identity when "
@@ -192,7 +195,9 @@ class OptimizationArguments:
         default=1, metadata={"help": "Batches whose gradients are summed before each optimiser step (Accelerate's "
                              "accumulate); the effective batch is batch_size x this x processes."})
     eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (peak of the schedule)."})
+    learning_rate: float = field(
+        default=1e-2, metadata={"help": "AdamW learning rate (peak of the schedule); 1e-2 is the one every row of "
+                                "docs/results.md was measured with."})
     lr_scheduler_type: str = field(
         default="constant", metadata={"help": "Learning-rate schedule per task (transformers.get_scheduler).",
                                       "choices": LR_SCHEDULES})
@@ -200,9 +205,11 @@ class OptimizationArguments:
         default=0.0, metadata={"help": "Fraction of each task's optimiser steps spent warming the learning rate up "
                                "from 0 (with a schedule that warms up: linear, cosine, constant_with_warmup)."})
     key_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate of the Prompt-ID keys (default: --learning_rate)."})
+        default=0.1, metadata={"help": "Learning rate of the Prompt-ID keys (dual_prompt, soft_mask_prompts, lora); "
+                               "0.1 was chosen on held-out training samples of both README sequences (make tune)."})
     finetune_learning_rate: float = field(
-        default=5e-5, metadata={"help": "--method joint_full: AdamW learning rate of the fully fine-tuned encoder."})
+        default=1e-4, metadata={"help": "--method joint_full: AdamW learning rate of the fully fine-tuned encoder "
+                                "(make tune chose 1e-4 on WordNet, 2e-5 on Fashion-MNIST)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (DualPrompt: 1.0); 0: none."})
     max_steps_per_task: int | None = field(
@@ -233,6 +240,12 @@ class OutputArguments:
         default=False, metadata={"help": "Also show transformers' load reports and datasets' progress bars."})
 
 
+#: The flags ``peft-memory train --help`` shows (the rest: ``--help-all`` and docs/continual.md): the data, the model,
+#: the method and its recipe, the training knobs users set, and the output.
+BASIC_FLAGS = ("benchmark", "dataset", "text_column", "image_column", "label_column", "num_tasks", "classes_per_task",
+               "train_per_class", "test_per_class", "max_length", "image_size", "model", "method", "recipe",
+               "num_epochs", "batch_size", "learning_rate", "seed", "mixed_precision", "output_dir", "resume",
+               "overwrite_output_dir", "report_to", "push_to_hub")
 #: Fields that hold a path: an ``os.PathLike`` given for them is stored as ``str``.
 PATH_FIELDS = ("model", "output_dir", "dataset", "wordnet_path", "fashion_mnist_path")
 #: The ``--help`` groups, in the order ``peft-memory train --help`` shows them.
@@ -256,7 +269,7 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
             ``--text_column`` and ``--image_column``, a ``validation_fraction`` outside ``[0, 0.5]``, a
             ``test_size`` outside ``(0, 1)``, a count (``combine_top_k``, ``num_tasks``, ``classes_per_task``,
             ``gradient_accumulation_steps``) below 1, a ``warmup_ratio`` outside ``[0, 1)``, or an unknown
-            ``evaluate_on``, ``query_pooling``, ``head_pooling``, ``mixed_precision`` or ``lr_scheduler_type``.
+            ``recipe``, ``evaluate_on``, ``query_pooling``, ``head_pooling``, ``mixed_precision`` or ``lr_scheduler_type``.
     """
 
     _argument_group_name = "continual run"
@@ -277,6 +290,8 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
                              "a tenth of each class's training examples).")
         if not 0.0 < self.test_size < 1.0:
             raise ValueError(f"--test_size {self.test_size} must lie in (0, 1) (0.2 holds out a fifth).")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe {self.recipe!r} is unknown; use {' or '.join(RECIPES)}.")
         if self.evaluate_on not in ("test", "validation"):
             raise ValueError(f"--evaluate_on {self.evaluate_on!r} is unknown; use test or validation.")
         for name in ("num_epochs", "batch_size", "eval_batch_size", "max_length", "train_per_class", "test_per_class",
@@ -313,12 +328,27 @@ class ContinualArguments(OutputArguments, OptimizationArguments, TaskIdentityArg
         return cls(**{f.name: getattr(g, f.name) for g in groups for f in fields(g)})
 
 
+#: Fields that default to ``None`` (the recipe decides) but read as switches: ``--first_session_adaptation`` alone is
+#: ``true``, ``--first_session_adaptation false`` turns the recipe's off.
+OPTIONAL_SWITCHES = ("first_session_adaptation",)
+
+
+def make_parser(**kwargs):
+    """``transformers.HfArgumentParser`` over :data:`ARGUMENT_GROUPS` (``kwargs`` go to it), with the
+    :data:`OPTIONAL_SWITCHES` usable as bare flags."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(ARGUMENT_GROUPS, **kwargs)
+    for action in parser._actions:
+        if action.dest in OPTIONAL_SWITCHES:
+            action.nargs, action.const = "?", True
+    return parser
+
+
 def parse_arguments(argv: list[str]) -> ContinualArguments:
     """Parse ``peft-memory train`` flags (``argv`` without the command) into :class:`ContinualArguments`.
 
     Raises:
         SystemExit: (argparse) for an unknown flag or a malformed value; ``ValueError`` as :class:`ContinualArguments`.
     """
-    from transformers import HfArgumentParser
-
-    return ContinualArguments.from_groups(*HfArgumentParser(ARGUMENT_GROUPS).parse_args_into_dataclasses(args=argv))
+    return ContinualArguments.from_groups(*make_parser().parse_args_into_dataclasses(args=argv))

@@ -32,7 +32,7 @@ RNG_FILE = "rng_state.safetensors"  # RNG states of runs written before they mov
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: The value a run recorded before a flag existed had, where it differs from the flag's default today (a run from
 #: before ``--head_pooling`` classified BERT's pooler output; ``auto`` now picks MiniLM's mean pooling).
-LEGACY_VALUES = {"head_pooling": "pooler"}
+LEGACY_VALUES = {"head_pooling": "pooler", "recipe": "paper"}
 #: arguments that change how a run executes, not what it computes: a resume may change them. (DataLoader workers are
 #: not among them: augmentation draws its random numbers in the workers.)
 EXECUTION_ONLY = ("resume", "overwrite_output_dir", "report_to", "push_to_hub", "verbose")
@@ -80,6 +80,26 @@ def atomic_write_json(obj, path: str) -> None:
 def run_config(args) -> dict:
     """The run's arguments as recorded in ``results.json`` and checked on resume (execution-only ones left out)."""
     return {k: v for k, v in asdict(args).items() if k not in EXECUTION_ONLY}
+
+
+#: The file every run writes as it starts: its resolved arguments, which ``peft-memory train --config`` reads back.
+RUN_CONFIG_FILE = "run.yaml"
+
+
+def write_run_config(out: str, args) -> str:
+    """Write ``out/run.yaml``: :func:`run_config` of the resolved ``args`` as YAML (atomically); returns its path.
+    ``peft-memory train --config out/run.yaml`` runs the same run again (flags on the command line override it)."""
+    import yaml
+
+    path = os.path.join(out, RUN_CONFIG_FILE)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("# peft-memory train --config this-file reproduces this run; command-line flags override it.\n")
+            yaml.safe_dump(run_config(args), f, sort_keys=False)
+
+    write_atomically(path, write)
+    return path
 
 
 #: Keys every ``trainer_state.json`` has.

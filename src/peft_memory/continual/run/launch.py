@@ -5,27 +5,29 @@ from __future__ import annotations
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
-from ..inference.evaluation import check_cil_rule
-from ..inference.task_id import get_rule
-from ..methods import get_method
 from .arguments import ContinualArguments
 from .loading import check_model_limits, load_model_and_pipeline, load_sequence
 from .output_dir import prepare_output_dir
 from .results import RunResults
+from .spec import RunSpec
 from .trainer import ContinualTrainer
 
 
-def build_trainer(args: ContinualArguments, callbacks=()):
-    """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer."""
-    method = get_method(args.method)  # bad arguments fail before data and model load
-    method.check_first_session_adaptation(args.first_session_adaptation)
-    check_cil_rule(method.resolve_cil_rule(args.cil_rule), get_rule(method.resolve_task_id_mode(args.task_id_mode)))
+def build_trainer(args: ContinualArguments | RunSpec, callbacks=()):
+    """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer.
+
+    Raises:
+        ValueError: for arguments :meth:`RunSpec.resolve` refuses, or a model limit they exceed, before any data or
+            model loads.
+    """
+    spec = RunSpec.resolve(args)  # bad arguments fail before data and model load
+    args = spec.args
     check_model_limits(args)
     prepare_output_dir(args, main_process=PartialState().is_main_process)  # locked before anything loads
     set_seed(args.seed)
     sequence = load_sequence(args)
     model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)
-    return ContinualTrainer(model, sequence, pipeline, args, callbacks=callbacks)
+    return ContinualTrainer(model, sequence, pipeline, spec, callbacks=callbacks)
 
 
 EVALUATION_SETTINGS = ("task_id_mode", "cil_rule", "combine_top_k", "task_id_batchwise", "task_id_shots",

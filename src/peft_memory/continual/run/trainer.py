@@ -31,19 +31,20 @@ from ..data.inputs import make_loader
 from ..data.tasks import Task, TaskSequence
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
-from ..inference.evaluation import EvalContext, check_cil_rule
+from ..inference.evaluation import EvalContext
+from ..inference.outputs import OutputCache
 from ..inference.statistics import split_train
 from ..inference.task_id import get_rule
-from ..methods import ContinualMethod, get_method
+from ..methods import ContinualMethod
 from . import checkpoint
 from .arguments import ContinualArguments
 from .checkpoint import run_config
-from .loading import resolve_head_pooling, resolve_query_pooling
 from .optimization import optimize
 from .output_dir import prepare_output_dir, release_output_dir
 from .plots import plot_accuracy_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
+from .spec import RunSpec, resolved_config
 
 logger = get_logger(__name__)
 
@@ -66,7 +67,8 @@ class ContinualTrainer:
             or bare encoder).
         sequence: the :class:`TaskSequence`.
         pipeline: the input pipeline (``TextInputs`` or ``ImageInputs``), with ``prepare(ds)`` and ``collate``.
-        args: :class:`ContinualArguments`.
+        args: :class:`ContinualArguments`, or the :class:`~peft_memory.continual.run.spec.RunSpec` resolved from them
+            (arguments are resolved here once: the recipe's inference, ``auto`` poolings, the checks).
         method: a :class:`~peft_memory.continual.methods.ContinualMethod`; default: the one ``args.method`` names.
         accelerator: an ``accelerate.Accelerator`` (its own mixed precision and accumulation then apply); created
             from ``args`` (``--mixed_precision``, ``--gradient_accumulation_steps``, ``--report_to``) with
@@ -74,31 +76,27 @@ class ContinualTrainer:
         callbacks: :class:`TrainerCallback` objects.
 
     Raises:
-        ValueError: for an unknown method, or a ``--task_id_mode`` that does not apply to the method.
+        ValueError: for an unknown method or recipe, or an inference setting that does not apply to the method
+            (:meth:`RunSpec.resolve`).
     """
 
-    def __init__(self, base_model, sequence: TaskSequence, pipeline, args: ContinualArguments,
+    def __init__(self, base_model, sequence: TaskSequence, pipeline, args: ContinualArguments | RunSpec,
                  method: ContinualMethod | None = None, accelerator: Accelerator | None = None, callbacks=()):
+        self.spec = RunSpec.resolve(args, base_model)  # before the Accelerator: bad arguments fail first
+        args = self.spec.args
         self.accelerator = accelerator or Accelerator(
             log_with=args.report_to, mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        if args.query_pooling == "auto":
-            args = replace(args, query_pooling=resolve_query_pooling(args.query_pooling, args.model))
-        if args.head_pooling == "auto":
-            args = replace(args, head_pooling=resolve_head_pooling(args.head_pooling, args.model, base_model))
         set_head_pooling(base_model, args.head_pooling)  # load_model_and_pipeline did it already: then a no-op
         self.base_model, self.sequence, self.pipeline, self.args = base_model, sequence, pipeline, args
-        self.method = method or get_method(args.method)(args)
+        self.method = method or self.spec.method(args)
         self.callbacks = list(callbacks)
         self._logging = bool(getattr(self.accelerator, "log_with", None))
         self.model: PeftModel | None = None
-        self.task_id_mode = self.method.resolve_task_id_mode(args.task_id_mode)
-        self.cil_rule = self.method.resolve_cil_rule(args.cil_rule)
+        self.task_id_mode, self.cil_rule = args.task_id_mode, args.cil_rule
         self.rule = get_rule(self.task_id_mode)
-        check_cil_rule(self.cil_rule, self.rule)  # before the first task trains, not at its evaluation
-        self.method.check_first_session_adaptation(args.first_session_adaptation)
         self.statistics: dict[str, dict[str, ClassStatistics]] = {}  # task -> file name -> statistics
         self.held_out: dict[str, object] = {}  # task name -> its held-out training samples (or None)
         for task in sequence.tasks:
@@ -121,6 +119,8 @@ class ContinualTrainer:
         self.pooled: dict[str, float] = {}
         self.adapters_from: str | None = None
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
+        # each evaluated sample's query and outputs under the adapters it met: adapters never change once trained
+        self.outputs = OutputCache()
         prepare_output_dir(args, self.accelerator.is_main_process)
 
     # ----------------------------------------------------------------- run
@@ -130,6 +130,8 @@ class ContinualTrainer:
         if self._logging:
             self.accelerator.init_trackers("peft_memory", config=_flat(asdict(self.args)))
         start = self.resume() if self.args.resume else 0
+        if self.accelerator.is_main_process:  # first: an interrupted run has it too
+            checkpoint.write_run_config(self.args.output_dir, self.args)
         results = self.write_results(self._column(start - 1)) if start else None
         for k, task in enumerate(self.tasks[start:], start):
             for cb in self.callbacks:
@@ -191,6 +193,7 @@ class ContinualTrainer:
         if state is None:
             logger.info(f"--resume: no finished task in {out}; starting from the first task.")
             return 0
+        state = {**state, "config": resolved_config(state["config"])}  # a run of an earlier version: resolved alike
         checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
         done = state["tasks_completed"]
         deleted = next((k for k, t in enumerate(self.tasks[:done]) if not os.path.isdir(os.path.join(out, t.name))),
@@ -297,7 +300,7 @@ class ContinualTrainer:
         ctx = EvalContext(self.model, seen, evaluated, self.method, self.rule, per_sample=not args.task_id_batchwise,
                           num_shots=args.task_id_shots, statistics=composed, task_statistics=per_task,
                           query_pooling=args.query_pooling, first_task=self.first_task, cil_rule=self.cil_rule,
-                          top_k=args.combine_top_k)
+                          top_k=args.combine_top_k, outputs=self.outputs)
         pooled = {"cil": [], "til": [], "task_id": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):
@@ -305,9 +308,10 @@ class ContinualTrainer:
                 make_loader(self._evaluation_set(task), self.pipeline, args.eval_batch_size, False, args.seed,
                             args.dataloader_num_workers))
             parts = {"cil": [], "til": [], "task_id": []}
-            for batch in tqdm(loader, desc=f"eval {task.name} after {after}",
-                              disable=not accelerator.is_local_main_process, leave=False):
+            for b, batch in enumerate(tqdm(loader, desc=f"eval {task.name} after {after}",
+                                           disable=not accelerator.is_local_main_process, leave=False)):
                 labels = batch.pop("labels")
+                ctx.batch_key = (args.evaluate_on, task.name, b)  # the same samples in every evaluation
                 out = self.method.evaluate_batch(ctx, batch, labels, i)
                 for key, v in out.items():
                     parts[key].append(accelerator.gather_for_metrics(v.to(accelerator.device)).cpu())

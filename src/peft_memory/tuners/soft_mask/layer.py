@@ -129,9 +129,11 @@ class Linear(nn.Module, SoftMaskLayer):
         bias = self.get_base_layer().bias
         if len(groups) == 1:
             return F.linear(x, self._adapter_weight(groups[0][0]), bias)
-        out = x.new_empty((*x.shape[:-1], self.out_features))
-        for name, index in groups:
-            out[index] = F.linear(x[index], self._adapter_weight(name), bias)
+        parts = [(index, F.linear(x[index], self._adapter_weight(name), bias)) for name, index in groups]
+        # in the matmul's dtype: under autocast (mixed precision) bf16/fp16, not the fp32 residual stream's
+        out = x.new_empty((*x.shape[:-1], self.out_features), dtype=parts[0][1].dtype)
+        for index, part in parts:
+            out[index] = part
         return out
 
     def _superposed(self, x: torch.Tensor, names: list[str], alphas: torch.Tensor,

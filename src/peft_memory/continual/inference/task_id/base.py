@@ -9,7 +9,6 @@ import torch
 from ....class_statistics import STATISTICS_FILE
 from ....task_identity import batch_majority
 from ..evaluation import EvalContext, evaluate_with
-from ..statistics import statistics_query
 
 
 class TaskIdentityRule:
@@ -62,7 +61,7 @@ class ClassStatisticsRule(TaskIdentityRule):
                              f"({self.filename}); these adapters have none: retrain them with peft-memory train.")
         classifier = ctx.cached(self.name, lambda: self.classifier(ctx.statistics[self.filename]))
         owners = ctx.cached("class_tasks", lambda: ctx.class_tasks(classifier.labels))
-        query = statistics_query(ctx.model, batch, ctx.query_pooling, ctx.first_task)
+        query = ctx.query(batch)
         return classifier.scores(self.features(ctx, query)).cpu(), owners, classifier.labels
 
     def infer(self, ctx, batch):

@@ -16,8 +16,7 @@ class MaxLogit(TaskIdentityRule):
 
     def infer(self, ctx, batch):
         n = next(iter(batch.values())).shape[0]
-        with torch.no_grad():
-            scores = torch.stack([ctx.model(**batch, adapter_names=[name] * n).logits[:, :width].max(dim=-1).values
-                                  for name, width in zip(ctx.names, ctx.widths)], dim=-1)
-        task = scores.argmax(dim=-1).cpu()
+        scores = torch.stack([ctx.forward(batch, [name] * n)[0][:, :width].max(dim=-1).values
+                              for name, width in zip(ctx.names, ctx.widths)], dim=-1)
+        task = scores.argmax(dim=-1)
         return task if ctx.per_sample else batch_majority(task)

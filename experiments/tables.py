@@ -1,0 +1,251 @@
+"""The tables of ``python -m experiments compare-table``: mean and spread over the committed slices of every
+(method, rule) row (docs/results.md), the rows that chose each method's recipe (docs/results.md), and README's "Which
+method?" table."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import NamedTuple
+
+from peft_memory.continual import METHODS, ContinualArguments
+from peft_memory.continual.inference.declaration import Inference, valid_settings
+from peft_memory.continual.methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
+from peft_memory.continual.run.checkpoint import read_json
+from peft_memory.continual.run.results import method_label
+
+from .compare import PLAN, PROTOCOL_FLAGS, _protocol
+
+METRICS = (("average_accuracy", "CIL"), ("til_average_accuracy", "TIL"), ("forgetting", "forgetting"),
+           ("task_id_accuracy", "task-id"))
+#: ``(row label, task identity)`` of the upper-bound candidates: the joint adapters read by their heads and, with
+#: ``--first_session_adaptation``, by the Gaussian classifier on the frozen and jointly adapted query; the frozen
+#: Gaussian classifier.
+UPPER_BOUNDS = (("joint", JOINT_HEAD), ("joint_full", JOINT_HEAD), ("joint (first-session)", JOINT_GAUSSIAN),
+                ("joint_full (first-session)", JOINT_GAUSSIAN), ("simple_cil", "gaussian"))
+
+
+def _cell(values: list[float | None]) -> str:
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+class Row(NamedTuple):
+    """One row of the table: a method (with the :data:`PROTOCOL_FLAGS` values that set it apart, ``protocol``, empty
+    when every committed slice shares them) and its task-identity and CIL rules."""
+
+    method: str
+    protocol: str
+    task_identity: str
+    cil_rule: str
+
+    @property
+    def name(self) -> str:
+        """The method column, e.g. ``head_only (head_pooling=mean)``."""
+        return f"{self.method} {self.protocol}".strip()
+
+
+def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
+    """``{row: {seed: results}}`` of the committed slices of ``benchmark``.
+
+    When the committed results differ in a :data:`PROTOCOL_FLAGS` argument (a slice run before ``--head_pooling``
+    existed, beside one run after), each row carries its value, shown as ``head_only (head_pooling=mean)``: each
+    protocol gets its own rows and its own seeds."""
+    found = []
+    root = os.path.join(results_dir, benchmark)
+    for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        seed = int(seed_dir.removeprefix("seed_"))
+        for name in sorted(os.listdir(os.path.join(root, seed_dir))):
+            r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
+            found.append((seed, r, _protocol(r.get("config", {}))))
+    flags = list(PROTOCOL_FLAGS)
+    mixed = [i for i in range(len(flags)) if len({p[i] for _, _, p in found}) > 1]
+    rows: dict = {}
+    for seed, r, protocol in found:
+        ti = r["task_identity"]
+        row = Row(method_label(r["method"], r.get("config", {})), " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
+                  ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
+        rows.setdefault(row, {})[seed] = r
+    return rows
+
+
+def markdown_table(results_dir: str, benchmark: str) -> str:
+    """Mean ± standard deviation over the committed seeds of each (method, rule) row, in percent; the upper bound
+    is the best of :data:`UPPER_BOUNDS`: joint soft masks and joint full fine-tuning (each read by its head and by
+    the Gaussian classifier) and the frozen Gaussian classifier."""
+    rows = collect(results_dir, benchmark)
+    if not rows:
+        return f"(no slice of {benchmark} committed under {results_dir})"
+    bounds = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
+              if (row.method, row.task_identity) in UPPER_BOUNDS}
+    best_bound = max(bounds, key=bounds.get) if bounds else None
+    lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
+             "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method.split(" ")[0], 99), *row)):
+        runs = rows[row]
+        method = f"**{row.name}** (upper bound)" if row == best_bound else row.name
+        cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
+        lines.append(f"| {method} | {row.task_identity} | {row.cil_rule} | " + " | ".join(cells)
+                     + f" | {','.join(map(str, runs))} |")
+    return "\n".join(lines)
+
+
+PLAN_ORDER: dict[str, int] = {}
+for _i, _run in enumerate(PLAN):  # a method's first run places it; its variants' rows follow its own
+    PLAN_ORDER.setdefault(_run.method, _i)
+
+
+
+def update_markdown(path: str, name: str, text: str) -> str:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in ``path`` with ``text``; returns it.
+
+    Raises:
+        ValueError: if ``path`` lacks the markers.
+    """
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    with open(path, encoding="utf-8") as f:
+        content = f.read()
+    if start not in content or end not in content:
+        raise ValueError(f"{path} has no {start} ... {end} markers; add them where the table goes.")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{start}\n{text}\n{end}{tail}")
+    return text
+
+
+def update_readme(path: str, results_dir: str, benchmark: str) -> str:
+    """Write :func:`markdown_table` of ``benchmark`` between ``<!-- compare:<benchmark> -->`` and
+    ``<!-- /compare:<benchmark> -->`` in ``path`` (docs/results.md); returns the table.
+
+    Raises:
+        ValueError: if ``path`` lacks the markers.
+    """
+    return update_markdown(path, f"compare:{benchmark}", markdown_table(results_dir, benchmark))
+
+
+# ------------------------------------------------------------------ recipes and "Which method?"
+#: The sequences every recipe is measured on, as tables name them.
+SEQUENCES = {"wordnet": "WordNet", "fashion_mnist": "Fashion-MNIST"}
+
+
+def setting_row(method: str, setting: Inference) -> Row:
+    """The table row that a run of ``method`` with ``setting`` writes."""
+    mode = METHODS[method](ContinualArguments()).task_identity_mode(setting.task_id_mode)
+    return Row(method_label(method, {"first_session_adaptation": setting.first_session_adaptation}), "",
+               mode + (" BATCH-WISE" if setting.batchwise else ""), setting.cil_rule)
+
+
+def measured_settings(results_dir: str, method: str) -> list[tuple[Inference, dict[str, float]]]:
+    """``method``'s settings measured on every sequence of :data:`SEQUENCES`, each with its mean CIL per sequence
+    (over the committed seeds), best mean over the sequences first."""
+    rows = {b: collect(results_dir, b) for b in SEQUENCES}
+    out = []
+    for setting in valid_settings(METHODS[method].provides):
+        row = setting_row(method, setting)
+        if all(row in rows[b] for b in SEQUENCES):
+            out.append((setting, {b: statistics.mean(r["average_accuracy"] for r in rows[b][row].values())
+                                  for b in SEQUENCES}))
+    return sorted(out, key=lambda item: -statistics.mean(item[1].values()))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def recipes_table(results_dir: str) -> str:
+    """Each method's recommended recipe (default), its mean CIL per sequence and over both, the next best measured
+    setting and the paper recipe: the rows that decided the defaults."""
+    head = ("| method | recommended (default) | " + " | ".join(SEQUENCES.values())
+            + " | mean | next best measured | its mean | paper recipe | its mean |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for method, cls in METHODS.items():
+        ranked = measured_settings(results_dir, method)
+        means = {s: statistics.mean(v.values()) for s, v in ranked}
+        rec, paper = cls.recipes["recommended"], cls.recipes["paper"]
+        if rec not in means:
+            lines.append(f"| {method} | {rec.label} | not measured |" + " |" * 6)
+            continue
+        per = dict(ranked)[rec]
+        other = next(((s, m) for s, m in means.items() if s != rec), None)
+        lines.append(
+            f"| {method} | {rec.label} | " + " | ".join(_pct(per[b]) for b in SEQUENCES) + f" | {_pct(means[rec])} | "
+            + (f"{other[0].label} | {_pct(other[1])}" if other else "none | ") + " | "
+            + (f"{paper.label} | {_pct(means[paper])}" if paper in means else f"{paper.label} | not measured") + " |")
+    return "\n".join(lines)
+
+
+#: README's advice per method, one sentence each (the numbers are in the table beside it).
+WHEN_TO_PICK = {
+    "soft_mask": "The default: best on text, near the best on images. Per task: real-valued masks on the attention "
+                 "weights of the last three layers.",
+    "soft_mask_prompts": "Soft-TransFormers' own pairing of masks with DualPrompt's prompts; no gain over masks alone "
+                         "on these sequences.",
+    "dual_prompt": "Prompts and a key per task, the smallest adapters (prefix tuning).",
+    "lora": "PEFT's own LoRA adapters, one per task, if your tooling expects LoRA.",
+    "head_only": "A head per task on the frozen encoder: the cheapest trained adapter.",
+    "memory_token": "Every task in one forward pass (Sandler et al.); the weakest here.",
+    "simple_cil": "APER: only the first task trains, then class statistics; best on images here, the cheapest to grow.",
+    "ranpac": "No training: a random projection of the frozen feature and a ridge classifier.",
+}
+#: The baselines under the methods: label, method, setting.
+BASELINES = (("SimpleCIL (nearest class mean, no training)", "simple_cil", Inference("nearest_mean", "unified")),
+             ("Frozen Gaussian classifier (no training)", "simple_cil", Inference("gaussian", "unified")))
+
+
+def which_method_table(results_dir: str) -> str:
+    """README's "Which method?": each method's default (its recommended recipe) with its mean CIL on both sequences
+    and when to pick it, then the training-free baselines and the upper bound."""
+    rows = {b: collect(results_dir, b) for b in SEQUENCES}
+
+    def cells(method, setting):
+        row = setting_row(method, setting)
+        return " | ".join(_cell([r["average_accuracy"] for r in rows[b].get(row, {}).values()]) for b in SEQUENCES)
+
+    lines = ["| method | default inference | " + " | ".join(f"{n} CIL" for n in SEQUENCES.values()) + " | pick it when |",
+             "|---|---|---|---|---|"]
+    for method, when in WHEN_TO_PICK.items():
+        setting = METHODS[method].recipes["recommended"]
+        lines.append(f"| `{method}` | {setting.label} | {cells(method, setting)} | {when} |")
+    for label, method, setting in BASELINES:
+        lines.append(f"| {label} | `{method}` {setting.label} | {cells(method, setting)} | baseline |")
+    bound = Inference("gaussian", "unified", first_session_adaptation=True)
+    lines.append(f"| Upper bound: one adapter on every class at once | `joint` {bound.label} | {cells('joint', bound)}"
+                 " | not continual |")
+    return "\n".join(lines)
+
+
+def write_tables(results_dir: str, benchmarks: list[str] | None = None, results: str | None = None,
+                 readme: str | None = None) -> str:
+    """The tables of ``benchmarks`` (default: every folder of ``results_dir``), written into ``results``
+    (docs/results.md: each benchmark's table and the recipes' rows) and ``readme`` (the "Which method?" table) when
+    given; returns what was made, as text.
+
+    Raises:
+        ValueError: if ``results_dir`` holds no slice (a mistyped folder must not blank the tables), or a file lacks
+            its markers.
+    """
+    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
+    benchmarks = benchmarks or found
+    missing = [b for b in benchmarks if b not in found]
+    if not found or missing:
+        raise ValueError(f"{results_dir} holds no committed slice of {missing or 'any benchmark'}; pass the folder "
+                         "peft-memory compare wrote (results/compare).")
+    parts = []
+    for benchmark in benchmarks:
+        table = markdown_table(results_dir, benchmark)
+        if results:
+            update_markdown(results, f"compare:{benchmark}", table)
+        parts.append(f"{benchmark}:\n{table}")
+    if all(b in found for b in SEQUENCES):
+        recipes, which = recipes_table(results_dir), which_method_table(results_dir)
+        if results:
+            update_markdown(results, "recipes", recipes)
+        if readme:
+            update_markdown(readme, "which-method", which)
+        parts += [f"recipes:\n{recipes}", f"which method:\n{which}"]
+    return "\n\n".join(parts)

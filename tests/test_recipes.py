@@ -1,0 +1,68 @@
+"""The defaults are the best configuration measured: each method's ``--recipe recommended`` against the committed
+3-seed slices (results/compare), and the tables that show it (docs/results.md, README's Which method?)."""
+
+import json
+import os
+
+import pytest
+
+from experiments.tables import measured_settings, recipes_table, which_method_table, write_tables
+from peft_memory.continual import METHODS
+
+RESULTS = os.path.join(os.path.dirname(__file__), "..", "results", "compare")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_the_recommended_recipe_is_the_methods_best_measured_setting(method):
+    """Best mean CIL over WordNet and Fashion-MNIST among the method's measured settings. A new slice that moves
+    another setting ahead fails here until the recipe follows it (or the slice is wrong)."""
+    ranked = measured_settings(RESULTS, method)
+    assert ranked, f"{method}: no setting measured on both sequences"
+    best, means = ranked[0]
+    assert best == METHODS[method].recipes["recommended"], (method, [(s.label, m) for s, m in ranked[:3]])
+    assert len(ranked) == 1 or min(means.values()) > 0.5  # a measured row, not an empty one
+
+
+def test_the_committed_tables_show_the_defaults():
+    recipes = recipes_table(RESULTS)
+    assert "| soft_mask | gaussian + product (first-session) | 80.2 | 84.8 | 82.5 | gaussian + combined " \
+           "(first-session) | 81.7 | gradient_id + routed | 49.1 |" in recipes
+    which = which_method_table(RESULTS)
+    assert "| `soft_mask` | gaussian + product (first-session) | 80.2 ± 1.5 | 84.8 ± 0.9 |" in which
+    assert "| SimpleCIL (nearest class mean, no training) | `simple_cil` nearest_mean + unified | 66.7 ± 0.5 | " \
+           "62.2 ± 2.2 | baseline |" in which
+    assert "| Upper bound: one adapter on every class at once | `joint` gaussian + unified (first-session) | " \
+           "82.5 ± 1.6 | 86.0 ± 0.9 | not continual |" in which
+
+
+def _result(method, mode, rule, cil, first=False):
+    return {"method": method, "task_identity": {"mode": mode, "per_sample": True, "cil_rule": rule},
+            "average_accuracy": cil, "til_average_accuracy": 0.9, "forgetting": 0.1, "task_id_accuracy": 0.5,
+            "config": {"first_session_adaptation": first}}
+
+
+def test_write_tables_fills_the_markers_and_refuses_a_wrong_folder(tmp_path):
+    for benchmark, shift in (("wordnet", 0.0), ("fashion_mnist", 0.1)):
+        folder = tmp_path / "results" / benchmark / "seed_0"
+        folder.mkdir(parents=True)
+        rows = {"soft_mask_first_session__gaussian__product": _result("soft_mask", "gaussian", "product", 0.7 + shift,
+                                                                      first=True),
+                "soft_mask": _result("soft_mask", "gradient_id", "routed", 0.4 + shift)}
+        for name, record in rows.items():
+            (folder / f"{name}.json").write_text(json.dumps(record))
+    results, readme = tmp_path / "results.md", tmp_path / "README.md"
+    results.write_text("<!-- compare:wordnet -->\n<!-- /compare:wordnet -->\n<!-- compare:fashion_mnist -->\n"
+                       "<!-- /compare:fashion_mnist -->\n<!-- recipes -->\nold\n<!-- /recipes -->\n")
+    readme.write_text("top\n<!-- which-method -->\nold\n<!-- /which-method -->\nend\n")
+    write_tables(str(tmp_path / "results"), None, str(results), str(readme))
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("top\n") and text.endswith("end\n")
+    assert "| `soft_mask` | gaussian + product (first-session) | 70.0 | 80.0 |" in text
+    assert "| soft_mask | gaussian + product (first-session) | 70.0 | 80.0 | 75.0 | gradient_id + routed | 45.0 |" \
+           in results.read_text()
+    before = readme.read_text()
+    with pytest.raises(ValueError, match="holds no committed slice of any benchmark"):
+        write_tables(str(tmp_path / "reslts"), None, str(results), str(readme))
+    with pytest.raises(ValueError, match=r"holds no committed slice of \['cifar'\]"):
+        write_tables(str(tmp_path / "results"), ["cifar"], str(results), str(readme))
+    assert readme.read_text() == before  # a mistyped folder blanks nothing
