@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from peft_memory.continual.cli import USER_ERRORS, configure_logging
 
-from . import compare, tables
+from . import compare, reproduce, tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="Markdown file (docs/results.md) whose <!-- compare:BENCHMARK --> and "
                    "<!-- recipes --> blocks are replaced")
     p.add_argument("--readme", help="Markdown file (README.md) whose <!-- which-method --> block is replaced")
+    p = sub.add_parser("reproduce", help="Train a method with a recipe and nothing else set on a committed slice's data, "
+                       "seed and schedule, and compare with that slice's row; other flags go to the training run.")
+    p.add_argument("--benchmark", choices=sorted(compare.BENCHMARKS), required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="soft_mask")
+    p.add_argument("--recipe", default="recommended")
+    p.add_argument("--output_dir", default="outputs/reproduce")
+    p.add_argument("--results_dir", default="results/compare")
+    p.add_argument("--report_dir", default="results/reproduce")
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command == "compare-table":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -33,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "compare-table":
             print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme))
             return 0
+        if ns.command == "reproduce":
+            report = reproduce.reproduce(ns.benchmark, ns.seed, ns.method, ns.recipe, ns.output_dir, ns.results_dir,
+                                         ns.report_dir, extra)
+            print(json.dumps(report, indent=2))
+            return 0 if all(report["identical"].values()) else 1
         return compare.run(ns, extra, tuning=ns.command == "tune")
     except USER_ERRORS as err:
         print(f"python -m experiments {ns.command}: error: {err}", file=sys.stderr)
