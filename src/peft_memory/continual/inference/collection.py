@@ -14,43 +14,72 @@ from ..data.inputs import make_loader
 from ..data.tasks import Task
 from .combined import ADAPTED_FILE, WEIGHT_GRID, AdaptedEvidence, adapted_statistics, combined_choice, head_inputs
 from .evaluation import class_owners
-from .statistics import collect_statistics, gathered_features, query_function, statistics_query
+from .outputs import OutputCache
+from .prefix import SharedPrefix
+from .statistics import collect_statistics, gathered_features, statistics_query
 from .task_id.gaussian import GaussianRule, task_log_posterior
 
 
 class StatisticsCollector:
     """Reads what it needs from a :class:`~peft_memory.continual.ContinualTrainer`: its model (with the task's
-    adapter), pipeline, arguments, accelerator, method, tasks, held-out samples and the earlier tasks' statistics."""
+    adapter), pipeline, arguments, accelerator, method, tasks, held-out samples and the earlier tasks' statistics.
+
+    One pass over the task's fitted training samples and one over its held-out ones compute, per batch, the class
+    statistics' query and, for methods whose adapters provide their classifier input, that input through the task's
+    adapter, sharing the layers no adapter touches (:class:`~.prefix.SharedPrefix`). The held-out batches' outputs
+    are kept (:class:`~.outputs.OutputCache`) for the validation of the combination weight, which reads them again.
+    """
 
     def __init__(self, trainer):
         self.trainer = trainer
-
-    def _features_of(self, ds, fn):
-        t = self.trainer
-        return gathered_features(ds, t.pipeline, t.args, t.accelerator, fn)
 
     def collect(self, task: Task) -> dict[str, ClassStatistics]:
         """``{file name: statistics}`` of ``task``, to save in its adapter folder."""
         t = self.trainer
         k = t.tasks.index(task)
         fit_ds, held_ds = task.train, t.held_out.get(task.name)
-        query = query_function(t.model, t.args.query_pooling, t.first_task)
-        fit = self._features_of(fit_ds, query)
-        held = self._features_of(held_ds, query) if held_ds is not None else None
+        adapted = "adapter_features" in t.method.provides
+        prefix, held_outputs = SharedPrefix(t.model), OutputCache()
+
+        def features(batch, index, cache=None):
+            """The query, and with ``adapted`` the task adapter's classifier input, of one batch."""
+            n = next(iter(batch.values())).shape[0]
+            key = (task.name, index)
+            with prefix.batch():
+                query = (cache.query(key, lambda: statistics_query(t.model, batch, t.args.query_pooling, t.first_task))
+                         if cache is not None else statistics_query(t.model, batch, t.args.query_pooling, t.first_task))
+                if not adapted:
+                    return query
+                if cache is None:
+                    return query, head_inputs(t.model, batch, [task.name] * n)[1]
+                return query, cache.outputs(t.model, batch, key, [task.name] * n, prefix=prefix)[1]
+
+        def gathered(ds, cache=None):
+            return gathered_features(ds, t.pipeline, t.args, t.accelerator,
+                                     lambda batch, index: features(batch, index, cache))
+
+        fit_out, fit_y = gathered(fit_ds)
+        held_out, held_y = gathered(held_ds, held_outputs) if held_ds is not None else (None, None)
+        fit_q, fit_f = fit_out if adapted else (fit_out, None)
+        held_q, held_f = (held_out if adapted else (held_out, None)) if held_ds is not None else (None, None)
         spaces = t.method.statistics_spaces(t)
         previous = {s.filename: [t.statistics[p.name][s.filename] for p in t.tasks[:k]] for s in spaces}
-        stats = collect_statistics(task.global_labels, spaces, fit, held, previous)
-        if "adapter_features" in t.method.provides:
+        held = (held_q, held_y) if held_ds is not None else None
+        stats = collect_statistics(task.global_labels, spaces, (fit_q, fit_y), held, previous)
+        if adapted:
             validate = None
             if held_ds is not None:
-                validate = lambda evidence: self._validate_weight(task, held_ds, fit, previous, evidence)  # noqa: E731
-            stats[ADAPTED_FILE] = adapted_statistics(t.model, task.name, task.global_labels, fit_ds, held_ds,
-                                                     self._features_of, validate)
+                def validate(evidence):
+                    return self._validate_weight(task, held_ds, (fit_q, fit_y), previous, evidence, held_outputs,
+                                                 prefix)
+            stats[ADAPTED_FILE] = adapted_statistics(task.global_labels, (fit_f, fit_y), held_f, validate)
         return stats
 
-    def _validate_weight(self, task: Task, held_ds, fit, previous, evidence: AdaptedEvidence) -> Validation:
+    def _validate_weight(self, task: Task, held_ds, fit, previous, evidence: AdaptedEvidence, outputs: OutputCache,
+                         prefix: SharedPrefix) -> Validation:
         """Held-out samples of ``task`` through the combined rule over every seen task, once per weight. The task
-        posterior comes from the earlier tasks' statistics and this task's fitted samples only."""
+        posterior comes from the earlier tasks' statistics and this task's fitted samples only; the held-out
+        batches' queries and this task's outputs come from ``outputs``, where :meth:`collect` left them."""
         t = self.trainer
         k = t.tasks.index(task)
         seen = t.tasks[: k + 1]
@@ -64,12 +93,19 @@ class StatisticsCollector:
         chosen = []
         loader = t.accelerator.prepare(make_loader(held_ds, t.pipeline, t.args.eval_batch_size, False, t.args.seed,
                                                    t.args.dataloader_num_workers))
-        for batch in loader:
+        for index, batch in enumerate(loader):
             batch.pop("labels")
-            scores = gaussian.scores(statistics_query(t.model, batch, t.args.query_pooling, t.first_task)).cpu()
-            task_lp = task_log_posterior(scores, owners, len(seen)).cpu()
-            choices = combined_choice(lambda adapters, batch=batch: head_inputs(t.model, batch, adapters), names, widths, task_lp,
-                                      evidences, list(WEIGHT_GRID), t.args.combine_top_k)
+            key = (task.name, index)
+            with prefix.batch():
+                query = outputs.query(key, lambda batch=batch: statistics_query(t.model, batch, t.args.query_pooling,
+                                                                                t.first_task))
+                task_lp = task_log_posterior(gaussian.scores(query).cpu(), owners, len(seen)).cpu()
+
+                def forward(adapters, batch=batch, key=key):
+                    return outputs.outputs(t.model, batch, key, adapters, prefix=prefix)
+
+                choices = combined_choice(forward, names, widths, task_lp, evidences, list(WEIGHT_GRID),
+                                          t.args.combine_top_k)
             tasks = torch.stack([choices[w][0] for w in WEIGHT_GRID], dim=-1)  # (batch, G)
             chosen.append(t.accelerator.gather_for_metrics(tasks.to(t.accelerator.device)).cpu())
         chosen = torch.cat(chosen)

@@ -138,28 +138,24 @@ def combination(task_statistics: list[ClassStatistics | None]) -> tuple[list[Ada
     return evidence, beta
 
 
-def adapted_statistics(model, task_name: str, global_labels: list[int], fit, held_out, features_of,
-                       validate=None) -> ClassStatistics:
-    """Task ``task_name``'s adapted statistics: its adapter's classifier-input features on the task's fitted
-    training samples (``fit``), calibrated on the held-out ones (``held_out``; the fitted ones when nothing is held
-    out), with the ``beta`` validation counts of ``validate(evidence)`` if given.
+def adapted_statistics(global_labels: list[int], fit: tuple[torch.Tensor, torch.Tensor],
+                       held_out: torch.Tensor | None, validate=None) -> ClassStatistics:
+    """A task's adapted statistics: its adapter's classifier-input features on the task's fitted training samples,
+    calibrated on the held-out ones (the fitted ones when nothing is held out), with the ``beta`` validation counts
+    of ``validate(evidence)`` if given.
 
     Args:
-        fit, held_out: ``Dataset`` s (``held_out`` may be ``None``).
-        features_of: ``(dataset, batch -> (batch, D)) -> ((n, D), (n,) local labels)``, gathered over processes.
+        fit: the features ``(n, D)`` of the fitted samples through the task's adapter and their local labels
+            ``(n,)``; held_out: those of the held-out samples ``(m, D)``, or ``None``.
         validate: ``evidence -> Validation`` for this task's held-out samples, or ``None``.
     """
-    def adapter_features(batch):
-        n = next(iter(batch.values())).shape[0]
-        return head_inputs(model, batch, [task_name] * n)[1]
-
-    x, y = features_of(fit, adapter_features)
+    x, y = fit
     acc = StatisticsAccumulator(global_labels, x.shape[1])
     acc.add(x, y)
     stats = acc.statistics()
     stats.calibration = torch.zeros(2, dtype=torch.float64)
     evidence = AdaptedEvidence(stats)
-    scores = evidence.raw(features_of(held_out, adapter_features)[0] if held_out is not None else x)
+    scores = evidence.raw(held_out if held_out is not None else x)
     stats.calibration = torch.stack([scores.mean(), scores.std(unbiased=False)]).to(torch.float64)
     evidence.calibration = stats.calibration
     if validate is not None:

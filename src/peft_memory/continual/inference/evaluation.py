@@ -9,6 +9,7 @@ classifier over every seen class), combined or product (:mod:`peft_memory.contin
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ from ..data.tasks import Task
 from .combined import ADAPTED_FILE, combination, combined_choice
 from .declaration import CAPABILITIES, CIL_RULES, RESCORING_RULES, Inference, problems
 from .outputs import OutputCache, routed_outputs
+from .prefix import SharedPrefix
 from .statistics import statistics_query
 
 
@@ -56,6 +58,8 @@ class EvalContext:
             evaluations after each task), or ``None``.
         batch_key: the key of the batch being evaluated in ``outputs`` (set by the caller per batch), or ``None``:
             nothing is cached.
+        prefix: the :class:`~.prefix.SharedPrefix` the caller opens per batch (the layers no adapter touches,
+            computed once per batch), or ``None``.
     """
 
     model: object
@@ -74,6 +78,7 @@ class EvalContext:
     cache: dict = field(default_factory=dict)
     outputs: OutputCache | None = None
     batch_key: object = None
+    prefix: SharedPrefix | None = None
 
     def forward(self, batch: dict, adapter_names: list[str],
                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,9 +86,10 @@ class EvalContext:
         ``rows`` of ``batch`` (default: all), row ``i`` under ``adapter_names[i]``: from :attr:`outputs` when the
         batch has a key, else one routed forward without gradient."""
         if self.outputs is not None and self.batch_key is not None:
-            return self.outputs.outputs(self.model, batch, self.batch_key, adapter_names, rows)
+            return self.outputs.outputs(self.model, batch, self.batch_key, adapter_names, rows, self.prefix)
         sub = batch if rows is None else {k: v[rows.to(v.device)] for k, v in batch.items()}
-        logits, features = routed_outputs(self.model, sub, adapter_names)
+        with self.prefix.rows(rows.cpu()) if self.prefix is not None and rows is not None else nullcontext():
+            logits, features = routed_outputs(self.model, sub, adapter_names)
         return logits.cpu(), None if features is None else features.cpu()
 
     def query(self, batch: dict) -> torch.Tensor:

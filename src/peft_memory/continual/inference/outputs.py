@@ -14,6 +14,7 @@ of WordNet under 5 adapters of MiniLM (d = 384): about 8 MB.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
@@ -74,14 +75,16 @@ class OutputCache:
         self._outputs: dict = {}
         self._queries: dict = {}
 
-    def outputs(self, model, batch: dict, key, adapter_names: list[str],
-                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def outputs(self, model, batch: dict, key, adapter_names: list[str], rows: torch.Tensor | None = None,
+                prefix=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(r, W)`` and classifier inputs ``(r, d)`` (or ``None``) of ``rows`` of ``batch`` (default: all
         of them), row ``i`` under ``adapter_names[i]`` (one name per row of ``rows``), on the CPU.
 
-        The missing (row, adapter) pairs run in one forward routed per sample over those rows alone; a single
-        missing row runs with a neighbour, since a one-row forward takes other kernels (outputs differ by ~1e-8
-        from the same row in a larger batch) and every cached output should be the one a full batch gives.
+        The missing (row, adapter) pairs run in one forward routed per sample over those rows alone (all rows: a
+        full forward). A row's output does not depend on the other rows, but the kernels may with their number, in
+        the last bits of float rounding (none seen on MiniLM's batches of 2 rows or more; a one-row forward differs
+        by ~1e-8): a single missing row runs with a neighbour.
+        ``prefix``: the batch's :class:`~.prefix.SharedPrefix`, if any (a forward of some rows replays theirs).
         """
         n = next(iter(batch.values())).shape[0]
         rows = torch.arange(n) if rows is None else rows.cpu()
@@ -94,8 +97,12 @@ class OutputCache:
             need.append(((r + 1) % n, a))
         if need:
             index = torch.tensor([r for r, _ in need])
-            sub = {k: v[index.to(v.device)] for k, v in batch.items()}
-            logits, features = routed_outputs(model, sub, [a for _, a in need])
+            if index.tolist() == list(range(n)):  # every row, in order: a full forward (it may record the prefix)
+                logits, features = routed_outputs(model, batch, [a for _, a in need])
+            else:
+                sub = {k: v[index.to(v.device)] for k, v in batch.items()}
+                with prefix.rows(index) if prefix is not None else nullcontext():
+                    logits, features = routed_outputs(model, sub, [a for _, a in need])
             logits = logits.cpu()
             features = None if features is None else features.cpu()
             for a in dict.fromkeys(a for _, a in need):

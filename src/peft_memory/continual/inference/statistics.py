@@ -82,16 +82,20 @@ def split_train(train, fraction: float, seed: int):
     return train.select(keep.tolist()), train.select(held.tolist())
 
 
-def gathered_features(ds, pipeline, args, accelerator, features: Callable[[dict], torch.Tensor]):
-    """``features(batch)`` ``(n, D)`` and the local labels ``(n,)`` of every sample of ``ds``, in order, gathered
-    from every process (no shuffling, no augmentation)."""
+def gathered_features(ds, pipeline, args, accelerator, features: Callable[[dict, int], torch.Tensor | tuple]):
+    """``features(batch, index)`` ``(n, D)`` (or a tuple of such tensors) and the local labels ``(n,)`` of every
+    sample of ``ds``, in order, gathered from every process (no shuffling, no augmentation). ``index`` numbers the
+    process's batches, the same in every pass over ``ds``."""
     loader = accelerator.prepare(make_loader(ds, pipeline, args.eval_batch_size, False, args.seed, args.dataloader_num_workers))
     out, labels = [], []
-    for batch in loader:
+    for index, batch in enumerate(loader):
         y = batch.pop("labels")
-        out.append(accelerator.gather_for_metrics(features(batch)).cpu())
+        value = features(batch, index)
+        parts = value if isinstance(value, tuple) else (value,)
+        out.append([accelerator.gather_for_metrics(v).cpu() for v in parts])
         labels.append(accelerator.gather_for_metrics(y).cpu())
-    return torch.cat(out), torch.cat(labels)
+    stacked = tuple(torch.cat(column) for column in zip(*out))
+    return (stacked if isinstance(value, tuple) else stacked[0]), torch.cat(labels)
 
 
 def collect_statistics(global_labels: list[int], spaces: list[StatisticsSpace], fit: tuple, held_out: tuple | None,
@@ -139,6 +143,4 @@ def statistics_query(model, batch: dict, pooling: str, first_task: str | None = 
     return torch.cat([frozen, adapted.to(frozen.dtype)], dim=-1)
 
 
-def query_function(model, pooling: str, first_task: str | None = None) -> Callable[[dict], torch.Tensor]:
-    """``batch -> (batch, d)`` (``(batch, 2d)`` with ``first_task``): :func:`statistics_query`."""
-    return lambda batch: statistics_query(model, batch, pooling, first_task)
+

@@ -33,6 +33,7 @@ from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext
 from ..inference.outputs import OutputCache
+from ..inference.prefix import SharedPrefix
 from ..inference.statistics import split_train
 from ..inference.task_id import get_rule
 from ..methods import ContinualMethod
@@ -300,7 +301,7 @@ class ContinualTrainer:
         ctx = EvalContext(self.model, seen, evaluated, self.method, self.rule, per_sample=not args.task_id_batchwise,
                           num_shots=args.task_id_shots, statistics=composed, task_statistics=per_task,
                           query_pooling=args.query_pooling, first_task=self.first_task, cil_rule=self.cil_rule,
-                          top_k=args.combine_top_k, outputs=self.outputs)
+                          top_k=args.combine_top_k, outputs=self.outputs, prefix=SharedPrefix(self.model))
         pooled = {"cil": [], "til": [], "task_id": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):
@@ -312,7 +313,8 @@ class ContinualTrainer:
                                            disable=not accelerator.is_local_main_process, leave=False)):
                 labels = batch.pop("labels")
                 ctx.batch_key = (args.evaluate_on, task.name, b)  # the same samples in every evaluation
-                out = self.method.evaluate_batch(ctx, batch, labels, i)
+                with ctx.prefix.batch():  # the layers no adapter touches, once for the batch's forwards
+                    out = self.method.evaluate_batch(ctx, batch, labels, i)
                 for key, v in out.items():
                     parts[key].append(accelerator.gather_for_metrics(v.to(accelerator.device)).cpu())
             for key in parts:
