@@ -66,7 +66,8 @@ its own head over its task's classes and the class statistics of its task (`clas
 
 ## Metrics after the last task (%)
 
-Task identity: {ti.label}, {ti.note}.
+Inference: {ti.label}{" with first-session adaptation" if results.config.get("first_session_adaptation") else ""},
+{ti.note} (`--recipe {results.config.get("recipe", "paper")}`; `run.yaml` holds every setting of the run).
 
 | metric | value |
 |---|---|
