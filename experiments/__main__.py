@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="Markdown file (docs/results.md) whose <!-- compare:BENCHMARK --> and "
                    "<!-- recipes --> blocks are replaced")
     p.add_argument("--readme", help="Markdown file (README.md) whose <!-- which-method --> block is replaced")
+    p.add_argument("--report_dir", default="results/reproduce", help="the reports of reproduce (<!-- reproduce -->)")
     p = sub.add_parser("reproduce", help="Train a method with a recipe and nothing else set on a committed slice's data, "
                        "seed and schedule, and compare with that slice's row; other flags go to the training run.")
     p.add_argument("--benchmark", choices=sorted(compare.BENCHMARKS), required=True)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         if ns.command == "compare-table":
-            print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme))
+            print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme, ns.report_dir))
             return 0
         if ns.command == "reproduce":
             report = reproduce.reproduce(ns.benchmark, ns.seed, ns.method, ns.recipe, ns.output_dir, ns.results_dir,

@@ -219,11 +219,26 @@ def which_method_table(results_dir: str) -> str:
     return "\n".join(lines)
 
 
+def reproduce_table(report_dir: str) -> str:
+    """The reports of ``python -m experiments reproduce`` (``make reproduce``): each run with a recipe and no other
+    flag against the committed row of its setting."""
+    lines = ["| sequence | method | recipe | inference | CIL reproduced | CIL committed | matrices identical |",
+             "|---|---|---|---|---|---|---|"]
+    for root, _, names in sorted(os.walk(report_dir)):
+        for name in sorted(n for n in names if n.endswith(".json")):
+            r = read_json(os.path.join(root, name), "delete it: make reproduce writes it again")
+            acc = r["average_accuracy"]
+            lines.append(f"| {SEQUENCES.get(r['benchmark'], r['benchmark'])} (seed {r['seed']}) | `{r['method']}` | "
+                         f"{r['recipe']} | {r['setting']} | {_pct(acc['reproduced'])} | {_pct(acc['committed'])} | "
+                         f"{'yes' if all(r['identical'].values()) else 'no'} |")
+    return "\n".join(lines)
+
+
 def write_tables(results_dir: str, benchmarks: list[str] | None = None, results: str | None = None,
-                 readme: str | None = None) -> str:
+                 readme: str | None = None, report_dir: str | None = None) -> str:
     """The tables of ``benchmarks`` (default: every folder of ``results_dir``), written into ``results``
-    (docs/results.md: each benchmark's table and the recipes' rows) and ``readme`` (the "Which method?" table) when
-    given; returns what was made, as text.
+    (docs/results.md: each benchmark's table, the recipes' rows and the reproduced defaults of ``report_dir``) and
+    ``readme`` (the "Which method?" table) when given; returns what was made, as text.
 
     Raises:
         ValueError: if ``results_dir`` holds no slice (a mistyped folder must not blank the tables), or a file lacks
@@ -248,4 +263,9 @@ def write_tables(results_dir: str, benchmarks: list[str] | None = None, results:
         if readme:
             update_markdown(readme, "which-method", which)
         parts += [f"recipes:\n{recipes}", f"which method:\n{which}"]
+    if report_dir and os.path.isdir(report_dir):
+        reproduced = reproduce_table(report_dir)
+        if results:
+            update_markdown(results, "reproduce", reproduced)
+        parts.append(f"reproduced:\n{reproduced}")
     return "\n\n".join(parts)

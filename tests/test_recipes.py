@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments.tables import measured_settings, recipes_table, which_method_table, write_tables
+from experiments.tables import measured_settings, recipes_table, reproduce_table, which_method_table, write_tables
 from peft_memory.continual import METHODS
 
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "results", "compare")
@@ -66,3 +66,14 @@ def test_write_tables_fills_the_markers_and_refuses_a_wrong_folder(tmp_path):
     with pytest.raises(ValueError, match=r"holds no committed slice of \['cifar'\]"):
         write_tables(str(tmp_path / "results"), ["cifar"], str(results), str(readme))
     assert readme.read_text() == before  # a mistyped folder blanks nothing
+
+
+def test_the_reproduce_reports_make_one_row_each(tmp_path):
+    report = {"benchmark": "wordnet", "seed": 0, "method": "soft_mask", "recipe": "recommended",
+              "setting": "gaussian + product (first-session)",
+              "identical": {"accuracy_matrix": True, "til_accuracy_matrix": True, "task_id_accuracy_matrix": False},
+              "average_accuracy": {"reproduced": 0.796, "committed": 0.796}}
+    (tmp_path / "wordnet" / "seed_0").mkdir(parents=True)
+    (tmp_path / "wordnet" / "seed_0" / "soft_mask__recommended.json").write_text(json.dumps(report))
+    assert reproduce_table(str(tmp_path)).splitlines()[2] == (
+        "| WordNet (seed 0) | `soft_mask` | recommended | gaussian + product (first-session) | 79.6 | 79.6 | no |")
