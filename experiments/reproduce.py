@@ -51,7 +51,7 @@ def reproduce(benchmark: str, seed: int, method: str, recipe: str, output_dir: s
               "identical": {k: ran[k] == committed[k] for k in keys},
               "average_accuracy": {"reproduced": ran["average_accuracy"], "committed": committed["average_accuracy"]},
               "task_id_accuracy": {"reproduced": ran["task_id_accuracy"], "committed": committed["task_id_accuracy"]},
-              "timing": ran["timing"], "versions": ran["versions"]}
+              "timing": ran["timing"], "versions": ran["versions"], "committed_versions": committed.get("versions")}
     target = os.path.join(report_dir, benchmark, f"seed_{seed}", f"{method}__{recipe}.json")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "w") as f:

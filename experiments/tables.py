@@ -222,15 +222,17 @@ def which_method_table(results_dir: str) -> str:
 def reproduce_table(report_dir: str) -> str:
     """The reports of ``python -m experiments reproduce`` (``make reproduce``): each run with a recipe and no other
     flag against the committed row of its setting."""
-    lines = ["| sequence | method | recipe | inference | CIL reproduced | CIL committed | matrices identical |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| sequence | method | recipe | inference | CIL reproduced | CIL committed | matrices identical | "
+             "transformers (reproduced / committed) |", "|---|---|---|---|---|---|---|---|"]
     for root, _, names in sorted(os.walk(report_dir)):
         for name in sorted(n for n in names if n.endswith(".json")):
             r = read_json(os.path.join(root, name), "delete it: make reproduce writes it again")
             acc = r["average_accuracy"]
             lines.append(f"| {SEQUENCES.get(r['benchmark'], r['benchmark'])} (seed {r['seed']}) | `{r['method']}` | "
                          f"{r['recipe']} | {r['setting']} | {_pct(acc['reproduced'])} | {_pct(acc['committed'])} | "
-                         f"{'yes' if all(r['identical'].values()) else 'no'} |")
+                         f"{'yes' if all(r['identical'].values()) else 'no'} | "
+                         f"{r.get('versions', {}).get('transformers', '?')} / "
+                         f"{(r.get('committed_versions') or {}).get('transformers', '?')} |")
     return "\n".join(lines)
 
 

@@ -76,4 +76,4 @@ def test_the_reproduce_reports_make_one_row_each(tmp_path):
     (tmp_path / "wordnet" / "seed_0").mkdir(parents=True)
     (tmp_path / "wordnet" / "seed_0" / "soft_mask__recommended.json").write_text(json.dumps(report))
     assert reproduce_table(str(tmp_path)).splitlines()[2] == (
-        "| WordNet (seed 0) | `soft_mask` | recommended | gaussian + product (first-session) | 79.6 | 79.6 | no |")
+        "| WordNet (seed 0) | `soft_mask` | recommended | gaussian + product (first-session) | 79.6 | 79.6 | no | ? / ? |")
