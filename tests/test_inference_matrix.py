@@ -26,16 +26,17 @@ def _settings(spec: str) -> set[str]:
 
 
 #: The valid per-sample settings of each method, ``mode+rule`` with ``+fs`` for first-session adaptation.
-_TASK_HEADS = ("gradient_id+routed gradient_id+unified max_logit+routed max_logit+unified nearest_mean+routed "
-               "nearest_mean+unified gaussian+routed gaussian+unified gaussian+combined gaussian+product")
+_TASK_HEADS = ("max_logit+routed max_logit+unified nearest_mean+routed nearest_mean+unified gaussian+routed "
+               "gaussian+unified gaussian+combined gaussian+product")
+_GRADIENT_ID = "gradient_id+routed gradient_id+unified"  # superposed masks or prompts (head-only has neither)
 _FIRST = "nearest_mean+routed+fs nearest_mean+unified+fs gaussian+routed+fs gaussian+unified+fs " \
          "gaussian+combined+fs gaussian+product+fs"
 _JOINT = "max_logit+unified nearest_mean+unified nearest_mean+unified+fs gaussian+unified gaussian+unified+fs"
 EXPECTED = {
-    "soft_mask": _settings(f"{_TASK_HEADS} {_FIRST}"),
+    "soft_mask": _settings(f"{_TASK_HEADS} {_GRADIENT_ID} {_FIRST}"),
     "head_only": _settings(_TASK_HEADS),
-    "dual_prompt": _settings(f"{_TASK_HEADS} {_FIRST} prompt_id+routed prompt_id+unified"),
-    "soft_mask_prompts": _settings(f"{_TASK_HEADS} {_FIRST} prompt_id+routed prompt_id+unified"),
+    "dual_prompt": _settings(f"{_TASK_HEADS} {_GRADIENT_ID} {_FIRST} prompt_id+routed prompt_id+unified"),
+    "soft_mask_prompts": _settings(f"{_TASK_HEADS} {_GRADIENT_ID} {_FIRST} prompt_id+routed prompt_id+unified"),
     "lora": _settings("prompt_id+routed max_logit+routed nearest_mean+routed gaussian+routed gaussian+combined "
                       "gaussian+product nearest_mean+routed+fs gaussian+routed+fs gaussian+combined+fs "
                       "gaussian+product+fs"),
@@ -152,7 +153,7 @@ def test_an_invalid_setting_is_a_flag_error_on_the_command_line(tmp_path, capsys
     assert exit_.value.code == 2 and err[0].startswith("usage: peft-memory train")
     assert err[-1] == (
         "peft-memory train: error: --method lora: --task_id_mode gradient_id needs adapters that mix with weights "
-        "alpha_t (soft masks, prompts, heads); --cil_rule product (--recipe recommended's) re-scores a task "
+        "alpha_t (soft masks, prompts); --cil_rule product (--recipe recommended's) re-scores a task "
         "posterior, which only --task_id_mode gaussian gives. Fix: with --method lora use --task_id_mode prompt_id | "
         "max_logit | nearest_mean | gaussian.")
     assert not (tmp_path / "x").exists()

@@ -176,7 +176,7 @@ def test_lora_run_saves_peft_adapters_with_keys_and_reloads(tmp_path, tokenizer)
 
 def test_lora_refuses_gradient_id(tmp_path, tokenizer):
     with pytest.raises(ValueError, match=r"^--method lora: --task_id_mode gradient_id needs adapters that mix with "
-                                         r"weights alpha_t \(soft masks, prompts, heads\)\. Fix: with --method lora use "
+                                         r"weights alpha_t \(soft masks, prompts\)\. Fix: with --method lora use "
                                          r"--task_id_mode prompt_id \| max_logit \| nearest_mean \| gaussian\.$"):
         run(tmp_path, tokenizer, method="lora", task_id_mode="gradient_id", max_steps_per_task=1)
 

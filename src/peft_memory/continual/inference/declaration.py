@@ -20,7 +20,7 @@ CAPABILITIES = {
     "task_heads": "a head per task whose logits can be compared",
     "head_bank": "task heads that all read one adapter's classifier input (DualPrompt's unified classifier)",
     "adapter_features": "each task adapter's classifier input, with its adapted statistics",
-    "superposable": "adapters that mix with weights alpha_t (soft masks, prompts, heads)",
+    "superposable": "adapters that mix with weights alpha_t (soft masks, prompts)",
     "keys": "a Prompt-ID key per task",
     "one_forward": "every task's class token and head in ONE forward (memory-token concatenation)",
     "class_statistics": "class statistics of the frozen query saved with every adapter",

@@ -21,7 +21,7 @@ class PromptMatching:
     """Mixin: adapters with their own key (DualPrompt's); the matching loss pulls the task's key to the query.
     Paper recipe: Prompt-ID, then DualPrompt's classifier over every seen class (Wang et al. 2022, Sec. 4.3)."""
 
-    provides = TASK_HEAD_ADAPTERS | {"keys", "adapts_backbone"}
+    provides = TASK_HEAD_ADAPTERS | {"superposable", "keys", "adapts_backbone"}
     recipes = {"recommended": Inference("gaussian", "product"), "paper": Inference("prompt_id", "unified")}
 
     def auxiliary_loss(self, model, batch, task):

@@ -7,8 +7,7 @@ from ..inference.declaration import Inference
 from .base import ContinualMethod
 
 #: What per-task adapters with their own head over one classifier input provide (soft masks, DualPrompt, head only).
-TASK_HEAD_ADAPTERS = frozenset({"task_adapters", "task_heads", "head_bank", "adapter_features", "superposable",
-                                "class_statistics"})
+TASK_HEAD_ADAPTERS = frozenset({"task_adapters", "task_heads", "head_bank", "adapter_features", "class_statistics"})
 
 
 class SoftMask(ContinualMethod):
@@ -17,7 +16,7 @@ class SoftMask(ContinualMethod):
     adapters re-score it, the head times the Gaussian gives the class; paper (Kang et al.): per-sample Gradient-ID."""
 
     name = "soft_mask"
-    provides = TASK_HEAD_ADAPTERS | {"adapts_backbone"}
+    provides = TASK_HEAD_ADAPTERS | {"superposable", "adapts_backbone"}
     recipes = {"recommended": Inference("gaussian", "product", first_session_adaptation=True),
                "paper": Inference("gradient_id", "routed")}
 
@@ -35,7 +34,9 @@ class HeadOnly(ContinualMethod):
     """A head per task over the frozen encoder (nothing masked); task = the head with the largest logit."""
 
     name = "head_only"
-    provides = TASK_HEAD_ADAPTERS  # nothing adapts the backbone: no first session
+    # nothing to superpose (Gradient-ID's weights mix masks and prompts; the heads are concatenated, not mixed) and
+    # nothing that adapts the backbone (no first session)
+    provides = TASK_HEAD_ADAPTERS
     recipes = {"recommended": Inference("gaussian", "product"), "paper": Inference("max_logit", "routed")}
 
     def make_config(self, task, base_model):

@@ -8,7 +8,7 @@ from .base import TaskIdentityRule
 
 class GradientID(TaskIdentityRule):
     """Superpose the adapters with ``alpha_t = 1/T`` and pick ``argmax_t -dH/d alpha_t`` (Wortsman et al. 2020,
-    Sec. 3.3; Kang et al., Sec. 4). Needs superposable adapters (soft masks, prompts, heads)."""
+    Sec. 3.3; Kang et al., Sec. 4). Needs superposable adapters (soft masks, prompts)."""
 
     name = "gradient_id"
 
