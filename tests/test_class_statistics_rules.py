@@ -120,8 +120,8 @@ def test_product_rule_adds_the_class_scores_to_the_chosen_heads_logits():
         return combined_choice(lambda names: head_inputs(model, {"x": torch.arange(2)}, names), ["t0", "t1"], [2, 3],
                                prior, evidence, [1.0], 1, scores)[1.0]
 
-    head_task, head_local = choose(None)
-    product_task, product_local = choose(class_scores)
+    head_task, head_local = choose(None)[:2]
+    product_task, product_local = choose(class_scores)[:2]
     assert head_task.tolist() == product_task.tolist() == [0, 1]
     assert head_local.tolist() == [0, 1]  # 1.0 > 0.8; 2 > 1 > 0 (the 9.0 lies beyond t0's two classes)
     assert product_local.tolist() == [1, 2]  # 1.0 + 0 < 0.8 + 0.5; 0, 2 - 3, 1 + 0

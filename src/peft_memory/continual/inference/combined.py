@@ -26,6 +26,8 @@ best. ``beta = 0`` is routing by the class statistics alone.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ...class_statistics import ClassStatistics, StatisticsAccumulator
@@ -80,9 +82,23 @@ class AdaptedEvidence:
         return (self.raw(features) - mean) / max(std, 1e-12)
 
 
+class Choice(NamedTuple):
+    """The combined rule's choice for a batch at one weight ``beta``: ``task`` and ``local`` ``(batch,)``; with
+    details, the ``candidates`` ``(batch, k)``, their probabilities ``task_probs`` ``(batch, k)`` (the softmax of
+    ``log p(t | x) + beta z_t(x)`` over the candidates) and each candidate's class probabilities ``class_probs``
+    ``(batch, k, W)`` (the softmax of its head's logits, plus the frozen classifier's scores for ``product``;
+    ``NaN`` beyond its classes)."""
+
+    task: torch.Tensor
+    local: torch.Tensor
+    candidates: torch.Tensor | None = None
+    task_probs: torch.Tensor | None = None
+    class_probs: torch.Tensor | None = None
+
+
 def combined_choice(forward, names: list[str], widths: list[int], task_log_posterior: torch.Tensor,
                     evidence: list[AdaptedEvidence], weights: list[float], top_k: int,
-                    class_scores: torch.Tensor | None = None):
+                    class_scores: torch.Tensor | None = None, details: bool = False) -> dict[float, Choice]:
     """The combined rule for one batch, for each of several ``weights`` at once (the adapters run once).
 
     Args:
@@ -93,16 +109,17 @@ def combined_choice(forward, names: list[str], widths: list[int], task_log_poste
         class_scores: ``--cil_rule product``: ``(batch, T, W)`` the frozen classifier's score of each task's classes
             in the task's label order (``W`` the widest task); added to the chosen adapter's logits before the
             argmax. ``None``: the adapter's head alone (``combined``).
+        details: also give the candidates and their probabilities (:class:`Choice`).
 
     Returns:
-        ``{beta: (task (batch,), local class (batch,))}`` on the CPU.
+        ``{beta: Choice}`` on the CPU.
     """
     n, num_tasks = task_log_posterior.shape
     k = min(top_k, num_tasks)
     candidates = task_log_posterior.topk(k, dim=-1).indices.cpu()  # (batch, k)
     prior = task_log_posterior.cpu().gather(1, candidates)
     z = torch.empty(n, k, dtype=torch.float64)
-    local = torch.empty(n, k, dtype=torch.long)
+    within_all = torch.full((n, k, max(widths)), float("-inf"), dtype=torch.float64)
     for j in range(k):
         logits, features = forward([names[t] for t in candidates[:, j].tolist()])
         if features is None:
@@ -115,11 +132,18 @@ def combined_choice(forward, names: list[str], widths: list[int], task_log_poste
             within = logits[rows, : widths[t]].to(torch.float64)
             if class_scores is not None:
                 within = within + class_scores[rows, t, : widths[t]].to(torch.float64)
-            local[rows, j] = within.argmax(dim=-1)
+            within_all[rows, j, : widths[t]] = within
+    local = within_all.argmax(dim=-1)  # (batch, k): each candidate's class
     out = {}
     for beta in weights:
-        best = (prior.to(torch.float64) + beta * z).argmax(dim=-1, keepdim=True)
-        out[beta] = candidates.gather(1, best)[:, 0], local.gather(1, best)[:, 0]
+        score = prior.to(torch.float64) + beta * z
+        best = score.argmax(dim=-1, keepdim=True)
+        choice = Choice(candidates.gather(1, best)[:, 0], local.gather(1, best)[:, 0])
+        if details:
+            probs = within_all.softmax(dim=-1)
+            choice = choice._replace(candidates=candidates, task_probs=score.softmax(dim=-1),
+                                     class_probs=probs.masked_fill(within_all == float("-inf"), float("nan")))
+        out[beta] = choice
     return out
 
 

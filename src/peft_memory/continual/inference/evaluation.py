@@ -2,9 +2,9 @@
 class-incremental accuracy (task inferred) and task-identity accuracy.
 
 :class:`EvalContext` names what an evaluation reads (the model, the adapters seen so far, the method and its
-task-identity rule); :func:`evaluate_with` gives the class-incremental prediction of every rule that picks one task
-per sample, by ``--cil_rule``: routed (the inferred task's adapter, among that task's classes), unified (DualPrompt's
-classifier over every seen class), combined or product (:mod:`peft_memory.continual.inference.combined`).
+task-identity rule); :func:`evaluate_with` scores the class-incremental prediction (:mod:`.prediction`) of every rule
+that picks one task per sample, by ``--cil_rule``: routed (the inferred task's adapter, among that task's classes),
+unified (DualPrompt's classifier over every seen class), combined or product (:mod:`.combined`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...tuners.base import apply_head
 from ..data.tasks import Task
-from .combined import ADAPTED_FILE, combination, combined_choice
-from .declaration import CAPABILITIES, CIL_RULES, RESCORING_RULES, Inference, problems
 from .outputs import OutputCache, routed_outputs
+from .prediction import Prediction, predict_with
 from .prefix import SharedPrefix
 from .statistics import statistics_query
 
@@ -131,12 +129,11 @@ def global_labels(tasks: list[Task], task_index: torch.Tensor, local: torch.Tens
 def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, infer) -> dict[str, torch.Tensor]:
     """Per-sample correctness on one test batch of task ``k``.
 
-    ``til``: the true task's adapter among its classes. ``cil``, by ``ctx.cil_rule``: ``routed``, the task
-    ``infer(ctx, batch)`` gives ``(batch,)``, then its adapter among its classes; ``unified``, that task's adapter
-    (its masks, prompts) with every seen task's head, argmax over all seen classes (DualPrompt's classifier, Wang
-    et al. 2022, Sec. 4.3); ``combined`` and ``product``, :mod:`peft_memory.continual.inference.combined`. ``task_id``: the
-    predicted class
-    lies in the right task.
+    ``til``: the true task's adapter among its classes. ``cil``: the prediction of ``ctx.cil_rule``
+    (:func:`~.prediction.predict_with`: ``routed``, the task ``infer(ctx, batch)`` gives ``(batch,)``, then its
+    adapter among its classes; ``unified``, that task's adapter (its masks, prompts) with every seen task's head,
+    argmax over all seen classes (DualPrompt's classifier, Wang et al. 2022, Sec. 4.3); ``combined`` and ``product``,
+    :mod:`~.combined`). ``task_id``: the predicted class lies in the right task.
 
     Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)``.
 
@@ -148,62 +145,12 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
     task = tasks[k]
     n = labels.shape[0]
     til_pred = ctx.forward(batch, [task.name] * n)[0][:, : task.num_labels].argmax(dim=-1)
-    if ctx.cil_rule == "routed":
-        pred_task, pred_local = _routed(ctx, batch, k, infer(ctx, batch), til_pred)
-    elif ctx.cil_rule == "unified":
-        pred_task, pred_local = _unified(ctx, batch, infer(ctx, batch))
-    elif ctx.cil_rule in RESCORING_RULES:
-        pred_task, pred_local = _combined(ctx, batch)
-    else:
-        raise ValueError(f"--cil_rule {ctx.cil_rule!r} is unknown; choose one of {list(CIL_RULES)}.")
+    return {"til": til_pred == labels, **correct(tasks, predict_with(ctx, batch, infer), labels, k)}
+
+
+def correct(tasks: list[Task], prediction: Prediction, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """``cil`` (the predicted class is the label, a local class of task ``k``) and ``task_id`` (it lies in task
+    ``k``), bool ``(batch,)``."""
     true_global = global_labels(tasks, torch.full_like(labels, k), labels)
-    cil = global_labels(tasks, pred_task, pred_local) == true_global
-    return {"til": til_pred == labels, "cil": cil, "task_id": pred_task == k}
-
-
-def _routed(ctx, batch, k, inferred, til_pred):
-    """The inferred task's adapter among its own classes; only samples routed elsewhere than ``k`` need a forward."""
-    pred_local = til_pred.clone()
-    wrong = inferred != k
-    if wrong.any():
-        idx = wrong.nonzero().squeeze(1)
-        other = ctx.forward(batch, [ctx.names[t] for t in inferred[idx].tolist()], rows=idx)[0]
-        beyond = torch.arange(other.shape[-1]) >= torch.tensor(ctx.widths)[inferred[idx]].unsqueeze(1)
-        pred_local[idx] = other.masked_fill(beyond, float("-inf")).argmax(dim=-1)  # within each row's task
-    return inferred, pred_local
-
-
-def _unified(ctx, batch, inferred):
-    """Every seen head on the inferred adapter's classifier input; the argmax over all of them (task, local)."""
-    heads = getattr(ctx.model.base_model, "task_heads", None)
-    if heads is None or not all(n in heads for n in ctx.names):
-        raise ValueError("--cil_rule unified applies every seen task's head to one feature: it needs adapters with "
-                         "task heads (soft_mask, soft_mask_prompts, dual_prompt, head_only); use routed.")
-    _, features = ctx.forward(batch, [ctx.names[t] for t in inferred.tolist()])
-    if features is None:
-        raise ValueError("--cil_rule unified applies every seen head to the classifier's input, which these adapters' "
-                         "heads do not read; use routed.")
-    device = next(heads[ctx.names[0]].parameters()).device
-    with torch.no_grad():
-        logits = torch.cat([apply_head(heads[n], features.to(device)) for n in ctx.names], dim=-1).float().cpu()
-    owner = torch.cat([torch.full((w,), t) for t, w in enumerate(ctx.widths)])
-    local = torch.cat([torch.arange(w) for w in ctx.widths])
-    best = logits.argmax(dim=-1)
-    return owner[best], local[best]
-
-
-def _combined(ctx, batch):
-    """``combined`` and ``product``: the task the adapters' evidence re-scores; the class by the chosen adapter's
-    head, times the class statistics' posterior for ``product``."""
-    rule = ctx.rule
-    found = problems(frozenset(CAPABILITIES), Inference(rule.name, ctx.cil_rule))  # the rules' own pairing
-    if found:
-        raise ValueError("; ".join(found) + ".")
-    evidence, beta = ctx.cached("combined", lambda: combination([s.get(ADAPTED_FILE) for s in ctx.task_statistics]))
-    if ctx.cil_rule == "product":
-        task_lp, class_scores = rule.posterior_and_class_scores(ctx, batch)
-    else:
-        task_lp, class_scores = rule.task_log_posterior(ctx, batch), None
-    choices = combined_choice(lambda adapters: ctx.forward(batch, adapters), ctx.names, ctx.widths, task_lp, evidence,
-                              [beta], ctx.top_k, class_scores)
-    return choices[beta]
+    cil = global_labels(tasks, prediction.task, prediction.local) == true_global
+    return {"cil": cil, "task_id": prediction.task == k}

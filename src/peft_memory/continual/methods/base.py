@@ -18,6 +18,7 @@ from ..data.tasks import Task, TaskSequence
 from ..inference import metrics
 from ..inference.declaration import Inference
 from ..inference.evaluation import EvalContext
+from ..inference.prediction import Prediction
 from ..inference.statistics import StatisticsSpace
 
 
@@ -112,6 +113,11 @@ class ContinualMethod:
         """The Prompt-ID keys: ``None`` when the adapters carry their own (DualPrompt), else an object with
         ``frozen_features`` and ``key_similarity`` such as :class:`peft_memory.TaskKeys`."""
         return None
+
+    def predict_batch(self, ctx: EvalContext, batch: dict) -> Prediction:
+        """The class-incremental :class:`~peft_memory.continual.inference.prediction.Prediction` of ``batch``
+        (default: the rule's); what ``evaluate_batch`` scores and ``ContinualClassifier.predict`` names."""
+        return ctx.rule.predict_batch(ctx, batch)
 
     def evaluate_batch(self, ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
         """Bool ``til``, ``cil``, ``task_id`` ``(batch,)`` for a test batch of task ``k`` (default: the rule's)."""

@@ -10,6 +10,7 @@ import torch
 from ...tuners import SoftMaskConfig
 from ..data.tasks import Task
 from ..inference.declaration import Inference
+from ..inference.prediction import dense
 from .soft_mask import SoftMask
 
 JOINT_TASK = "joint"
@@ -46,15 +47,25 @@ class Joint(SoftMask):
     def column(self, k, sequence):
         return len(sequence) - 1
 
-    def evaluate_batch(self, ctx, batch, labels, k):
-        task = ctx.evaluated[k]  # the sequence's task k, whose test batch this is
-        if hasattr(ctx.rule, "class_scores"):  # a class-statistics rule (nearest_mean, gaussian): not the head
+    @staticmethod
+    def class_logits(ctx, batch) -> torch.Tensor:
+        """``(batch, C)`` over every class: the class-statistics rule's scores (nearest_mean, gaussian) or, with
+        ``max_logit``, the joint head's logits."""
+        if hasattr(ctx.rule, "class_scores"):  # a class-statistics rule: not the head
             scores, _, classes = ctx.rule.class_scores(ctx, batch)  # (batch, C) over the statistics' classes
             logits = scores.new_full((len(scores), ctx.tasks[0].num_labels), float("-inf"))
             logits[:, classes] = scores
-        else:
-            with torch.no_grad():
-                logits = ctx.model(**batch).logits.cpu()
+            return logits
+        with torch.no_grad():
+            return ctx.model(**batch).logits.cpu()
+
+    def predict_batch(self, ctx, batch):
+        """The softmax over every class of the joint task (one "task": the predicted class is its local class)."""
+        return dense(self.class_logits(ctx, batch).to(torch.float64).softmax(dim=-1), ctx.widths)
+
+    def evaluate_batch(self, ctx, batch, labels, k):
+        task = ctx.evaluated[k]  # the sequence's task k, whose test batch this is
+        logits = self.class_logits(ctx, batch)
         own = torch.tensor(task.global_labels)
         true_global = own[labels.cpu()]
         pred = logits.argmax(dim=-1)

@@ -14,6 +14,7 @@ import torch
 from ...class_statistics import RandomProjection, RidgeClassifier
 from ...tuners import SoftMaskConfig
 from ..inference.declaration import Inference
+from ..inference.prediction import dense
 from ..inference.statistics import RANPAC_FILE, StatisticsSpace
 from .base import ContinualMethod
 from .soft_mask import SoftMask
@@ -54,6 +55,13 @@ class SimpleCIL(ContinualMethod):
         ``--first_session_adaptation`` the first task's soft masks (and head) train first."""
         if self._adapts(task):
             trainer.optimize(task, data)
+
+    def predict_batch(self, ctx, batch):
+        """The classifier's softmax over every seen class (its columns put in task order)."""
+        scores, _, classes = ctx.rule.class_scores(ctx, batch)
+        where = {int(c): i for i, c in enumerate(classes)}
+        columns = [where[c] for task in ctx.tasks for c in task.global_labels]
+        return dense(scores[:, columns].to(torch.float64).softmax(dim=-1), ctx.widths)
 
     def evaluate_batch(self, ctx, batch, labels, k):
         scores, owners, classes = ctx.rule.class_scores(ctx, batch)

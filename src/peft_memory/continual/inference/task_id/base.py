@@ -9,6 +9,7 @@ import torch
 from ....class_statistics import STATISTICS_FILE
 from ....task_identity import batch_majority
 from ..evaluation import EvalContext, evaluate_with
+from ..prediction import Prediction, predict_with
 
 
 class TaskIdentityRule:
@@ -17,7 +18,8 @@ class TaskIdentityRule:
     A rule that picks one task per sample implements :meth:`infer`; the class-incremental prediction then follows
     ``--cil_rule`` (:func:`~peft_memory.continual.inference.evaluation.evaluate_with`: the inferred task's adapter among that
     task's classes, or among every seen class).
-    A rule that decides differently (all heads in one forward, say) overrides :meth:`evaluate_batch`.
+    A rule that decides differently (all heads in one forward, say) overrides :meth:`predict_batch` and
+    :meth:`evaluate_batch`.
     """
 
     #: the ``--task_id_mode`` value.
@@ -27,6 +29,11 @@ class TaskIdentityRule:
         """Task index into ``ctx.tasks`` for each sample of ``batch``: ``LongTensor`` ``(batch,)`` on the CPU. With
         ``ctx.per_sample=False`` every sample gets the batch's single decision (labelled BATCH-WISE)."""
         raise NotImplementedError
+
+    def predict_batch(self, ctx: EvalContext, batch: dict) -> Prediction:
+        """The class-incremental :class:`~..prediction.Prediction` of ``batch`` (``--cil_rule`` after
+        :meth:`infer`)."""
+        return predict_with(ctx, batch, self.infer)
 
     def evaluate_batch(self, ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
         """Correctness of each sample of a test batch of ``ctx.tasks[k]``: bool ``til``, ``cil``, ``task_id``

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ....task_identity import batch_majority
-from ..evaluation import global_labels
+from ..evaluation import correct
+from ..prediction import Prediction, hierarchical
 from .base import TaskIdentityRule
 
 
@@ -16,18 +17,27 @@ class MaxSoftmax(TaskIdentityRule):
 
     name = "max_softmax"
 
-    def evaluate_batch(self, ctx, batch, labels, k):
-        tasks, names = ctx.tasks, ctx.names
-        with torch.no_grad(), ctx.model.base_model.concatenated(names):
+    @staticmethod
+    def task_logits(ctx, batch) -> list[torch.Tensor]:
+        """Every seen head's logits ``(batch, W_t)``, from one forward, on the CPU."""
+        with torch.no_grad(), ctx.model.base_model.concatenated(ctx.names):
             per_task = ctx.model(**batch).task_logits
-        logits = [per_task[n].float().cpu() for n in names]
+        return [per_task[n].float().cpu() for n in ctx.names]
+
+    def prediction(self, ctx, logits: list[torch.Tensor]) -> Prediction:
+        """The most confident head's task and class, every head's classes scored (ranked by confidence)."""
         confidence = torch.stack([lg.softmax(dim=-1).max(dim=-1).values for lg in logits], dim=-1)  # (batch, T)
         inferred = confidence.argmax(dim=-1)
         if not ctx.per_sample:
             inferred = batch_majority(inferred)
+        probs = [lg.to(torch.float64).softmax(dim=-1) for lg in logits]
+        return hierarchical(inferred, torch.ones_like(confidence, dtype=torch.float64), probs,
+                            confidence.to(torch.float64), ctx.widths)
+
+    def predict_batch(self, ctx, batch):
+        return self.prediction(ctx, self.task_logits(ctx, batch))
+
+    def evaluate_batch(self, ctx, batch, labels, k):
+        logits = self.task_logits(ctx, batch)
         labels = labels.cpu()
-        til_pred = logits[k].argmax(dim=-1)
-        pred_local = torch.stack([lg.argmax(dim=-1) for lg in logits], dim=-1).gather(1, inferred[:, None])[:, 0]
-        true_global = global_labels(tasks, torch.full_like(labels, k), labels)
-        return {"til": til_pred == labels, "cil": global_labels(tasks, inferred, pred_local) == true_global,
-                "task_id": inferred == k}
+        return {"til": logits[k].argmax(dim=-1) == labels, **correct(ctx.tasks, self.prediction(ctx, logits), labels, k)}
