@@ -6,36 +6,15 @@ import os
 import subprocess
 import sys
 
-import datasets
 import pytest
 import torch
+from conftest import WORDS, toy_sequence  # noqa: F401  (other tests import them from here)
 from transformers import AutoModelForSequenceClassification
 
 import peft_memory  # noqa: F401
-from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback, class_incremental_split
+from peft_memory.continual import ContinualArguments, ContinualTrainer, TrainerCallback
 from peft_memory.continual.data.inputs import TextInputs
 from peft_memory.continual.run.reference import load_run, verify_run
-
-WORDS = ("cat dog horse cow sheep goat mouse bird fish frog "
-         "red blue green yellow black white pink brown grey orange "
-         "one two three four five six seven eight nine ten "
-         "bread rice apple cheese milk egg soup cake meat salt "
-         "sun moon star rain snow wind cloud storm fog ice "
-         "car bus train boat plane bike truck ship cart taxi").split()
-
-
-def toy_sequence(num_tasks=2, per_class=16):
-    """Class c's texts use words 10c..10c+9 (animals, colours, numbers, food, weather, vehicles): every class is
-    learnable. At most 3 tasks of 2 classes."""
-    g = torch.Generator().manual_seed(0)
-    texts, labels = [], []
-    for c in range(2 * num_tasks):
-        for _ in range(per_class):
-            idx = torch.randint(10 * c, 10 * c + 10, (6,), generator=g).tolist()
-            texts.append(" ".join(WORDS[i] for i in idx))
-            labels.append(c)
-    ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
-    return class_incremental_split("toy", ds, ds, [f"c{i}" for i in range(2 * num_tasks)], num_tasks, seed=0)
 
 
 def minilm(num_labels=4):

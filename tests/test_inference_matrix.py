@@ -6,10 +6,7 @@ re-evaluate, reload, verify), each invalid one is refused with its reason before
 have, a rule's need dropped) changes the generated matrix and fails here, before a run does."""
 
 
-import datasets
 import pytest
-from test_continual_trainer import toy_sequence
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import peft_memory  # noqa: F401
 from peft_memory.continual import METHODS, ContinualArguments, RunResults
@@ -79,32 +76,6 @@ def test_the_declaration_gives_the_expected_settings():
         for recipe, setting in cls.recipes.items():  # both recipes are settings that apply
             assert _name(setting) in EXPECTED[method] and not setting.batchwise, (method, recipe)
     assert len(TEST_CASES) + len(INVALID_CASES) == len(METHODS) * len(TASK_ID_RULES) * len(CIL_RULES) * 4
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, tokenizer):
-    """A 6-layer BERT of hidden size 32 with MiniLM's tokenizer, saved as a model folder (``--model`` reads it)."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, num_labels=2)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer.name_or_path).save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def toy_csv(tmp_path_factory):
-    """The toy sequence's data as train.csv + test.csv (``--dataset``): 4 classes, cut into 2 tasks."""
-    folder = tmp_path_factory.mktemp("toy_csv")
-    seq = toy_sequence()
-    for split in ("train", "test"):
-        rows = {"text": [], "label": []}
-        for task in seq.tasks:
-            part = getattr(task, split)
-            rows["text"] += part["text"]
-            rows["label"] += [task.label_names[c] for c in part["label"]]
-        datasets.Dataset.from_dict(rows).to_csv(str(folder / f"{split}.csv"))
-    return str(folder)
 
 
 def _args(method, setting, model, data, out, **kw) -> ContinualArguments:

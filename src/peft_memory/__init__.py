@@ -6,6 +6,8 @@ saved adapter: PEFT has no plugin discovery and fails with ``KeyError: 'SOFT_MAS
 ``PeftModel.save_pretrained`` / ``push_to_hub`` a model card of our adapters (:mod:`peft_memory.model_card`).
 """
 
+import importlib
+
 from . import model_card
 from .pooling import set_head_pooling
 from .registry import PeftMemoryType, register_method
@@ -26,5 +28,13 @@ register_method(PeftMemoryType.DUAL_PROMPT, DualPromptConfig, DualPromptModel)
 register_method(PeftMemoryType.MEMORY_TOKEN, MemoryTokenConfig, MemoryTokenModel)
 model_card.install()  # peft_memory's model card in PeftModel.save_pretrained / push_to_hub (peft_memory/model_card.py)
 
-__all__ = ["DualPromptConfig", "DualPromptModel", "MemoryTokenConfig", "MemoryTokenModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "TaskKeys",
+def __getattr__(name: str):
+    """``peft_memory.ContinualClassifier``: imported on first use (the continual protocol loads datasets and
+    accelerate, which the PEFT methods alone do not need)."""
+    if name == "ContinualClassifier":  # by name: the tuners below never depend on the continual protocol
+        return importlib.import_module(".continual.run.predictor", __name__).ContinualClassifier
+    raise AttributeError(f"module 'peft_memory' has no attribute {name!r}")
+
+
+__all__ = ["ContinualClassifier", "DualPromptConfig", "DualPromptModel", "MemoryTokenConfig", "MemoryTokenModel", "PeftMemoryType", "SoftMaskConfig", "SoftMaskModel", "TaskKeys",
            "frozen_query", "gradient_id", "prompt_id", "set_head_pooling", "__version__"]

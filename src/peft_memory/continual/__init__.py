@@ -7,11 +7,12 @@ from .inference.metrics import average_accuracy, backward_transfer, forgetting
 from .inference.task_id import RULES, TaskIdentityRule, get_rule
 from .methods import METHODS, ContinualMethod, get_method
 from .run.arguments import ContinualArguments
+from .run.predictor import ContinualClassifier
 from .run.results import RunResults
 from .run.trainer import ContinualTrainer, TrainerCallback
 
 __all__ = [
-    "METHODS", "RULES", "ContinualArguments", "ContinualMethod", "ContinualTrainer", "Inference", "RunResults", "Task",
+    "METHODS", "RULES", "ContinualArguments", "ContinualClassifier", "ContinualMethod", "ContinualTrainer", "Inference", "RunResults", "Task",
     "TaskIdentityRule", "TaskSequence", "TrainerCallback", "average_accuracy", "backward_transfer",
     "class_incremental_split", "declare_task_id_rule", "forgetting", "get_method", "get_rule",
 ]

@@ -63,24 +63,30 @@ def hierarchical(task: torch.Tensor, task_probs: torch.Tensor, class_probs: list
     """A prediction ranked by task, then by class.
 
     Args:
-        task: ``(batch,)`` the predicted task (it must come first in ``task_order``).
+        task: ``(batch,)`` the predicted task (it comes first whatever ``task_order`` says).
         task_probs: ``(batch, T)`` ``P(t)`` (1 for a rule without one); class_probs: per task ``(batch, W_t)``
             ``P(c | t)``, ``NaN`` rows (or ``None``) where the task was not scored.
-        task_order: ``(batch, T)`` the rank of each task, larger first.
+        task_order: ``(batch, T)`` the tasks' order, larger first.
     """
-    n, starts = task.shape[0], offsets(widths)
-    task_order = task_order.clone()
-    task_order[torch.arange(n), task] = float("inf")  # the predicted task first, whatever the ties
-    task_rank = task_order.argsort(dim=-1).argsort(dim=-1).to(torch.float64)  # 0 .. T-1, larger first
-    scores = torch.zeros(n, sum(widths), dtype=torch.float64)
-    rank = torch.full_like(scores, float("-inf"))
+    n, starts, columns = task.shape[0], offsets(widths), sum(widths)
+    task_order = task_order.clone().to(torch.float64)
+    task_order[torch.arange(n), task] = float("inf")
+    scores = torch.zeros(n, columns, dtype=torch.float64)
+    within = torch.full_like(scores, float("-inf"))  # P(c | t), the key within a task
+    among = torch.full_like(scores, float("-inf"))  # the task's order, the first key
     for t, probs in enumerate(class_probs):
         if probs is None:
             continue
         cols = slice(int(starts[t]), int(starts[t]) + widths[t])
         scored = ~probs.isnan()
         scores[:, cols] = torch.where(scored, probs * task_probs[:, t : t + 1], 0.0)
-        rank[:, cols] = torch.where(scored, 2.0 * task_rank[:, t : t + 1] + probs, float("-inf"))  # probs <= 1
+        within[:, cols] = torch.where(scored, probs, float("-inf"))
+        among[:, cols] = torch.where(scored, task_order[:, t : t + 1], float("-inf"))
+    # lexicographic (task order, then P(c | t)): two stable sorts, as a sum of keys would lose tiny probabilities
+    by_class = within.argsort(dim=-1, descending=True, stable=True)
+    order = by_class.gather(1, among.gather(1, by_class).argsort(dim=-1, descending=True, stable=True))
+    rank = torch.empty_like(scores).scatter_(1, order, torch.arange(columns, 0, -1, dtype=torch.float64).expand(n, -1))
+    rank = rank.masked_fill(within == float("-inf"), float("-inf"))
     local = rank.argmax(dim=-1) - starts[task]
     return Prediction(task, local, scores, rank)
 

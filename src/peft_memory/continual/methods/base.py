@@ -63,6 +63,11 @@ class ContinualMethod:
         tasks' held-out parts, to give a task built here (joint: the union) its held-out samples."""
         return list(sequence.tasks)
 
+    def adapter_tasks(self, tasks: list[Task]) -> list[Task]:
+        """The tasks that have an adapter, in training order, from the sequence's tasks (their data are not read:
+        a finished run's classifier builds them from ``results.json``). Default: the tasks themselves."""
+        return list(tasks)
+
     def column(self, k: int, sequence: TaskSequence) -> int:
         """The accuracy-matrix column filled after training ``training_tasks(sequence)[k]`` (default ``k``)."""
         return k

@@ -44,6 +44,11 @@ class Joint(SoftMask):
         train = datasets.concatenate_datasets(parts)
         return [Task(JOINT_TASK, list(sequence.global_label_names), train, sequence.tasks[0].test)]
 
+    def adapter_tasks(self, tasks):
+        """One task, ``joint``, over every class of ``tasks`` in global order."""
+        names = dict(sorted((g, n) for t in tasks for g, n in zip(t.global_labels, t.label_names)))
+        return [Task(JOINT_TASK, list(names.values()), None, None)]
+
     def column(self, k, sequence):
         return len(sequence) - 1
 

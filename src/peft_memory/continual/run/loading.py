@@ -122,18 +122,16 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
     set_head_pooling`) and its input pipeline; ``modality``
     (``"text"`` or ``"image"``, a :attr:`TaskSequence.modality`) defaults to the one of ``args.benchmark``."""
     from transformers import (
-        AutoImageProcessor,
         AutoModelForImageClassification,
         AutoModelForSequenceClassification,
-        AutoTokenizer,
     )
 
     from ...families import enable_position_interpolation, get_family
     from ...pooling import set_head_pooling
-    from ..data.inputs import ImageInputs, TextInputs
 
     text = modality == "text" if modality else args.benchmark in TEXT_BENCHMARKS
     path = resolve_model_path(args.model)
+    pipeline = load_pipeline(args, "text" if text else "image")
     # A checkpoint with a classifier of another width (an ImageNet ViT, a fine-tuned BERT) loads too: the task heads
     # replace the base classifier, which gets num_labels outputs and a fresh initialisation.
     kwargs = {"ignore_mismatched_sizes": True}
@@ -143,9 +141,22 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
         get_family(model)
         set_head_pooling(model, resolve_head_pooling(args.head_pooling, args.model))
-        return model, TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
+        return model, pipeline
     model = AutoModelForImageClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
     get_family(model)
     if args.image_size:
         enable_position_interpolation(model)
-    return model, ImageInputs(AutoImageProcessor.from_pretrained(path), args.image_size, args.augment)
+    return model, pipeline
+
+
+def load_pipeline(args: ContinualArguments, modality: str):
+    """The input pipeline of ``args.model`` for ``modality``: its tokenizer (``TextInputs``, ``--max_length``) or
+    its image processor (``ImageInputs``, ``--image_size``, ``--augment`` for training batches)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from ..data.inputs import ImageInputs, TextInputs
+
+    path = resolve_model_path(args.model)
+    if modality == "text":
+        return TextInputs(AutoTokenizer.from_pretrained(path), max_length=args.max_length)
+    return ImageInputs(AutoImageProcessor.from_pretrained(path), args.image_size, args.augment)
