@@ -118,3 +118,43 @@ def test_images_as_pil_arrays_or_paths(tmp_path):
     assert set(answers) <= set(clf.label_names) and clf.modality == "image"
     with pytest.raises(ValueError, match="an input of type .* is none|is not a readable image"):
         clf.predict(["not an image path"])
+
+
+def _predict_cli(args, processes=1):
+    from test_distributed import _free_port
+
+    cmd = [sys.executable, "-m", "peft_memory.continual.cli", "predict", *args]
+    if processes > 1:  # real gloo processes (accelerate's torchrun launcher with ACCELERATE_USE_CPU=true)
+        cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes",
+               str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "peft_memory.continual.cli", "predict", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_predict_command_writes_the_classifiers_labels_once_in_input_order(soft_mask_run, toy_csv, tmp_path):
+    """One process and two gloo processes write the same file; its labels are the Python object's; labelled data
+    get their accuracy, per-class accuracy and confusion matrix."""
+    import json
+
+    import datasets as hf_datasets
+
+    one, two = tmp_path / "one" / "preds.csv", tmp_path / "two" / "preds.csv"
+    done = _predict_cli([str(soft_mask_run), "--dataset", toy_csv, "--output", str(one), "--top_k", "2"])
+    _predict_cli([str(soft_mask_run), "--dataset", toy_csv, "--output", str(two), "--top_k", "2"], processes=2)
+    assert one.read_text() == two.read_text()
+    written = hf_datasets.load_dataset("csv", data_files=str(one))["train"]
+    test = hf_datasets.load_dataset("csv", data_files=os.path.join(toy_csv, "test.csv"))["train"]
+    # the input's columns as they were (its 'label' is the truth), then ours, renamed where they would clash
+    assert written.column_names == ["text", "label", "predicted_label", "predicted_score", "predicted_task",
+                                    "predicted_top_labels", "predicted_top_scores"]
+    assert written["text"] == test["text"] and written["label"] == test["label"]
+    predicted = written["predicted_label"]
+    assert predicted == ContinualClassifier.from_pretrained(soft_mask_run).predict(test["text"])
+    metrics = json.loads((tmp_path / "one" / "preds.metrics.json").read_text())
+    assert metrics["num_inputs"] == len(test) and (tmp_path / "one" / "confusion_matrix.png").stat().st_size > 1000
+    assert metrics["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, test["label"])) / len(test))
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(test)
+    assert "accuracy" in done.stderr and "preds.metrics.json" in done.stderr

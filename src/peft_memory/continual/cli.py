@@ -1,5 +1,5 @@
 """``peft-memory`` command line: one argparse parser with a subcommand per task (``train``, ``evaluate``, ``verify``,
-``report``, ``push``). The research harness (``compare``, ``tune``, ``compare-table``) lives outside the package, in
+``report``, ``push``, ``predict``). The research harness (``compare``, ``tune``, ``compare-table``) lives outside the package, in
 the repository's ``experiments/``. ``train``'s flags are the fields of
 :class:`~peft_memory.continual.run.arguments.ContinualArguments`, grouped as in ``--help`` by ``HfArgumentParser``."""
 
@@ -23,7 +23,7 @@ from .run.loading import BENCHMARKS
 from .run.results import RunResults
 from .run.spec import RunSpec
 
-logger = get_logger(__name__)  # messages after the Accelerator exists, from the main process only
+logger = get_logger("peft_memory.continual.cli")  # by name: `python -m` runs this module as __main__; main process
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,6 +108,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                    help="one task id per test batch (labelled BATCH-WISE in the results)")
     p.add_argument("--task_id_shots", type=int)
     p.add_argument("--eval_batch_size", type=int)
+
+    p = commands["predict"] = add("predict", "Classify a dataset with a finished run (a folder, or a Hub repo push "
+                                  "made): its columns plus label, score and task, per input.")
+    p.add_argument("run", help="the finished run's folder, or its Hub repo id")
+    p.add_argument("--dataset", required=True, help="what to classify: anything train --dataset reads (a csv / json "
+                   "/ parquet file or folder, an imagefolder, a hub id), labelled or not")
+    p.add_argument("--output", required=True, help="predictions.csv or .jsonl (its metrics and confusion matrix go "
+                   "beside it when the data have labels)")
+    p.add_argument("--split", default="test", help="the split to classify (a single file's one split regardless)")
+    p.add_argument("--text_column", help="the column holding the text (default: 'text')")
+    p.add_argument("--image_column", help="the column holding the images (default: the datasets.Image column)")
+    p.add_argument("--label_column", default="label", help="the true classes, if any: accuracy and confusion matrix")
+    p.add_argument("--top_k", type=int, default=1, help="also write the k classes the rule ranks first")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--dataset_config_name", help="--dataset's configuration name")
 
     p = commands["verify"] = add("verify", "Reload a finished run's adapters in this process and compare their logits "
                                  "with the saved reference predictions (exit 1 if any differs).")
@@ -260,6 +275,19 @@ def run_command(ns: argparse.Namespace, args: RunSpec | None) -> int:
         settings = {k: v for k, v in vars(ns).items()
                     if k not in ("command", "debug", "run_dir", "output_dir") and v is not None}
         logger.info("\n" + format_matrix(evaluate_run(ns.run_dir, ns.output_dir, **settings)))
+        return 0
+    if ns.command == "predict":
+        from accelerate import PartialState
+
+        from .run.predictor import ContinualClassifier, predict_dataset
+
+        classifier = ContinualClassifier.from_pretrained(ns.run, device=PartialState().device)
+        metrics = predict_dataset(classifier, ns.dataset, ns.output, ns.split, ns.text_column, ns.image_column,
+                                  ns.label_column, ns.top_k, ns.batch_size, ns.dataset_config_name)
+        if metrics:
+            logger.info(f"accuracy {100 * metrics['accuracy']:.2f}% over {metrics['num_inputs']} inputs; "
+                        f"per class and confusion matrix: {os.path.splitext(ns.output)[0]}.metrics.json")
+        logger.info(f"predictions: {ns.output}")
         return 0
     if ns.command == "verify":
         from .run.reference import verify_run

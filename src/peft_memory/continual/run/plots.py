@@ -30,3 +30,23 @@ def plot_accuracy_matrix(acc, task_names: list[str], path: str, title: str = "Ac
     fig.tight_layout()
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"  # the temporary name has no image suffix
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+
+
+def plot_confusion_matrix(counts, labels: list[str], path: str, title: str = "Class-incremental confusion matrix") -> None:
+    """Heatmap of ``counts[i, j]``: the inputs of true class ``i`` predicted as class ``j`` (every class seen), each
+    row normalised to 1, to ``path``."""
+    c = np.asarray(counts, dtype=float)
+    rows = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+    size = 0.35 * len(labels) + 3
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    im = ax.imshow(rows, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))

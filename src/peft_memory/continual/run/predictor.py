@@ -212,3 +212,83 @@ def _image(x):
     except (TypeError, ValueError) as err:
         raise ValueError(f"this run classifies images; an input of type {type(x).__name__} is none (pass PIL "
                          "images, arrays of shape (H, W) or (H, W, C), or paths).") from err
+
+
+def predict_dataset(classifier: ContinualClassifier, source: str, output: str, split: str = "test",
+                    text_column: str | None = None, image_column: str | None = None, label_column: str = "label",
+                    top_k: int = 1, batch_size: int = 32, config_name: str | None = None) -> dict:
+    """``peft-memory predict``: classify a dataset (anything ``train --dataset`` reads, labelled or not) and write
+    its columns plus ``label``, ``score``, ``task`` (and the ``top_k`` ranking; all five named ``predicted_*`` when the
+    input has a column of one of those names) to ``output`` (``.csv``, or
+    ``.jsonl``/``.json``: one JSON object per line), in input order. Under ``accelerate launch`` the inputs are split
+    across the processes and the main process writes. With a label column, also the accuracy, per-class accuracy
+    and the class-incremental confusion matrix (``<output stem>.metrics.json`` and ``confusion_matrix.png``
+    beside it), returned as a dict.
+
+    Raises:
+        ValueError: for a missing split or column, inputs of the other modality, an output of another extension.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from ..data.custom_data import _input_column, read_dataset
+    from .checkpoint import atomic_write_json
+    from .plots import plot_confusion_matrix
+
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in (".csv", ".jsonl", ".json"):
+        raise ValueError(f"--output {output!r}: write predictions to a .csv or .jsonl file.")
+    data = read_dataset(source, config_name)
+    if split not in data:
+        if len(data) != 1:
+            raise ValueError(f"--split {split!r} is not in {source} (splits: {list(data)}); pass --split.")
+        split = next(iter(data))  # one file, one split: that one
+    ds = data[split]
+    modality, column = _input_column(ds, text_column, image_column)
+    if modality != classifier.modality:
+        raise ValueError(f"the run classifies {classifier.modality}, {source} holds {modality} in column {column!r}; "
+                         f"pass --{classifier.modality}_column naming the column to classify.")
+    state = PartialState()
+    with state.split_between_processes(list(range(len(ds)))) as mine:
+        ranked = classifier(ds.select(mine)[column], top_k=top_k, batch_size=batch_size) if mine else []
+        gathered = gather_object(list(zip(mine, ranked)))
+    metrics = {}
+    if state.is_main_process:
+        results = [r for _, r in sorted(dict(gathered).items())]
+        rows = {c: ds[c] for c in ds.column_names if c != column or modality == "text"}
+        ours = {"label": [r[0]["label"] for r in results], "score": [r[0]["score"] for r in results],
+                "task": [r[0]["task"] for r in results]}
+        if top_k > 1:
+            ours.update(top_labels=[[e["label"] for e in r] for r in results],
+                        top_scores=[[e["score"] for e in r] for r in results])
+        clash = any(k in rows for k in ours)  # the input's own columns stay as they are; then ours are predicted_*
+        rows.update({f"predicted_{k}" if clash else k: v for k, v in ours.items()})
+        out = datasets.Dataset.from_dict(rows)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        if ext == ".csv":
+            out.to_csv(output, index=False)
+        else:
+            out.to_json(output, lines=True)
+        if label_column in ds.column_names:
+            feature = ds.features[label_column]
+            truth = [feature.names[v] if isinstance(feature, datasets.ClassLabel) else str(v) for v in ds[label_column]]
+            metrics = prediction_metrics(truth, ours["label"], classifier.label_names)
+            base = os.path.splitext(output)[0]
+            atomic_write_json(metrics, f"{base}.metrics.json")
+            plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"],
+                                  os.path.join(os.path.dirname(os.path.abspath(output)), "confusion_matrix.png"))
+    state.wait_for_everyone()
+    return metrics
+
+
+def prediction_metrics(truth: list[str], predicted: list[str], classes: list[str]) -> dict:
+    """Accuracy, accuracy per true class, and the confusion matrix (rows: true class, columns: predicted class) over
+    ``classes`` plus any true class the run has not seen (listed last, never predicted)."""
+    classes = list(dict.fromkeys([*classes, *truth]))
+    index = {c: i for i, c in enumerate(classes)}
+    counts = [[0] * len(classes) for _ in classes]
+    for t, p in zip(truth, predicted):
+        counts[index[t]][index[p]] += 1
+    per_class = {c: counts[i][i] / sum(counts[i]) for i, c in enumerate(classes) if sum(counts[i])}
+    return {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / len(truth), "per_class_accuracy": per_class,
+            "classes": classes, "confusion_matrix": counts, "num_inputs": len(truth)}
