@@ -134,7 +134,13 @@ class ContinualClassifier:
         """The :class:`~..inference.prediction.Prediction` of each batch of ``inputs``, in input order (no gradient,
         per sample)."""
         ds = self._dataset(inputs)
-        loader = make_loader(ds, self.pipeline, batch_size, False, self.args.seed)
+        quiet = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # the tokenizer's map over a few inputs is no progress worth a bar
+        try:
+            loader = make_loader(ds, self.pipeline, batch_size, False, self.args.seed)
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
         device = next(self.model.parameters()).device
         show = len(loader) > 4 if progress is None else progress
         with torch.inference_mode():
