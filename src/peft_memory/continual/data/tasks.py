@@ -75,8 +75,8 @@ class TaskSequence:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"task names must be unique, {dup} appear more than once; rename the tasks.")
-        for t in self.tasks:
-            if len(t.train) == 0 or len(t.test) == 0:
+        for t in self.tasks:  # a split may be None: a grown run's finished task (trained; its test data gone)
+            if any(split is not None and len(split) == 0 for split in (t.train, t.test)):
                 raise ValueError(f"task {t.name!r} has an empty train or test set; check the data source and counts.")
 
     def __len__(self) -> int:
@@ -92,7 +92,8 @@ class TaskSequence:
     @property
     def modality(self) -> str:
         """``"image"`` when the tasks' data have an ``image`` column, else ``"text"``."""
-        columns = getattr(self.tasks[0].train, "column_names", None) or []
+        data = next((t.train for t in self.tasks if t.train is not None), None)
+        columns = getattr(data, "column_names", None) or []
         return "image" if "image" in columns else "text"
 
     @property

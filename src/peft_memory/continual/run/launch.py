@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from .arguments import ContinualArguments
+from .grow import grown_arguments, grown_sequence, start_growing
 from .loading import check_model_limits, load_model_and_pipeline, load_sequence
 from .output_dir import prepare_output_dir
 from .results import RunResults
@@ -20,6 +23,8 @@ def build_trainer(args: ContinualArguments | RunSpec, callbacks=()):
         ValueError: for arguments :meth:`RunSpec.resolve` refuses, or a model limit they exceed, before any data or
             model loads.
     """
+    if not isinstance(args, RunSpec) and args.continue_from:
+        return _growing_trainer(args, callbacks)
     spec = RunSpec.resolve(args)  # bad arguments fail before data and model load
     args = spec.args
     check_model_limits(args)
@@ -28,6 +33,25 @@ def build_trainer(args: ContinualArguments | RunSpec, callbacks=()):
     sequence = load_sequence(args)
     model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)
     return ContinualTrainer(model, sequence, pipeline, spec, callbacks=callbacks)
+
+
+def _growing_trainer(args: ContinualArguments, callbacks=()):
+    """A trainer that grows the finished run ``args.continue_from`` by the tasks of ``args``' data
+    (:mod:`.grow`)."""
+    args, results = grown_arguments(args)
+    spec = RunSpec.resolve(replace(args, resume=True))  # the run's tasks are the finished ones
+    args = spec.args
+    check_model_limits(args)
+    sequence, _ = grown_sequence(args, results)
+    main = PartialState().is_main_process
+    prepare_output_dir(args, main_process=main)
+    start_growing(args, results, [t.name for t in sequence.tasks], main)
+    PartialState().wait_for_everyone()
+    set_seed(args.seed)
+    model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)
+    trainer = ContinualTrainer(model, sequence, pipeline, spec, callbacks=callbacks)
+    trainer.task_sizes.update({r.name: (r.num_train, r.num_test) for r in results.tasks})
+    return trainer
 
 
 EVALUATION_SETTINGS = ("task_id_mode", "cil_rule", "combine_top_k", "task_id_batchwise", "task_id_shots",

@@ -106,8 +106,9 @@ class ContinualTrainer:
                               "always 0, so its adapter learns nothing; give every task at least two classes.",
                               stacklevel=2)
         fit_tasks, held_tasks = [], []
-        for i, task in enumerate(sequence.tasks):
-            fit, self.held_out[task.name] = split_train(task.train, args.validation_fraction, args.seed + i)
+        for i, task in enumerate(sequence.tasks):  # a grown run's finished tasks come without training data
+            fit, self.held_out[task.name] = (split_train(task.train, args.validation_fraction, args.seed + i)
+                                             if task.train is not None else (None, None))
             fit_tasks.append(replace(task, train=fit))
             held_tasks.append(replace(task, train=self.held_out[task.name]))
         self.tasks = self.method.training_tasks(replace(sequence, tasks=fit_tasks))
@@ -122,6 +123,9 @@ class ContinualTrainer:
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
         # each evaluated sample's query and outputs under the adapters it met: adapters never change once trained
         self.outputs = OutputCache()
+        #: (training, test) samples per task for results.json; a grown run's finished tasks keep their recorded ones
+        self.task_sizes = {t.name: (len(t.train) if t.train is not None else 0, len(t.test) if t.test is not None else 0)
+                           for t in sequence.tasks}
         prepare_output_dir(args, self.accelerator.is_main_process)
 
     # ----------------------------------------------------------------- run
@@ -305,6 +309,8 @@ class ContinualTrainer:
         pooled = {"cil": [], "til": [], "task_id": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):
+            if self._evaluation_set(task) is None:  # a grown run's old task whose test data are gone: cells empty
+                continue
             loader = accelerator.prepare(
                 make_loader(self._evaluation_set(task), self.pipeline, args.eval_batch_size, False, args.seed,
                             args.dataloader_num_workers))
@@ -326,8 +332,8 @@ class ContinualTrainer:
 
     def _evaluation_set(self, task: Task):
         """``task.test``, or with ``--evaluate_on validation`` its held-out training samples (hyper-parameter
-        search: the test set stays untouched)."""
-        if self.args.evaluate_on == "test":
+        search: the test set stays untouched); ``None`` for a grown run's task whose data are gone."""
+        if self.args.evaluate_on == "test" or task.train is None:
             return task.test
         if self.held_out.get(task.name) is None:
             raise ValueError("--evaluate_on validation needs held-out samples: pass --validation_fraction > 0.")
@@ -336,7 +342,7 @@ class ContinualTrainer:
     def results(self, j: int) -> RunResults:
         """The :class:`RunResults` of the tasks seen after column ``j``."""
         sub = {k: m[: j + 1, : j + 1] for k, m in self.matrices.items()}
-        tasks = [TaskRecord(t.name, t.label_names, t.global_labels, len(t.train), len(t.test))
+        tasks = [TaskRecord(t.name, t.label_names, t.global_labels, *self.task_sizes[t.name])
                  for t in self.sequence.tasks]
         identity = TaskIdentityRecord.describe(self.method.task_identity_mode(self.task_id_mode),
                                                not self.args.task_id_batchwise, self.cil_rule)
@@ -395,6 +401,8 @@ class ContinualTrainer:
         so that a reload in another process can be checked bit for bit (:func:`reference.verify_run`)."""
         batches = {}
         for task in self.tasks:
+            if task.test is None:  # a grown run's old task whose test data are gone
+                continue
             test = task.test.select(range(min(per_task, len(task.test))))
             batch = next(iter(make_loader(test, self.pipeline, per_task, False, self.args.seed)))
             batch.pop("labels")
