@@ -10,6 +10,7 @@ import sys
 from peft_memory.continual.cli import USER_ERRORS, configure_logging
 
 from . import compare, reproduce, tables
+from . import grow as grow_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", default="outputs/reproduce")
     p.add_argument("--results_dir", default="results/compare")
     p.add_argument("--report_dir", default="results/reproduce")
+    p = sub.add_parser("grow", help="The first tasks of a slice as a run, the rest added with --continue_from, against "
+                       "the whole sequence trained at once (results/grow/).")
+    p.add_argument("--benchmark", choices=sorted(compare.BENCHMARKS), default="wordnet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", type=int, default=3, help="tasks trained before growing")
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command == "compare-table":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -43,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "compare-table":
             print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme, ns.report_dir))
+            return 0
+        if ns.command == "grow":
+            print(json.dumps(grow_experiment.grow(ns.benchmark, ns.seed, ns.first), indent=2))
             return 0
         if ns.command == "reproduce":
             report = reproduce.reproduce(ns.benchmark, ns.seed, ns.method, ns.recipe, ns.output_dir, ns.results_dir,
