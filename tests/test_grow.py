@@ -20,21 +20,30 @@ def digest(folder) -> dict[str, str]:
             for d, _, fs in os.walk(folder) for f in fs}
 
 
-@pytest.fixture(scope="module")
-def new_csv(tmp_path_factory):
-    """Two new classes (weather, vehicles: words 40-59 of the toy vocabulary), train.csv + test.csv."""
-    folder = tmp_path_factory.mktemp("new")
+NEW_CLASSES = {"weather": WORDS[40:50], "vehicles": WORDS[50:60],
+               "tools": "hammer saw drill wrench nail screw bolt chisel axe file".split(),
+               "music": "piano guitar drum violin flute harp horn bass cello organ".split()}
+
+
+def write_classes(folder, names) -> str:
+    """train.csv + test.csv of the toy kind (6 words of the class's 10) for the classes ``names``."""
     import random
 
     rng = random.Random(0)
     for split, n in (("train", 16), ("test", 8)):
         rows = {"text": [], "label": []}
-        for c, name in ((4, "weather"), (5, "vehicles")):
+        for name in names:
             for _ in range(n):
-                rows["text"].append(" ".join(WORDS[rng.randrange(10 * c, 10 * c + 10)] for _ in range(6)))
+                rows["text"].append(" ".join(rng.choice(NEW_CLASSES[name]) for _ in range(6)))
                 rows["label"].append(name)
         datasets.Dataset.from_dict(rows).to_csv(str(folder / f"{split}.csv"))
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def new_csv(tmp_path_factory):
+    """Two new classes (weather, vehicles: words 40-59 of the toy vocabulary)."""
+    return write_classes(tmp_path_factory.mktemp("new"), ["weather", "vehicles"])
 
 
 def args(**kw):
@@ -110,3 +119,32 @@ def test_gone_test_data_leave_empty_cells(tiny_bert, toy_csv, new_csv, tmp_path)
     assert [row[2] for row in results.accuracy_matrix] [:2] == [None, None] and results.accuracy_matrix[2][2] is not None
     assert results.data["tasks_without_test_data"] == ["task_0", "task_1"]
     assert results.average_accuracy == results.accuracy_matrix[2][2]  # over the tasks that have test data
+
+
+def test_a_crash_while_growing_continues_with_resume(finished, tmp_path):
+    """Grow by two tasks, killed (an exception) right after the first new task is committed; the same command with
+    --resume ends with the results of an uninterrupted grow (timings aside)."""
+    from peft_memory.continual import TrainerCallback
+
+    data = write_classes(tmp_path / "four", ["weather", "vehicles", "tools", "music"])
+
+    def grow(out, **kw):
+        return build_trainer(args(continue_from=str(finished), dataset=data, num_tasks=2, output_dir=str(out), **kw))
+
+    whole = grow(tmp_path / "whole").run().to_json()
+
+    class Crash(TrainerCallback):
+        def after_eval(self, trainer, results):
+            if results.tasks_completed == 3:
+                raise KeyboardInterrupt("killed")
+
+    trainer = grow(tmp_path / "crashed")
+    trainer.callbacks.append(Crash())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert json.loads((tmp_path / "crashed" / "trainer_state.json").read_text())["tasks_completed"] == 3
+    resumed = grow(tmp_path / "crashed", resume=True).run().to_json()
+    for record in (whole, resumed):
+        record.pop("timing")
+        record["config"].pop("output_dir")
+    assert resumed == whole
