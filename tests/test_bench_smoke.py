@@ -30,6 +30,13 @@ def test_run_all_writes_every_row_on_tiny_shapes(tmp_path):
         assert f"| {row}" in text, row
 
 
+def test_predict_cost_bench_runs_on_tiny_shapes():
+    text = load("predict_cost").main(["--tiny", "--reps", "1"])
+    for method in ("soft_mask (gaussian + product (first-session))", "simple_cil (gaussian + unified (first-session))",
+                   "memory_token (gaussian + routed)"):
+        assert f"| predict, {method}, 5 tasks, vs one plain forward |" in text, method
+
+
 def test_task_identity_profile_runs_on_tiny_shapes(capsys):
     times = load("profile_task_identity").main(["--shape", "tiny-bert", "--reps", "1"])
     assert set(times) == {"routed forward", "Prompt-ID query pass", "superposed forward (masks + prompts)",

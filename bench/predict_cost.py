@@ -1,0 +1,137 @@
+"""What ``ContinualClassifier.predict`` costs per batch, each method with its default recipe, as the number of tasks
+grows, as a ratio to one plain forward of the base model on the same inputs.
+
+    python bench/predict_cost.py                    # MiniLM-L6 shape, T = 5, 20, 50
+    python bench/predict_cost.py --tiny --reps 1    # smoke run (CI)
+
+The limits: 1.0 for a classifier on frozen features (RanPAC-style); about 2 with a first-session feature (the frozen
+query and the first adapter's). A predict pass is the method's ``predict_batch`` under the shared prefix, as
+``ContinualClassifier`` runs it: the class statistics' query, then what the rule re-scores. Adapters are built on the
+real shape (soft masks on the last three layers; memory tokens, one per layer), their class statistics from random
+features (their values do not change the cost). Prints RESULTS.md-style rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from peft import get_peft_model
+
+import peft_memory  # noqa: F401
+from peft_memory import MemoryTokenConfig, SoftMaskConfig
+from peft_memory.class_statistics import STATISTICS_FILE, StatisticsAccumulator
+from peft_memory.continual import METHODS, ContinualArguments, Task, get_rule
+from peft_memory.continual.inference.combined import ADAPTED_FILE
+from peft_memory.continual.inference.evaluation import EvalContext
+from peft_memory.continual.inference.prefix import SharedPrefix
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Row, alternate, machine  # noqa: E402
+from models import SHAPES, describe, make  # noqa: E402
+
+#: The methods measured, each with its default (recommended) recipe.
+BENCHED = ("soft_mask", "simple_cil", "memory_token")
+CLASSES = 4  # per task
+
+
+def statistics(dim: int, num_tasks: int, seed: int = 0) -> list:
+    """Per task, a class-statistics accumulator's statistics of random features ``(8 per class, dim)``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for t in range(num_tasks):
+        acc = StatisticsAccumulator(list(range(CLASSES * t, CLASSES * (t + 1))), dim)
+        acc.add(torch.randn(8 * CLASSES, dim, generator=g), torch.arange(8 * CLASSES) % CLASSES)
+        out.append(acc.statistics())
+    return out
+
+
+def context(method: str, shape: str, num_tasks: int, device: str):
+    """The model with ``num_tasks`` adapters of ``method`` and the evaluation context of its default recipe."""
+    base, inputs = make(shape, num_labels=CLASSES, device=device)
+    setting = METHODS[method].recipes["recommended"]
+    n = SHAPES[shape][1]["num_hidden_layers"]
+    if method == "memory_token":
+        def config():
+            return MemoryTokenConfig(num_labels=CLASSES, num_memory_tokens=1)
+    elif method == "simple_cil":  # the first task's masks (APER's first session), the others head-only records
+        def config(t=0):
+            return SoftMaskConfig(num_labels=CLASSES, target_modules=None if t == 0 else [], init_weights=False,
+                                  layers_to_transform=list(range(n - 3, n)) if t == 0 else None)
+    else:
+        def config():
+            return SoftMaskConfig(num_labels=CLASSES, layers_to_transform=list(range(n - 3, n)), init_weights=False)
+    build = (lambda t: config(t)) if method == "simple_cil" else (lambda t: config())
+    model = get_peft_model(base, build(0), "task_0")
+    for t in range(1, num_tasks):
+        model.add_adapter(f"task_{t}", build(t))
+    model.eval()
+    hidden = base.config.hidden_size
+    query_dim = hidden * (2 if setting.first_session_adaptation else 1)
+    per_task = [{STATISTICS_FILE: s} for s in statistics(query_dim, num_tasks)]
+    if "adapter_features" in METHODS[method].provides:
+        for record, adapted in zip(per_task, statistics(hidden, num_tasks, seed=1)):
+            adapted.calibration = torch.tensor([0.0, 1.0], dtype=torch.float64)
+            record[ADAPTED_FILE] = adapted
+    from peft_memory.class_statistics import ClassStatistics
+
+    tasks = [Task(f"task_{t}", [str(c) for c in range(CLASSES)], None, None,
+                  list(range(CLASSES * t, CLASSES * (t + 1)))) for t in range(num_tasks)]
+    args = ContinualArguments(method=method)
+    ctx = EvalContext(model, tasks, tasks, METHODS[method](args), get_rule(setting.task_id_mode),
+                      statistics={STATISTICS_FILE: ClassStatistics.compose([r[STATISTICS_FILE] for r in per_task])},
+                      task_statistics=per_task, query_pooling="classifier",
+                      first_task="task_0" if setting.first_session_adaptation else None, cil_rule=setting.cil_rule,
+                      prefix=SharedPrefix(model))
+    return model, inputs, ctx
+
+
+def measure(shape: str, reps: int, tasks=(5, 20, 50), device: str = "cpu") -> list[Row]:
+    rows = []
+    for num_tasks in tasks:
+        fns = {}
+        for method in BENCHED:
+            model, inputs, ctx = context(method, shape, num_tasks, device)
+
+            def predict(ctx=ctx, inputs=inputs):
+                with torch.inference_mode(), ctx.prefix.batch():
+                    ctx.method.predict_batch(ctx, inputs)
+
+            fns[method] = predict
+            if "plain" not in fns:
+                def plain(model=model, inputs=inputs):
+                    with torch.inference_mode(), model.disable_adapter():
+                        model(**inputs)
+
+                fns["plain"] = plain
+        t = alternate(fns, reps)
+        for method in BENCHED:
+            setting = METHODS[method].recipes["recommended"]
+            goal = "<= 2.2x" if setting.first_session_adaptation else "reported"
+            rows.append(Row(f"predict, {method} ({setting.label}), {num_tasks} tasks, vs one plain forward",
+                            t.ratio(method, "plain"), goal, describe(shape),
+                            f"{t[method]:.3f} s per batch; plain {t['plain']:.3f} s"))
+    return rows
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape, tasks = ("tiny-bert", (5,)) if args.tiny else ("minilm-l6", (5, 20, 50))
+    rows = measure(shape, args.reps, tasks, device)
+    lines = [f"Machine: {machine()}. Command: `python bench/predict_cost.py" + (" --tiny" if args.tiny else "")
+             + f" --reps {args.reps}`; median of per-round ratios.", "",
+             "| row | measured | goal | met | shapes | detail |", "|---|---|---|---|---|---|"]
+    lines += [r.markdown() for r in rows]
+    out = "\n".join(lines)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
