@@ -16,8 +16,8 @@ from transformers import (
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from peft_memory.continual.data.tasks import class_incremental_split  # noqa: E402
+# No module-level import of peft_memory here: tests that load an adapter in a subprocess through
+# ``from conftest import make_model`` check what happens *without* peft_memory imported.
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 VIT_DINOV2_PATH = os.path.join(SHARED, "models", "vit-small-patch14-dinov2")
@@ -102,6 +102,8 @@ def toy_sequence(num_tasks=2, per_class=16):
             idx = torch.randint(10 * c, 10 * c + 10, (6,), generator=g).tolist()
             texts.append(" ".join(WORDS[i] for i in idx))
             labels.append(c)
+    from peft_memory.continual.data.tasks import class_incremental_split
+
     ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
     return class_incremental_split("toy", ds, ds, [f"c{i}" for i in range(2 * num_tasks)], num_tasks, seed=0)
 
