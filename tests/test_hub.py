@@ -81,8 +81,8 @@ def test_run_card_yaml_parses_back(finished_run):
 def test_push_uploads_adapters_statistics_results_plot_and_card_only(finished_run, hub):
     commit = push_run_to_hub(str(finished_run), "me/toy-adapters", private=True)
     assert commit.endswith("/commit/1") and hub["create"] == ("me/toy-adapters", True)
-    assert hub["files"] == ["README.md", "accuracy_matrix.png", "reference_predictions.safetensors", "results.json",
-                            "run.yaml",
+    assert hub["files"] == ["README.md", "accuracy_matrix.png", "confusion_matrix.png",
+                            "reference_predictions.safetensors", "results.json", "run.yaml",
                             *(f"{t}/{f}" for t in ("task_0", "task_1") for f in
                               ("adapted_statistics.safetensors", "adapter_config.json", "adapter_model.safetensors",
                                "class_statistics.safetensors"))]

@@ -16,6 +16,7 @@ from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from peft_memory import ContinualClassifier
 from peft_memory.continual import METHODS, ContinualArguments
 from peft_memory.continual.data.custom_data import load_custom_sequence
+from peft_memory.continual.inference.metrics import prediction_metrics
 from peft_memory.continual.run.launch import build_trainer
 
 
@@ -40,10 +41,18 @@ def test_predictions_are_the_runs_class_incremental_predictions_for_every_method
     for method in METHODS:
         results = train(method, tiny_bert, toy_csv, tmp_path / method)
         clf = ContinualClassifier.from_pretrained(tmp_path / method)
+        truth, predicted = [], []
         for i, task in enumerate(sequence.tasks):
             names = clf.predict(task.test["text"], batch_size=5)
             right = sum(n == task.label_names[c] for n, c in zip(names, task.test["label"]))
             assert right == round(results.accuracy_matrix[i][-1] * len(task.test)), (method, task.name)
+            truth += [task.label_names[c] for c in task.test["label"]]
+            predicted += names
+        # results.json's per-class accuracy and confusion matrix are those of the same predictions
+        ours = prediction_metrics(truth, predicted, results.per_class["classes"])
+        assert results.per_class == ours, method
+        assert results.per_class["accuracy"] == pytest.approx(results.cil_accuracy, abs=1e-12)
+        assert os.path.isfile(tmp_path / method / "confusion_matrix.png")
 
 
 def test_one_input_alone_and_in_a_mixed_batch_get_the_same_answer(soft_mask_run, toy_csv):

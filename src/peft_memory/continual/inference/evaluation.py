@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.tasks import Task
+from .metrics import prediction_metrics
 from .outputs import OutputCache, routed_outputs
 from .prediction import Prediction, predict_with
 from .prefix import SharedPrefix
@@ -135,7 +136,8 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
     argmax over all seen classes (DualPrompt's classifier, Wang et al. 2022, Sec. 4.3); ``combined`` and ``product``,
     :mod:`~.combined`). ``task_id``: the predicted class lies in the right task.
 
-    Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)``.
+    Returns bool tensors ``til``, ``cil``, ``task_id`` of shape ``(batch,)`` and ``prediction``, the CIL rule's
+    global class ids ``(batch,)``.
 
     Raises:
         ValueError: for an unknown ``cil_rule``.
@@ -150,7 +152,15 @@ def evaluate_with(ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int, i
 
 def correct(tasks: list[Task], prediction: Prediction, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """``cil`` (the predicted class is the label, a local class of task ``k``) and ``task_id`` (it lies in task
-    ``k``), bool ``(batch,)``."""
+    ``k``), bool ``(batch,)``; ``prediction``, the predicted global class ids ``(batch,)`` (confusion matrix)."""
     true_global = global_labels(tasks, torch.full_like(labels, k), labels)
-    cil = global_labels(tasks, prediction.task, prediction.local) == true_global
-    return {"cil": cil, "task_id": prediction.task == k}
+    predicted = global_labels(tasks, prediction.task, prediction.local)
+    return {"cil": predicted == true_global, "task_id": prediction.task == k, "prediction": predicted}
+
+
+def class_metrics(tasks: list[Task], truth: list[int], predicted: list[int]) -> dict:
+    """:func:`~.metrics.prediction_metrics` of CIL predictions over the classes of ``tasks``: ``truth`` and
+    ``predicted`` are global class ids, named by the tasks' label names (in global id order)."""
+    names = {g: t.label_names[c] for t in tasks for c, g in enumerate(t.global_labels)}
+    classes = list(dict.fromkeys(names[g] for g in sorted(names)))
+    return prediction_metrics([names[g] for g in truth], [names[g] for g in predicted], classes)

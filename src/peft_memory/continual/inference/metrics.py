@@ -53,3 +53,21 @@ def summarize(acc) -> dict[str, float]:
         "forgetting": forgetting(acc),
         "backward_transfer": backward_transfer(acc),
     }
+
+
+def prediction_metrics(truth: list[str], predicted: list[str], classes: list[str]) -> dict:
+    """Accuracy, accuracy per true class, and the confusion matrix (rows: true class, columns: predicted class) over
+    ``classes`` plus any true class the run has not seen (listed last, never predicted).
+
+    Returns ``accuracy`` (fraction, ``None`` without inputs), ``per_class_accuracy`` (class name -> fraction, classes
+    with inputs only), ``classes``, ``confusion_matrix`` (``(C, C)`` nested lists of counts) and ``num_inputs``.
+    """
+    classes = list(dict.fromkeys([*classes, *truth]))
+    index = {c: i for i, c in enumerate(classes)}
+    counts = [[0] * len(classes) for _ in classes]
+    for t, p in zip(truth, predicted):
+        counts[index[t]][index[p]] += 1
+    per_class = {c: counts[i][i] / sum(counts[i]) for i, c in enumerate(classes) if sum(counts[i])}
+    accuracy = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else None
+    return {"accuracy": accuracy, "per_class_accuracy": per_class,
+            "classes": classes, "confusion_matrix": counts, "num_inputs": len(truth)}

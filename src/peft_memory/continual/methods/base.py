@@ -125,7 +125,8 @@ class ContinualMethod:
         return ctx.rule.predict_batch(ctx, batch)
 
     def evaluate_batch(self, ctx: EvalContext, batch: dict, labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-        """Bool ``til``, ``cil``, ``task_id`` ``(batch,)`` for a test batch of task ``k`` (default: the rule's)."""
+        """Bool ``til``, ``cil``, ``task_id`` ``(batch,)`` for a test batch of task ``k``, and ``prediction``, the
+        CIL rule's global class ids ``(batch,)`` (default: the rule's)."""
         return ctx.rule.evaluate_batch(ctx, batch, labels, k)
 
     def task_identity_mode(self, mode: str) -> str:

@@ -75,7 +75,8 @@ class Joint(SoftMask):
         true_global = own[labels.cpu()]
         pred = logits.argmax(dim=-1)
         til_pred = own[logits[:, own].argmax(dim=-1)]
-        return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own)}
+        return {"til": til_pred == true_global, "cil": pred == true_global, "task_id": torch.isin(pred, own),
+                "prediction": pred}
 
     def task_identity_mode(self, mode):
         if mode == "max_logit":

@@ -92,8 +92,10 @@ class RanPAC(SimpleCIL):
 def statistics_evaluation(ctx, scores: torch.Tensor, owners: torch.Tensor, classes: torch.Tensor,
                           labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Correctness when the class scores ``(batch, C)`` over every seen class are the classifier: CIL the argmax of
-    all, TIL the argmax among task ``k``'s classes, task identity the task of the CIL prediction."""
+    all, TIL the argmax among task ``k``'s classes, task identity the task of the CIL prediction; ``prediction``, the
+    CIL argmax's global class ids ``(batch,)``."""
     truth = torch.as_tensor(ctx.evaluated[k].global_labels)[labels.cpu()]
     best = scores.argmax(dim=-1)
     own = scores.masked_fill(owners[None] != k, float("-inf")).argmax(dim=-1)
-    return {"til": classes[own] == truth, "cil": classes[best] == truth, "task_id": owners[best] == k}
+    return {"til": classes[own] == truth, "cil": classes[best] == truth, "task_id": owners[best] == k,
+            "prediction": classes[best]}

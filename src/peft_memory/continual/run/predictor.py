@@ -23,6 +23,7 @@ from ..data.tasks import Task
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext
+from ..inference.metrics import prediction_metrics
 from ..inference.prefix import SharedPrefix
 from ..inference.task_id import get_rule
 from .arguments import ContinualArguments
@@ -285,16 +286,3 @@ def predict_dataset(classifier: ContinualClassifier, source: str, output: str, s
                                   os.path.join(os.path.dirname(os.path.abspath(output)), "confusion_matrix.png"))
     state.wait_for_everyone()
     return metrics
-
-
-def prediction_metrics(truth: list[str], predicted: list[str], classes: list[str]) -> dict:
-    """Accuracy, accuracy per true class, and the confusion matrix (rows: true class, columns: predicted class) over
-    ``classes`` plus any true class the run has not seen (listed last, never predicted)."""
-    classes = list(dict.fromkeys([*classes, *truth]))
-    index = {c: i for i, c in enumerate(classes)}
-    counts = [[0] * len(classes) for _ in classes]
-    for t, p in zip(truth, predicted):
-        counts[index[t]][index[p]] += 1
-    per_class = {c: counts[i][i] / sum(counts[i]) for i, c in enumerate(classes) if sum(counts[i])}
-    return {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / len(truth), "per_class_accuracy": per_class,
-            "classes": classes, "confusion_matrix": counts, "num_inputs": len(truth)}

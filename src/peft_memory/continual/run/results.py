@@ -75,6 +75,10 @@ class RunResults:
             (``None`` where undefined, e.g. forgetting of joint training).
         til_average_accuracy: unweighted mean of the TIL matrix's last column.
         cil_accuracy, til_accuracy, task_id_accuracy: pooled over every test sample of the seen tasks.
+        per_class: the CIL predictions on every seen task's test samples after the last completed task:
+            ``accuracy`` (= ``cil_accuracy``), ``per_class_accuracy`` (class name -> fraction), ``classes`` and
+            ``confusion_matrix`` (rows: true class, columns: predicted class, counts), ``num_inputs``
+            (:func:`~peft_memory.continual.inference.metrics.prediction_metrics`); ``{}`` in files from before it.
         timing: seconds per task (``train_seconds``, ``eval_seconds``).
         config: the run's arguments; versions: library versions.
         adapters_from: for a re-evaluation (``peft-memory evaluate``), the run whose adapters were evaluated.
@@ -98,6 +102,7 @@ class RunResults:
     cil_accuracy: float | None
     til_accuracy: float | None
     task_id_accuracy: float | None
+    per_class: dict = field(default_factory=dict)
     timing: dict[str, list[float]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)

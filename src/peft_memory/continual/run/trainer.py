@@ -31,7 +31,7 @@ from ..data.inputs import make_loader
 from ..data.tasks import Task, TaskSequence
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
-from ..inference.evaluation import EvalContext
+from ..inference.evaluation import EvalContext, class_metrics
 from ..inference.outputs import OutputCache
 from ..inference.prefix import SharedPrefix
 from ..inference.statistics import split_train
@@ -42,7 +42,7 @@ from .arguments import ContinualArguments
 from .checkpoint import run_config
 from .optimization import optimize
 from .output_dir import prepare_output_dir, release_output_dir
-from .plots import plot_accuracy_matrix
+from .plots import plot_accuracy_matrix, plot_confusion_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
 from .results import RunResults, TaskIdentityRecord, TaskRecord
 from .spec import RunSpec, resolved_config
@@ -119,6 +119,7 @@ class ContinualTrainer:
         t = len(sequence)
         self.matrices = {k: np.full((t, t), np.nan) for k in ("cil", "til", "task_id")}
         self.pooled: dict[str, float] = {}
+        self.per_class: dict = {}  # the CIL predictions' per-class accuracy and confusion matrix, last evaluation
         self.adapters_from: str | None = None
         self.timing: dict[str, list[float]] = {"train_seconds": [], "eval_seconds": []}
         # each evaluated sample's query and outputs under the adapters it met: adapters never change once trained
@@ -179,7 +180,7 @@ class ContinualTrainer:
             checkpoint.write_state(self.args.output_dir, {
                 "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
                 "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
-                "timing": self.timing})
+                "per_class": self.per_class, "timing": self.timing})
         self.accelerator.wait_for_everyone()
 
     def resume(self) -> int:
@@ -218,6 +219,7 @@ class ContinualTrainer:
             self.model.eval()
         self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
         self.pooled, self.timing = state["pooled"], state["timing"]
+        self.per_class = state.get("per_class", {})  # a state written before the field existed
         if deleted is not None:
             for m in self.matrices.values():
                 m[:, self._column(deleted):] = np.nan
@@ -306,7 +308,7 @@ class ContinualTrainer:
                           num_shots=args.task_id_shots, statistics=composed, task_statistics=per_task,
                           query_pooling=args.query_pooling, first_task=self.first_task, cil_rule=self.cil_rule,
                           top_k=args.combine_top_k, outputs=self.outputs, prefix=SharedPrefix(self.model))
-        pooled = {"cil": [], "til": [], "task_id": []}
+        pooled = {"cil": [], "til": [], "task_id": [], "prediction": [], "truth": []}
         after = self.tasks[min(j, len(self.tasks) - 1)].name
         for i, task in enumerate(evaluated):
             if self._evaluation_set(task) is None:  # a grown run's old task whose test data are gone: cells empty
@@ -314,20 +316,23 @@ class ContinualTrainer:
             loader = accelerator.prepare(
                 make_loader(self._evaluation_set(task), self.pipeline, args.eval_batch_size, False, args.seed,
                             args.dataloader_num_workers))
-            parts = {"cil": [], "til": [], "task_id": []}
+            parts = {"cil": [], "til": [], "task_id": [], "prediction": [], "truth": []}
             for b, batch in enumerate(tqdm(loader, desc=f"eval {task.name} after {after}",
                                            disable=not accelerator.is_local_main_process, leave=False)):
                 labels = batch.pop("labels")
                 ctx.batch_key = (args.evaluate_on, task.name, b)  # the same samples in every evaluation
                 with ctx.prefix.batch():  # the layers no adapter touches, once for the batch's forwards
                     out = self.method.evaluate_batch(ctx, batch, labels, i)
+                out["truth"] = torch.as_tensor(task.global_labels)[labels.cpu()]
                 for key, v in out.items():
                     parts[key].append(accelerator.gather_for_metrics(v.to(accelerator.device)).cpu())
             for key in parts:
-                correct = torch.cat(parts[key])
-                self.matrices[key][i, j] = correct.float().mean().item()
-                pooled[key].append(correct)
-        self.pooled = {k: torch.cat(v).float().mean().item() for k, v in pooled.items()}
+                values = torch.cat(parts[key])
+                if key in self.matrices:
+                    self.matrices[key][i, j] = values.float().mean().item()
+                pooled[key].append(values)
+        self.pooled = {k: torch.cat(v).float().mean().item() for k, v in pooled.items() if k in self.matrices}
+        self.per_class = class_metrics(evaluated, *(torch.cat(pooled[k]).tolist() for k in ("truth", "prediction")))
         self.timing["eval_seconds"].append(round(time.perf_counter() - start, 2))
 
     def _evaluation_set(self, task: Task):
@@ -352,7 +357,7 @@ class ContinualTrainer:
             til_accuracy_matrix=_nested(sub["til"]), task_id_accuracy_matrix=_nested(sub["task_id"]),
             **self.method.summarize(sub["cil"]), til_average_accuracy=float(np.nanmean(sub["til"][:, -1])),
             cil_accuracy=self.pooled["cil"], til_accuracy=self.pooled["til"], task_id_accuracy=self.pooled["task_id"],
-            timing=self.timing, config=run_config(self.args), versions=_versions(), adapters_from=self.adapters_from,
+            per_class=self.per_class, timing=self.timing, config=run_config(self.args), versions=_versions(), adapters_from=self.adapters_from,
             data={"modality": self.sequence.modality, **self.sequence.description},
         )
 
@@ -365,6 +370,10 @@ class ContinualTrainer:
             plot_accuracy_matrix(self.matrices["cil"][: j + 1, : j + 1], results.task_names[: j + 1],
                                  os.path.join(out, "accuracy_matrix.png"),
                                  title=f"{self.method.name}: class-incremental accuracy (%)")
+            if self.per_class.get("num_inputs"):
+                plot_confusion_matrix(self.per_class["confusion_matrix"], self.per_class["classes"],
+                                      os.path.join(out, "confusion_matrix.png"),
+                                      title=f"{self.method.name}: class-incremental confusion matrix")
         if self._logging:
             values = results.to_json()
             self.accelerator.log({f"eval/{k}": v for k, v in values.items() if isinstance(v, float)}, step=j)
