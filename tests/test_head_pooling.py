@@ -3,6 +3,7 @@ token in its place (peft_memory/pooling.py), through training, saving, reloading
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -268,3 +269,41 @@ def test_mean_pooling_of_a_vit_is_refused_before_anything_loads(tmp_path):
                                          r"it for such a model\)\.$"):
         build_trainer(args)
     assert not (tmp_path / "out").exists()
+
+
+MERGE_REFUSED = ("merge_and_unload() would give a plain transformers model whose classifier reads 'mean' pooling "
+                 "(set_head_pooling / --head_pooling), which its config cannot record")
+
+
+def test_a_merged_export_reloads_with_plain_transformers_or_is_refused(tmp_path):
+    """``merge_and_unload`` of a soft-mask adapter: on the model's own pooler, the saved merged model reloaded by
+    plain transformers in a new process (no peft_memory) gives the merged logits; on a mean-pooled base, where a
+    reload would put a random pooler in place of the mean, it is refused and the PeftModel is left as it was."""
+    import subprocess
+    import sys
+
+    inputs = make_inputs("bert_cls")
+    model = get_peft_model(set_head_pooling(make_model("bert_cls"), "mean"),
+                           SoftMaskConfig(label_names=["a", "b"], init_weights=False), adapter_name="t0").eval()
+    with torch.no_grad():
+        before = model(**inputs).logits
+        with pytest.raises(ValueError, match=re.escape(MERGE_REFUSED)):
+            model.merge_and_unload()
+        assert torch.equal(model(**inputs).logits, before)
+
+    model = get_peft_model(make_model("bert_cls"), SoftMaskConfig(label_names=["a", "b"], init_weights=False),
+                           adapter_name="t0").eval()
+    with torch.no_grad():
+        merged = model.merge_and_unload()
+        expected = merged(**inputs).logits
+    merged.save_pretrained(tmp_path / "merged")
+    torch.save(dict(inputs), tmp_path / "inputs.pt")
+    code = ("import torch; from transformers import AutoModelForSequenceClassification as M\n"
+            f"m = M.from_pretrained({str(tmp_path / 'merged')!r}).eval()\n"
+            f"x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+            "with torch.no_grad(): torch.save(m(**x).logits, " + repr(str(tmp_path / "logits.pt")) + ")\n"
+            "print(sorted(m.config.id2label.values()), 'peft_memory' in __import__('sys').modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "['a', 'b'] False"
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-6)

@@ -26,6 +26,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from ..families import find_classifier, get_family
+from ..pooling import head_pooling_of
 from .routing import Routing, group_by_adapter
 from .task_loss import TaskLossMixin, drop_task_type_classifier
 from .tuner_level import TunerLevelLayer
@@ -226,8 +227,22 @@ class ContinualTuner(TaskLossMixin, BaseTuner):
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         """PEFT's unload/merge, plus: the head hooks are removed, and on merge the (single) merged adapter's task
         head becomes the model's classifier, with its label names in ``config.id2label``. A bare encoder keeps no
-        head."""
+        head.
+
+        Raises:
+            ValueError: on merge, when the base model's classifier reads mean or first-token pooling
+                (:func:`~peft_memory.pooling.set_head_pooling`): a transformers config cannot record it, so the saved
+                merged model would reload with a random pooler.
+        """
         names = adapter_names or self.active_adapters
+        pooling = head_pooling_of(self.model)
+        if merge and pooling != "pooler":
+            raise ValueError(
+                f"merge_and_unload() would give a plain transformers model whose classifier reads {pooling!r} "
+                "pooling (set_head_pooling / --head_pooling), which its config cannot record: saved and reloaded, "
+                "it would classify a randomly initialised pooler instead. Keep the PeftModel (save_pretrained, then "
+                "set_head_pooling on the base model before PeftModel.from_pretrained), or merge in place with "
+                "merge_adapter().")
         model = super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
                                                     adapter_names=adapter_names)
         if "_hook_handle" in self.__dict__:
