@@ -79,7 +79,10 @@ def test_run_card_yaml_parses_back(finished_run):
 
 
 def test_push_uploads_adapters_statistics_results_plot_and_card_only(finished_run, hub):
+    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file() and ".peft_memory." not in p.name}
     commit = push_run_to_hub(str(finished_run), "me/toy-adapters", private=True)
+    after = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file() and ".peft_memory." not in p.name}
+    assert after == before  # a push writes nothing into the run (its card goes to the staging folder)
     assert commit.endswith("/commit/1") and hub["create"] == ("me/toy-adapters", True)
     assert hub["files"] == ["README.md", "accuracy_matrix.png", "confusion_matrix.png",
                             "reference_predictions.safetensors", "results.json", "run.yaml",

@@ -207,8 +207,9 @@ def push_run_to_hub(output_dir: str, repo_id: str, private: bool | None = None, 
 
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    write_model_card(output_dir, repo_id)
     with tempfile.TemporaryDirectory(prefix="peft-memory-push-") as staging:
         patterns = stage_for_upload(output_dir, staging)
+        # the card names the repo; it is written into the staging folder, the run folder is never written by a push
+        model_card(RunResults.load(output_dir), repo_id).save(os.path.join(staging, "README.md"))
         return api.upload_folder(repo_id=repo_id, folder_path=staging, allow_patterns=patterns,
                                  commit_message="Upload peft_memory task adapters")

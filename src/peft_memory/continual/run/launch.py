@@ -44,7 +44,7 @@ def _growing_trainer(args: ContinualArguments, callbacks=()):
     check_model_limits(args)
     sequence, _ = grown_sequence(args, results)
     main = PartialState().is_main_process
-    prepare_output_dir(args, main_process=main)
+    prepare_output_dir(args, main_process=main, task_names=[t.name for t in sequence.tasks])
     start_growing(args, results, [t.name for t in sequence.tasks], main)
     PartialState().wait_for_everyone()
     set_seed(args.seed)

@@ -127,7 +127,8 @@ class ContinualTrainer:
         #: (training, test) samples per task for results.json; a grown run's finished tasks keep their recorded ones
         self.task_sizes = {t.name: (len(t.train) if t.train is not None else 0, len(t.test) if t.test is not None else 0)
                            for t in sequence.tasks}
-        prepare_output_dir(args, self.accelerator.is_main_process)
+        # the data and model have loaded: now the names are checked and, with --overwrite_output_dir, the old run retired
+        prepare_output_dir(args, self.accelerator.is_main_process, [t.name for t in self.tasks])
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunResults:
