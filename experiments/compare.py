@@ -251,6 +251,10 @@ def run(ns: argparse.Namespace, extra: list[str], tuning: bool = False) -> int:
     if tuning:
         tune(ns.benchmark, ns.output_dir, ns.results_dir, extra, ns.seed, ns.flags)
         return 0
+    known = [r.name for r in PLAN]
+    unknown = [m for m in ns.methods or [] if m not in known]
+    if unknown:
+        raise ValueError(f"--methods {unknown} are not runs of the plan; pick from {known}.")
     methods = [*(ns.methods or []), *(PARTS[ns.part] if ns.part else [])] or None
     for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, methods, ns.tuning_dir):
         print(path)

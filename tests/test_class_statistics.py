@@ -1,6 +1,8 @@
 """Class statistics: exact composition across separately saved adapters, strict safetensors files, the classifiers
 against plain references, the held-out split, and the validation counts that choose hyper-parameters."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -91,7 +93,8 @@ def test_save_load_round_trip_is_exact_and_strict(tmp_path):
     with pytest.raises(ValueError, match=r"holds .*'extra'.*expected"):
         ClassStatistics.load(str(tmp_path))
     save_file({**tensors, "scatter": torch.zeros(3, 3, dtype=torch.float64)}, path)
-    with pytest.raises(ValueError, match="do not fit together"):
+    with pytest.raises(ValueError, match=re.escape("is not valid class statistics: scatter has shape (3, 3) (expected "
+                                                   "(6, 6); means (6, 6))")):
         ClassStatistics.load(str(tmp_path))
     with open(path, "wb") as f:
         f.write(b"garbage")
@@ -164,3 +167,82 @@ def test_compose_errors():
     acc.add(torch.ones(3, 2), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"classes \[7\] have no training sample"):
         acc.statistics()
+
+
+CORRUPTIONS = {  # name -> (tensor, how): every one must be refused by name, never loaded as something else
+    "nan": lambda t, g: t["means"].view(-1).__setitem__(int(torch.randint(t["means"].numel(), (1,), generator=g)),
+                                                      float("nan")),
+    "inf": lambda t, g: t["scatter"].view(-1).__setitem__(int(torch.randint(t["scatter"].numel(), (1,), generator=g)),
+                                                        float("inf")),
+    "neg_inf_count": lambda t, g: t["counts"].__setitem__(0, float("-inf")),
+    "float32": lambda t, g: t.__setitem__("means", t["means"].float()),
+    "int32_labels": lambda t, g: t.__setitem__("labels", t["labels"].int()),
+    "float_labels": lambda t, g: t.__setitem__("labels", t["labels"].double()),
+    "half_scatter": lambda t, g: t.__setitem__("scatter", t["scatter"].half()),
+    "row_dropped": lambda t, g: t.__setitem__("means", t["means"][1:].contiguous()),
+    "column_dropped": lambda t, g: t.__setitem__("scatter", t["scatter"][:, 1:].contiguous()),
+    "flat_means": lambda t, g: t.__setitem__("means", t["means"].reshape(-1).contiguous()),
+    "count_missing": lambda t, g: t.__setitem__("counts", t["counts"][:-1].contiguous()),
+    "duplicate_label": lambda t, g: t["labels"].__setitem__(1, int(t["labels"][0])),
+    "negative_label": lambda t, g: t["labels"].__setitem__(0, -1),
+    "zero_count": lambda t, g: t["counts"].__setitem__(2, 0.0),
+    "fractional_count": lambda t, g: t["counts"].__setitem__(3, 2.5),
+    "asymmetric": lambda t, g: t["scatter"].__setitem__((0, 1), float(t["scatter"][0, 1]) + 1.0),
+    "negative_variance": lambda t, g: t["scatter"].__setitem__((2, 2), -1.0),
+    "calibration_spread": lambda t, g: t["calibration"].__setitem__(1, 0.0),
+    "calibration_shape": lambda t, g: t.__setitem__("calibration", torch.zeros(3, dtype=torch.float64)),
+    "validation_above_total": lambda t, g: t["validation.shrinkage.correct"].__setitem__(0, 100.0),
+    "validation_grid_nan": lambda t, g: t["validation.shrinkage.grid"].__setitem__(0, float("nan")),
+    "validation_total_negative": lambda t, g: t["validation.shrinkage.total"].__setitem__(0, -1.0),
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzz_corrupted_statistics_files_are_refused_by_name(tmp_path, seed):
+    """Random corruptions (NaN, Inf, shapes, dtypes, labels, counts, scatter, calibration, validation counts), alone
+    and two at a time, of a saved statistics file: each load is a ValueError naming the file and what is wrong;
+    the untouched file loads back exactly."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = data(seed)
+    s = stats_of(x, y, [3, 1, 4, 5, 9, 2])
+    s.validation = {"shrinkage": Validation([0.1, 0.3], torch.tensor([4.0, 7.0], dtype=torch.float64), 9.0)}
+    s.calibration = torch.tensor([-3.0, 2.0], dtype=torch.float64)
+    path = s.save(str(tmp_path))
+    clean = load_file(path)
+    names = sorted(CORRUPTIONS)
+    order = torch.randperm(len(names), generator=g).tolist()
+    cases = [[names[i]] for i in order] + [[names[a], names[b]] for a, b in zip(order, order[1:] + order[:1])]
+    for case in cases:
+        tensors = {k: v.clone() for k, v in clean.items()}
+        for name in case:
+            CORRUPTIONS[name](tensors, g)
+        save_file(tensors, path)
+        with pytest.raises(ValueError, match=re.escape(f"{path} is not valid class statistics: ")) as err:
+            ClassStatistics.load(str(tmp_path))
+        assert "retrain the task" in str(err.value), case
+    save_file(clean, path)
+    back = ClassStatistics.load(str(tmp_path))
+    assert all(torch.equal(getattr(back, k), getattr(s, k)) for k in ("labels", "counts", "means", "scatter"))
+
+
+def test_a_query_of_another_size_is_named():
+    x, y = data()
+    s = stats_of(x, y, [0, 1, 2, 3, 4, 5])
+    for classifier in (NearestMean(s), GaussianClassifier(s, 0.5), RidgeClassifier(s, 1.0)):
+        with pytest.raises(ValueError, match=re.escape("the class statistics are of 6 features, the model's query has "
+                                                       "7: they were computed with another base model")):
+            classifier.scores(torch.zeros(2, 7))
+
+
+def test_a_singular_covariance_falls_back_to_some_shrinkage_and_says_so():
+    """Fewer samples than features: at shrinkage 0 the covariance cannot be inverted; the classifier uses
+    SINGULAR_SHRINKAGE with a warning (it used to raise LinAlgError), the same as asking for it."""
+    from peft_memory.class_statistics import SINGULAR_SHRINKAGE
+
+    x, y = data(n=12, d=40)
+    s = stats_of(x, y, [0, 1, 2, 3, 4, 5])
+    with pytest.warns(UserWarning, match=re.escape("singular at shrinkage 0.0 (fewer samples than features, or "
+                                                   f"constant features); used shrinkage {SINGULAR_SHRINKAGE}")):
+        fallback = GaussianClassifier(s, 0.0)
+    asked = GaussianClassifier(s, SINGULAR_SHRINKAGE)
+    torch.testing.assert_close(fallback.scores(x), asked.scores(x), rtol=0, atol=0)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import datasets
 import numpy as np
@@ -137,8 +138,72 @@ def test_errors_name_the_flag_and_the_fix(csv_folder, kwargs, message):
 
 def test_test_labels_without_training_examples_and_unknown_file_type(tmp_path, csv_folder):
     write_csv(csv_folder / "test.csv", rows(1) + [{"message": "where is my voucher", "category": "vouchers"}])
-    with pytest.raises(ValueError, match=r"test labels \['vouchers'\] never occur in the training data"):
+    with pytest.raises(ValueError, match=re.escape("the train and test data have different classes: test only "
+                                                   "['vouchers'], train only []")):
         load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2)
     (tmp_path / "data.txt").write_text("x")
     with pytest.raises(ValueError, match=r"files ending in \.txt are not read; use \.csv, \.tsv, \.json"):
         load_custom_sequence(str(tmp_path / "data.txt"), num_tasks=1)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl_null", "jsonl_missing", "parquet_nan"])
+def test_rows_without_a_class_are_named(tmp_path, fmt):
+    """A blank CSV cell, a JSON null or missing key, a parquet NaN: an error naming the rows, never a class 'None'."""
+    data = rows(3)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    if fmt == "csv":
+        data[4]["category"] = ""
+        data[7]["category"] = ""
+        write_csv(folder / "train.csv", data)
+    elif fmt.startswith("jsonl"):
+        data[4]["category"] = None
+        data[7] = {"message": data[7]["message"]} if fmt == "jsonl_missing" else {**data[7], "category": None}
+        (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in data))
+    else:
+        values = [1.0 if r["category"] == "billing" else 2.0 for r in data]
+        values[4] = values[7] = float("nan")
+        datasets.Dataset.from_dict({"message": [r["message"] for r in data], "category": values}).to_parquet(
+            str(folder / "train.parquet"))
+    with pytest.raises(ValueError, match=re.escape("the train data have no class in rows [4, 7] (0-based, header "
+                                                   "excluded: blank, null or NaN in column 'category'); fill those "
+                                                   "labels or drop the rows.")):
+        load_custom_sequence(str(folder), text_column="message", label_column="category", num_tasks=1)
+
+
+def test_a_named_test_split_must_exist_and_a_folder_needs_training_data(csv_folder, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"--test_split 'validation' is not a split of --dataset "
+                                                   f"{str(csv_folder)!r}; its splits are ['train', 'test'].")):
+        load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2,
+                             test_split="validation")
+    only_test = tmp_path / "only_test"
+    only_test.mkdir()
+    write_csv(only_test / "test.csv", rows(2))
+    with pytest.raises(ValueError, match=re.escape(f"--dataset {str(only_test)!r} has only the split(s) ['test']: "
+                                                   "there are no training data.")):
+        load_custom_sequence(str(only_test), text_column="message", label_column="category", num_tasks=2)
+
+
+def test_train_classes_missing_from_the_test_data_are_named(csv_folder):
+    write_csv(csv_folder / "test.csv", [r for r in rows(2, offset=100) if r["category"] != "account"])
+    with pytest.raises(ValueError, match=re.escape("the train and test data have different classes: test only [], "
+                                                   "train only ['account']")):
+        load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2)
+
+
+def test_text_cells_and_encodings_are_checked_with_the_rows_named(csv_folder, tmp_path):
+    data = rows(3)
+    data[2]["message"] = ""
+    data[5]["message"] = "   "
+    write_csv(csv_folder / "train.csv", data)
+    with pytest.raises(ValueError, match=re.escape("the train data have no text in rows [2, 5] of column 'message' "
+                                                   "(0-based, header excluded: null, empty or blank)")):
+        load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2)
+    with pytest.raises(ValueError, match=r"column 'number' of the train data holds Value\(.int64.*not text"):
+        numbers = tmp_path / "numbers.csv"
+        numbers.write_text("number,category\n1,a\n2,b\n3,a\n4,b\n")
+        load_custom_sequence(str(numbers), text_column="number", label_column="category", num_tasks=1)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("message,category\ncaf\xe9 cr\xe8me,a\nna\xefve,b\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"--dataset {str(latin)!r} is not UTF-8 text")):
+        load_custom_sequence(str(latin), text_column="message", label_column="category", num_tasks=1)

@@ -41,3 +41,29 @@ def test_single_task_and_summary():
 def test_non_square_matrix_is_refused(bad):
     with pytest.raises(ValueError, match="accuracy matrix must be square"):
         average_accuracy(bad)
+
+
+def test_prediction_metrics_on_a_hand_made_case():
+    from peft_memory.continual.inference.metrics import prediction_metrics
+
+    truth = ["a", "a", "a", "b", "b", "c", "d"]
+    pred = ["a", "b", "b", "b", "a", "c", "a"]
+    m = prediction_metrics(truth, pred, ["a", "b", "c"])
+    assert m["classes"] == ["a", "b", "c", "d"]  # 'd' is not a class of the run: listed last, never predicted
+    assert m["accuracy"] == 3 / 7 and m["num_inputs"] == 7
+    assert m["per_class_accuracy"] == {"a": 1 / 3, "b": 1 / 2, "c": 1.0, "d": 0.0}
+    assert m["confusions"] == [["a", "b", 2], ["b", "a", 1], ["d", "a", 1]]
+    assert m["confusion_matrix"] == [[1, 2, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    assert prediction_metrics([], [], ["a"])["accuracy"] is None
+
+
+def test_prediction_metrics_of_many_classes_stay_linear():
+    """4,000 classes: no (C, C) matrix is built (a dense one would be 16 million cells), the mistakes are listed."""
+    from peft_memory.continual.inference.metrics import DENSE_CONFUSION_CLASSES, prediction_metrics
+
+    classes = [f"c{i}" for i in range(4000)]
+    truth = classes * 2
+    pred = [c if i % 4 else classes[(i + 1) % 4000] for i, c in enumerate(truth)]
+    m = prediction_metrics(truth, pred, classes)
+    assert len(classes) > DENSE_CONFUSION_CLASSES and m["confusion_matrix"] is None
+    assert m["accuracy"] == 0.75 and len(m["confusions"]) == 1000 and sum(e[2] for e in m["confusions"]) == 2000

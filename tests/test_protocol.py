@@ -228,3 +228,12 @@ def test_results_from_a_newer_schema_are_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match=f"schema_version {SCHEMA_VERSION + 1}; this peft_memory reads up to"):
         RunResults.load(str(tmp_path))
     assert os.path.isfile(tmp_path / "task_0" / STATISTICS_FILE)
+
+
+def test_compare_refuses_an_unknown_method_before_training(tmp_path, capsys):
+    from experiments.__main__ import main as experiments_main
+
+    code = experiments_main(["compare", "--benchmark", "wordnet", "--methods", "soft_mask", "sofmask",
+                             "--results_dir", str(tmp_path / "r"), "--output_dir", str(tmp_path / "o")])
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert "error: --methods ['sofmask'] are not runs of the plan; pick from [" in capsys.readouterr().err

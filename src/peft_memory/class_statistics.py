@@ -20,6 +20,7 @@ Two training-free classifiers read them (each returns class scores ``(batch, C)`
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 STATISTICS_FILE = "class_statistics.safetensors"
+#: Shrinkage the Gaussian classifier falls back to when the covariance cannot be inverted at the one asked for.
+SINGULAR_SHRINKAGE = 1e-3
 _KEYS = ("labels", "counts", "means", "scatter")
 
 
@@ -161,7 +164,8 @@ class ClassStatistics:
 
         Raises:
             FileNotFoundError: the adapter was saved without class statistics (retrain the task).
-            ValueError: the file is corrupted, a tensor is missing or unknown, or the shapes do not fit together.
+            ValueError: the file is corrupted, a tensor is missing or unknown, or its values are not class
+                statistics (:func:`_problems`: dtypes, shapes, NaN/Inf, labels, counts, scatter, validation counts).
         """
         path = os.path.join(folder, filename)
         if not os.path.isfile(path):
@@ -178,15 +182,61 @@ class ClassStatistics:
         if set(tensors) != expected:
             raise ValueError(f"{path} holds {sorted(tensors)}, expected {sorted(expected)}; it was not written by "
                              "peft_memory.")
+        problems = _problems(tensors, names)
+        if problems:
+            raise ValueError(f"{path} is not valid class statistics: {'; '.join(problems)}. It was changed after "
+                             "peft_memory wrote it: retrain the task (or restore the file).")
         validation = {n: Validation(tensors[f"validation.{n}.grid"].tolist(), tensors[f"validation.{n}.correct"],
                                     float(tensors[f"validation.{n}.total"][0])) for n in names}
-        stats = cls(*(tensors[k] for k in _KEYS), validation, tensors.get("calibration"))
-        c, d = stats.means.shape
-        if stats.labels.shape != (c,) or stats.counts.shape != (c,) or stats.scatter.shape != (d, d) or any(
-                v.correct.shape != (len(v.grid),) for v in validation.values()):
-            raise ValueError(f"{path}: shapes labels {tuple(stats.labels.shape)}, counts {tuple(stats.counts.shape)},"
-                             f" means {(c, d)}, scatter {tuple(stats.scatter.shape)} do not fit together.")
-        return stats
+        return cls(*(tensors[k] for k in _KEYS), validation, tensors.get("calibration"))
+
+
+def _problems(tensors: dict[str, torch.Tensor], validations: list[str]) -> list[str]:
+    """What is wrong with the tensors of a class-statistics file (``[]``: nothing): dtypes, shapes, NaN/Inf, labels
+    (unique, non-negative), counts (positive whole numbers), a symmetric scatter with a non-negative diagonal, a
+    calibration ``(mean, spread > 0)``, validation counts between 0 and their total."""
+    dtypes = {"labels": torch.int64, **{k: torch.float64 for k in tensors if k != "labels"}}
+    wrong = [f"{k} is {t.dtype} (expected {dtypes[k]})" for k, t in tensors.items() if t.dtype != dtypes[k]]
+    if wrong:
+        return wrong
+    labels, counts, means, scatter = (tensors[k] for k in _KEYS)
+    if means.ndim != 2:
+        return [f"means has shape {tuple(means.shape)} (expected (classes, features))"]
+    c, d = means.shape
+    shapes = {"labels": (c,), "counts": (c,), "scatter": (d, d), "calibration": (2,),
+              **{f"validation.{n}.{p}": (len(tensors[f"validation.{n}.grid"]),) for n in validations
+                 for p in ("grid", "correct")}, **{f"validation.{n}.total": (1,) for n in validations}}
+    wrong = [f"{k} has shape {tuple(tensors[k].shape)} (expected {shape}; means {(c, d)})"
+             for k, shape in shapes.items() if k in tensors and tuple(tensors[k].shape) != shape]
+    if wrong:
+        return wrong
+    problems = [f"{k} holds NaN or Inf" for k, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+    if problems:
+        return problems
+    if c == 0:
+        problems.append("it has no class")
+    if len(set(labels.tolist())) != c or (labels < 0).any():
+        problems.append(f"labels {labels.tolist()} are not distinct non-negative class ids")
+    if (counts <= 0).any() or (counts != counts.round()).any():
+        problems.append(f"counts {counts.tolist()} are not positive whole numbers of samples")
+    tol = 1e-9 * float(scatter.abs().max().clamp(min=1)) if d else 0.0  # float64 rounding of gram - n mu mu^T
+    if not torch.allclose(scatter, scatter.T, rtol=1e-9, atol=tol) or (scatter.diagonal() < -tol).any():
+        problems.append("scatter is not a symmetric matrix with a non-negative diagonal")
+    if "calibration" in tensors and not tensors["calibration"][1] > 0:
+        problems.append(f"calibration spread {float(tensors['calibration'][1])} is not positive")
+    for n in validations:
+        correct, total = tensors[f"validation.{n}.correct"], float(tensors[f"validation.{n}.total"][0])
+        if total < 0 or (correct < 0).any() or (correct > total).any() or (correct != correct.round()).any():
+            problems.append(f"validation.{n} counts {correct.tolist()} do not lie between 0 and its total {total}")
+    return problems
+
+
+def check_feature_size(features: torch.Tensor, dim: int) -> None:
+    """Raise ``ValueError`` when query ``features`` ``(batch, f)`` do not have the statistics' size ``dim``."""
+    if features.shape[-1] != dim:
+        raise ValueError(f"the class statistics are of {dim} features, the model's query has {features.shape[-1]}: "
+                         "they were computed with another base model or --first_session_adaptation setting; load "
+                         "the run with the base model and settings it was trained with.")
 
 
 class StatisticsAccumulator:
@@ -242,6 +292,7 @@ class NearestMean:
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """``(batch, C)`` cosine similarities, in the order of ``labels``."""
+        check_feature_size(features, self.prototypes.shape[1])
         x = F.normalize(features.to(torch.float64), dim=-1)
         return x @ self.prototypes.to(x.device).T
 
@@ -261,13 +312,26 @@ class GaussianClassifier:
         sigma = stats.covariance()
         d = sigma.shape[0]
         target = torch.trace(sigma) / d * torch.eye(d, dtype=sigma.dtype)
-        precision = torch.linalg.inv((1 - shrinkage) * sigma + shrinkage * target)
+        precision, used = None, shrinkage
+        for used in dict.fromkeys((shrinkage, max(shrinkage, SINGULAR_SHRINKAGE))):
+            shrunk = (1 - used) * sigma + used * target
+            eig = torch.linalg.eigvalsh(shrunk)  # ascending; a singular matrix inverts to noise, not an error
+            if eig[-1] > 0 and eig[0] > eig[-1] * 1e-12:
+                precision = torch.linalg.inv(shrunk)
+                break
+        if precision is None:
+            raise ValueError(f"the class statistics' covariance is degenerate (trace {float(torch.trace(sigma)):.3g}:"
+                             " every feature constant?); check the features the statistics were computed from.")
+        if used != shrinkage:
+            warnings.warn(f"the shared covariance is singular at shrinkage {shrinkage} (fewer samples than "
+                          f"features, or constant features); used shrinkage {used} instead.", stacklevel=2)
         self.labels = stats.labels
         self.weight = precision @ stats.means.T  # (d, C)
         self.bias = -0.5 * (stats.means * self.weight.T).sum(-1)  # (C,)
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """``(batch, C)`` discriminant scores: log-likelihoods up to a shared constant (softmax = posterior)."""
+        check_feature_size(features, self.weight.shape[0])
         x = features.to(torch.float64)
         return x @ self.weight.to(x.device) + self.bias.to(x.device)
 
@@ -291,6 +355,7 @@ class RidgeClassifier:
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """``(batch, C)`` regressed one-hot targets."""
+        check_feature_size(features, self.weight.shape[0])
         x = features.to(torch.float64)
         return x @ self.weight.to(x.device)
 

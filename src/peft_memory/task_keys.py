@@ -172,7 +172,8 @@ class TaskKeys(nn.Module):
 
         Raises:
             FileNotFoundError: if the adapter folder has no key file (it was not trained with task keys).
-            ValueError: if the key's size differs from ``dim``, or the file is corrupted.
+            ValueError: if the key's size differs from ``dim``, it is not a finite non-zero float vector, or the file
+                is corrupted.
         """
         path = os.path.join(folder, KEY_FILE)
         if not os.path.isfile(path):
@@ -183,4 +184,7 @@ class TaskKeys(nn.Module):
             raise ValueError(f"{path} is corrupted or truncated ({err}); save the key again or retrain the task.") from err
         if key.shape != (self.dim,):
             raise ValueError(f"{path} holds a key of shape {tuple(key.shape)}; this TaskKeys has dim={self.dim}.")
+        if not key.is_floating_point() or not torch.isfinite(key).all() or not key.abs().sum() > 0:
+            raise ValueError(f"{path} holds a key that is not a finite non-zero float vector ({key.dtype}): it was "
+                             "changed after training; restore it or retrain the task.")
         self.keys[name] = nn.Parameter(key.to(device), requires_grad=False)

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import sys
 import warnings
 from dataclasses import fields
@@ -228,8 +229,18 @@ def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
     return out
 
 
-#: Errors with a message written for the user: one line on stderr (exit 1) unless --debug.
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)
+#: Errors with a message written for the user: one line on stderr (exit 1) unless --debug. ``OSError`` covers
+#: missing files, permissions, symlink loops and the Hub offline (``requests``' and ``huggingface_hub``'s connection
+#: errors); ``UnpicklingError``, a pickled base model that ``torch.load(weights_only=True)`` refuses.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, pickle.UnpicklingError)
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message on one line (a connection error's message spans several), prefixed by its type for errors
+    raised by the libraries (connection, symlink loop, unpickling), whose message alone may not say what failed."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    ours = (ValueError, FileNotFoundError, PermissionError, FloatingPointError)  # messages written for the user
+    return text if isinstance(err, ours) else f"{type(err).__name__}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,15 +263,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = RunSpec.resolve(ContinualArguments(**{f.name: getattr(ns, f.name)
                                                         for f in fields(ContinualArguments)}))
+            if not args.args.continue_from:  # a grown run's model is the old run's: checked when it is read
+                from .run.loading import check_model_limits
+
+                check_model_limits(args.args)  # the model's config only
         except ValueError as err:
             commands["train"].error(str(err))
     configure_logging(getattr(ns, "verbose", False))
     try:
         return run_command(ns, args)
+    except KeyboardInterrupt:
+        if ns.debug:
+            raise
+        kept = {"train": "the finished tasks are kept: the same command with --resume continues the run",
+                "evaluate": "no results.json was written"}.get(ns.command, "nothing was written")
+        print(f"{commands[ns.command].prog}: interrupted; {kept}.", file=sys.stderr)
+        return 130
     except USER_ERRORS as err:
         if ns.debug or os.environ.get("PEFT_MEMORY_DEBUG", "") not in ("", "0"):
             raise
-        print(f"{commands[ns.command].prog}: error: {err}", file=sys.stderr)
+        print(f"{commands[ns.command].prog}: error: {one_line(err)}", file=sys.stderr)
         return 1
 
 

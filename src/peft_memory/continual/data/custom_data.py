@@ -19,23 +19,41 @@ from .tasks import TaskSequence, class_incremental_split
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def read_dataset(source: str, config_name: str | None = None, cache_dir: str | None = None) -> datasets.DatasetDict:
+def read_dataset(source: str, config_name: str | None = None, cache_dir: str | None = None,
+                 training: bool = True) -> datasets.DatasetDict:
     """``datasets.load_dataset`` of ``source``: a single file goes through the builder of its extension
-    (:data:`FILE_BUILDERS`) as the train split; a folder or hub id as ``load_dataset`` reads it.
+    (:data:`FILE_BUILDERS`) as the train split; a folder or hub id as ``load_dataset`` reads it. With ``training``
+    (``train --dataset``) the data must hold training data: a lone split of another name becomes ``train``.
 
     Raises:
-        ValueError: for a file of another extension, or data without a ``train`` split (when they have several).
+        ValueError: for a file of another extension; with ``training``, data with only test/validation splits, or
+            without a ``train`` split when they have several.
     """
     if os.path.isfile(source):
         ext = os.path.splitext(source)[1].lower()
         if ext not in FILE_BUILDERS:
             raise ValueError(f"--dataset {source!r}: files ending in {ext or '(no extension)'} are not read; use "
                              f"{', '.join(FILE_BUILDERS)}, or a folder.")
-        kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
-        data = datasets.load_dataset(FILE_BUILDERS[ext], data_files={"train": source}, cache_dir=cache_dir, **kwargs)
-    else:
-        data = datasets.load_dataset(source, config_name, cache_dir=cache_dir)
-    if "train" not in data:
+    try:
+        if os.path.isfile(source):
+            kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
+            data = datasets.load_dataset(FILE_BUILDERS[ext], data_files={"train": source}, cache_dir=cache_dir,
+                                         **kwargs)
+        else:
+            data = datasets.load_dataset(source, config_name, cache_dir=cache_dir)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--dataset {source!r} is not UTF-8 text ({err}); save it as UTF-8 (e.g. "
+                         "`iconv -f latin1 -t utf-8 FILE`).") from err
+    except datasets.exceptions.DatasetGenerationError as err:  # the builder wraps what the file made it raise
+        cause = err.__cause__ or err
+        if isinstance(cause, UnicodeDecodeError):
+            raise ValueError(f"--dataset {source!r} is not UTF-8 text ({cause}); save it as UTF-8 (e.g. "
+                             "`iconv -f latin1 -t utf-8 FILE`).") from err
+        raise ValueError(f"--dataset {source!r} could not be read: {' '.join(str(cause).split())}") from err
+    if "train" not in data and training:
+        if set(data) <= {"test", "validation", "valid", "dev"}:
+            raise ValueError(f"--dataset {source!r} has only the split(s) {list(data)}: there are no training data. "
+                             "Add train.* files to the folder (or pass the training file itself).")
         if len(data) != 1:
             raise ValueError(f"--dataset {source!r} has splits {list(data)} but no 'train'; name the training "
                              "files train.* (or the split 'train').")
@@ -57,20 +75,43 @@ def _input_column(ds: datasets.Dataset, text_column: str | None, image_column: s
     return modality, column
 
 
+def _check_texts(ds: datasets.Dataset, column: str, split: str) -> None:
+    """Raise ``ValueError`` naming the column and the rows when the text column holds no text, or rows without
+    any (null, empty or blank)."""
+    feature = ds.features[column]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(f"column {column!r} of the {split} data holds {feature}, not text; pass --text_column "
+                         "naming the column that holds the text.")
+    empty = [i for i, v in enumerate(ds[column]) if v is None or not v.strip()]
+    if empty:
+        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        raise ValueError(f"the {split} data have no text in rows {empty[:10]}{more} of column {column!r} (0-based, "
+                         "header excluded: null, empty or blank); fill them or drop those rows.")
+
+
 def _classes(train: datasets.Dataset, test: datasets.Dataset, label_column: str) -> tuple[list, list[str]]:
     """(label values in class-id order, class names): a ClassLabel's ids and names, else the sorted values."""
     for split, ds in (("train", train), ("test", test)):
         if label_column not in ds.column_names:
             raise ValueError(f"the {split} data have no {label_column!r} column (columns: {ds.column_names}); pass "
                              "--label_column naming the column that holds the class.")
+    for split, ds in (("train", train), ("test", test)):
+        missing = [i for i, v in enumerate(ds[label_column]) if v is None or (isinstance(v, float) and v != v)]
+        if missing:
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise ValueError(f"the {split} data have no class in rows {missing[:10]}{more} (0-based, header excluded: "
+                             f"blank, null or NaN in column {label_column!r}); fill those labels or drop the rows.")
     feature = train.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return list(range(feature.num_classes)), list(feature.names)
     values = sorted(set(train[label_column]), key=lambda v: (str(type(v)), v))
-    unseen = sorted({str(v) for v in test[label_column]} - {str(v) for v in values})
-    if unseen:
-        raise ValueError(f"test labels {unseen[:5]} never occur in the training data; every class needs training "
-                         "examples.")
+    if test is not train:
+        trained, tested = {str(v) for v in values}, {str(v) for v in test[label_column]}
+        if trained != tested:
+            raise ValueError(f"the train and test data have different classes: test only {sorted(tested - trained)[:5]}"
+                             f", train only {sorted(trained - tested)[:5]}; every class needs training and test "
+                             "examples (check --label_column and the files), or drop --test_split to hold out part "
+                             "of the training data.")
     return values, [str(v) for v in values]
 
 
@@ -129,16 +170,25 @@ def load_custom_sequence(
     and the class order. Tasks are ``task_0`` ... in class order.
 
     Raises:
-        ValueError: naming the flag and the fix, for a missing column, classes that do not cut into equal tasks, a
-            ``class_order`` entry that is no class (or repeats one), or test classes without training examples.
+        ValueError: naming the flag and the fix, for a missing column, rows without a class, a ``test_split`` the
+            data do not have, data with only a test split, classes that do not cut into equal tasks, a
+            ``class_order`` entry that is no class (or repeats one), or train and test data of different classes.
     """
     data = read_dataset(source, config_name, cache_dir)
     train = data["train"]
     modality, column = _input_column(train, text_column, image_column)
+    if test_split not in data and test_split != "test":  # a split the user named; the default may be absent
+        raise ValueError(f"--test_split {test_split!r} is not a split of --dataset {source!r}; its splits are "
+                         f"{list(data)}. Name one of them, or leave --test_split out to hold out --test_size of the "
+                         "training data.")
     if test_split in data and test_split != "train":
         test, test_note = data[test_split], f"split {test_split!r}"
     else:
         test, test_note = None, f"{test_size:g} of the train split, class-stratified, seed {seed}"
+    if modality == "text":
+        for split, ds in (("train", train), ("test", test)):
+            if ds is not None:
+                _check_texts(ds, column, split)
     values, names = _classes(train, test if test is not None else train, label_column)
     train = _standardize(train, column, modality, label_column, values)
     if test is None:

@@ -7,6 +7,7 @@ whose classes coincide (Yelp and Amazon in the five-dataset text benchmark) shar
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -170,3 +171,21 @@ def class_incremental_split(
             parts.append(sub.map(relabel, batched=True, input_columns="label"))
         tasks.append(Task(f"task_{k}", [label_names[c] for c in classes], parts[0], parts[1], list(classes)))
     return TaskSequence(name, tasks, list(label_names))
+
+
+def data_fingerprint(task: Task) -> str:
+    """A digest of ``task``'s training and test samples (every column, in order; 16 hex digits of SHA-256 over
+    their Arrow IPC stream): ``--resume`` compares it with the interrupted run's to name changed data."""
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    for split in (task.train, task.test):
+        if split is None:
+            digest.update(b"<none>")
+            continue
+        table = split.with_format("arrow")[:]
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue())
+    return digest.hexdigest()[:16]

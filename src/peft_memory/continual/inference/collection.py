@@ -111,10 +111,22 @@ class StatisticsCollector:
         chosen = torch.cat(chosen)
         return Validation(list(WEIGHT_GRID), (chosen == k).sum(0).to(torch.float64), float(chosen.shape[0]))
 
-    def load(self, folder: str) -> dict[str, ClassStatistics]:
-        """The statistics files the method writes, read from an adapter folder (those present)."""
+    def load(self, folder: str, task: Task) -> dict[str, ClassStatistics]:
+        """The statistics files the method writes, read from ``task``'s adapter folder (those present).
+
+        Raises:
+            ValueError: a file is not valid class statistics (:meth:`ClassStatistics.load`), or its classes are not
+                ``task``'s (a file of another task or run).
+        """
         t = self.trainer
         names = [s.filename for s in t.method.statistics_spaces(t)]
         if "adapter_features" in t.method.provides:
             names.append(ADAPTED_FILE)
-        return {n: ClassStatistics.load(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))}
+        loaded = {n: ClassStatistics.load(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))}
+        for name, stats in loaded.items():
+            if sorted(stats.labels.tolist()) != sorted(task.global_labels):
+                raise ValueError(f"{os.path.join(folder, name)} holds the statistics of classes "
+                                 f"{sorted(stats.labels.tolist())}, task {task.name!r} has classes "
+                                 f"{sorted(task.global_labels)}: it belongs to another task or run. Restore the "
+                                 "task's own file, or retrain the task.")
+        return loaded

@@ -55,19 +55,32 @@ def summarize(acc) -> dict[str, float]:
     }
 
 
+#: Up to this many classes ``prediction_metrics`` also gives the dense confusion matrix (and runs draw it).
+DENSE_CONFUSION_CLASSES = 100
+
+
 def prediction_metrics(truth: list[str], predicted: list[str], classes: list[str]) -> dict:
-    """Accuracy, accuracy per true class, and the confusion matrix (rows: true class, columns: predicted class) over
-    ``classes`` plus any true class the run has not seen (listed last, never predicted).
+    """Accuracy, accuracy per true class and the confusions over ``classes`` plus any true class the run has not seen
+    (listed last, never predicted). Linear in the number of inputs; the dense matrix only for few classes.
 
     Returns ``accuracy`` (fraction, ``None`` without inputs), ``per_class_accuracy`` (class name -> fraction, classes
-    with inputs only), ``classes``, ``confusion_matrix`` (``(C, C)`` nested lists of counts) and ``num_inputs``.
+    with inputs only), ``classes``, ``confusions`` (``[true, predicted, count]`` of every mistaken pair, most frequent
+    first), ``confusion_matrix`` (``(C, C)`` nested lists of counts, rows true and columns predicted; ``None`` above
+    :data:`DENSE_CONFUSION_CLASSES` classes) and ``num_inputs``.
     """
+    from collections import Counter
+
     classes = list(dict.fromkeys([*classes, *truth]))
-    index = {c: i for i, c in enumerate(classes)}
-    counts = [[0] * len(classes) for _ in classes]
-    for t, p in zip(truth, predicted):
-        counts[index[t]][index[p]] += 1
-    per_class = {c: counts[i][i] / sum(counts[i]) for i, c in enumerate(classes) if sum(counts[i])}
-    accuracy = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else None
-    return {"accuracy": accuracy, "per_class_accuracy": per_class,
-            "classes": classes, "confusion_matrix": counts, "num_inputs": len(truth)}
+    pairs = Counter(zip(truth, predicted))
+    totals, right = Counter(truth), {t: n for (t, p), n in pairs.items() if t == p}
+    per_class = {c: right.get(c, 0) / totals[c] for c in classes if totals[c]}
+    mistakes = sorted(([t, p, n] for (t, p), n in pairs.items() if t != p), key=lambda e: (-e[2], e[0], e[1]))
+    dense = None
+    if len(classes) <= DENSE_CONFUSION_CLASSES:
+        index = {c: i for i, c in enumerate(classes)}
+        dense = [[0] * len(classes) for _ in classes]
+        for (t, p), n in pairs.items():
+            dense[index[t]][index[p]] = n
+    accuracy = sum(right.values()) / len(truth) if truth else None
+    return {"accuracy": accuracy, "per_class_accuracy": per_class, "classes": classes, "confusions": mistakes,
+            "confusion_matrix": dense, "num_inputs": len(truth)}

@@ -130,8 +130,10 @@ def write_state(out: str, state: dict) -> None:
     atomic_write_json({**state, "rng": rng_state()}, os.path.join(out, STATE_FILE))
 
 
-def check_resumable(state: dict, args, task_names: list[str]) -> None:
-    """Raise ``ValueError`` naming every argument (or the task list) that differs from the interrupted run."""
+def check_resumable(state: dict, args, task_names: list[str], fingerprints: dict[str, str] | None = None) -> None:
+    """Raise ``ValueError`` naming every argument (or the task list) that differs from the interrupted run, or the
+    tasks whose data changed since (``fingerprints``, :func:`~..data.tasks.data_fingerprint`; a state written
+    before they were recorded is not checked)."""
     saved, now = {**LEGACY_VALUES, **state["config"]}, run_config(args)
     defaults = run_config(type(args)())  # a flag added after the run was written had its default value then
     changed = sorted(k for k in set(saved) | set(now)  # both exclude EXECUTION_ONLY
@@ -144,6 +146,12 @@ def check_resumable(state: dict, args, task_names: list[str]) -> None:
     if state["task_names"] != task_names:
         raise ValueError(f"--resume: the interrupted run's tasks {state['task_names']} differ from this run's "
                          f"{task_names}; resume with the same benchmark and seed.")
+    recorded = state.get("data_fingerprints") or {}
+    changed = [t for t, f in (fingerprints or {}).items() if t in recorded and recorded[t] != f]
+    if changed:
+        raise ValueError(f"--resume: the data of {changed} changed since the run in output_dir={args.output_dir!r} "
+                         "started (other samples, labels or order in the same files); resume with the data it was "
+                         "trained on, or pass --overwrite_output_dir to train again on these.")
 
 
 # ------------------------------------------------------------------ weights

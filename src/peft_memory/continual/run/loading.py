@@ -93,11 +93,12 @@ def load_sequence(args: ContinualArguments):
 
 
 def check_model_limits(args: ContinualArguments) -> None:
-    """Check ``--max_length`` against the model's position limit, and ``--head_pooling`` against its family (its
-    config only; nothing else loads).
+    """Check ``--max_length`` against the model's position limit, ``--image_size`` against its patch and image
+    size, and ``--head_pooling`` against its family (its config only; nothing else loads).
 
     Raises:
-        ValueError: if ``--max_length`` exceeds ``max_position_embeddings`` of a text model's config, or
+        ValueError: if ``--max_length`` exceeds ``max_position_embeddings`` of a text model's config,
+            ``--image_size`` lies outside ``patch_size..image_size`` of a vision model's config, or
             ``--head_pooling mean``/``cls`` is given for a model that is not BERT.
     """
     from transformers import AutoConfig
@@ -110,6 +111,12 @@ def check_model_limits(args: ContinualArguments) -> None:
         from ...pooling import not_bert_message
 
         raise ValueError(not_bert_message(args.head_pooling, f"{args.model} is a {config.model_type} model"))
+    size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if args.image_size is not None and isinstance(size, int) and isinstance(patch, int) and not (
+            patch <= args.image_size <= size):
+        raise ValueError(f"--image_size {args.image_size} is outside {patch}..{size} for {args.model} (patch_size "
+                         f"{patch}, image_size {size}: its position embeddings, interpolated, cover up to that size; "
+                         "attention cost grows with the square of the patch count); pass --image_size in that range.")
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and args.max_length > limit:
         raise ValueError(f"--max_length {args.max_length} exceeds the model's {limit} positions "
@@ -120,7 +127,20 @@ def load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality:
     """The base model (``AutoModelFor{Sequence,Image}Classification``, ``num_labels`` outputs, a classifier of
     another width re-initialised; a text model's classifier reads ``--head_pooling``, :func:`peft_memory.pooling.
     set_head_pooling`) and its input pipeline; ``modality``
-    (``"text"`` or ``"image"``, a :attr:`TaskSequence.modality`) defaults to the one of ``args.benchmark``."""
+    (``"text"`` or ``"image"``, a :attr:`TaskSequence.modality`) defaults to the one of ``args.benchmark``.
+
+    Raises:
+        ValueError: naming ``--model`` when it cannot be loaded (no such folder, not in the Hub cache offline).
+    """
+    try:
+        return _load_model_and_pipeline(args, num_labels, modality)
+    except OSError as err:  # not a folder, not in the Hub cache offline, no connection: say which model
+        raise ValueError(f"--model {args.model!r} could not be loaded ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())}); pass a local model folder, or a Hub id that is in the "
+                         "cache (HF_HUB_OFFLINE=1 reads only the cache).") from err
+
+
+def _load_model_and_pipeline(args: ContinualArguments, num_labels: int, modality: str | None = None):
     from transformers import (
         AutoModelForImageClassification,
         AutoModelForSequenceClassification,

@@ -54,7 +54,7 @@ class ContinualClassifier:
         statistics = []
         for task in tasks:
             method.load_extras(model, task, os.path.join(folder, task.name), device)
-            statistics.append(collector.load(os.path.join(folder, task.name)))
+            statistics.append(collector.load(os.path.join(folder, task.name), task))
         composed = {name: ClassStatistics.compose([s[name] for s in statistics]) for name in statistics[0]
                     if name != ADAPTED_FILE and all(name in s for s in statistics)}
         first = tasks[0].name if self.args.first_session_adaptation else None
@@ -245,7 +245,7 @@ def predict_dataset(classifier: ContinualClassifier, source: str, output: str, s
     ext = os.path.splitext(output)[1].lower()
     if ext not in (".csv", ".jsonl", ".json"):
         raise ValueError(f"--output {output!r}: write predictions to a .csv or .jsonl file.")
-    data = read_dataset(source, config_name)
+    data = read_dataset(source, config_name, training=False)  # a folder of test.csv alone is fine here
     if split not in data:
         if len(data) != 1:
             raise ValueError(f"--split {split!r} is not in {source} (splits: {list(data)}); pass --split.")
@@ -282,7 +282,8 @@ def predict_dataset(classifier: ContinualClassifier, source: str, output: str, s
             metrics = prediction_metrics(truth, ours["label"], classifier.label_names)
             base = os.path.splitext(output)[0]
             atomic_write_json(metrics, f"{base}.metrics.json")
-            plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"],
-                                  os.path.join(os.path.dirname(os.path.abspath(output)), "confusion_matrix.png"))
+            if metrics["confusion_matrix"] is not None:  # a readable picture: up to DENSE_CONFUSION_CLASSES classes
+                plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"],
+                                      os.path.join(os.path.dirname(os.path.abspath(output)), "confusion_matrix.png"))
     state.wait_for_everyone()
     return metrics

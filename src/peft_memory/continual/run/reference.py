@@ -88,10 +88,50 @@ def load_run(output_dir: str, tasks: list[str] | None = None, base_model=None) -
     return model.eval()
 
 
-def verify_run(output_dir: str, model: PeftModel | None = None) -> dict[str, float]:
-    """Max absolute logit difference per task between the saved reference and the reloaded adapters."""
-    ref = load_file(os.path.join(output_dir, REFERENCE_FILE))
+def read_reference(output_dir: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The reference predictions of a finished run and the adapters they name, checked against the run.
+
+    Raises:
+        FileNotFoundError: the run has no reference (it did not finish).
+        ValueError: the run is half-finished, the file is corrupted, names adapters that are not the run's, misses a
+            task's logits or inputs, holds non-finite logits, or names a task whose folder was deleted.
+    """
+    from safetensors import SafetensorError
+
+    results = RunResults.load(output_dir)
+    if results.tasks_completed < len(results.tasks):
+        raise ValueError(f"{output_dir} is a half-finished run ({results.tasks_completed} of {len(results.tasks)} "
+                         "tasks): finish it with `peft-memory train ... --resume` before verifying it.")
+    path = os.path.join(output_dir, REFERENCE_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: it is written when a run's last task is done; finish the run "
+                                "with `peft-memory train ... --resume`.")
+    try:
+        ref = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is corrupted or truncated ({err}); `peft-memory train ... --resume` on the "
+                         "finished run writes it again.") from err
     tasks = sorted({k.split(".")[0] for k in ref})
+    unknown = [t for t in tasks if t not in (*results.task_names, "joint")]
+    if unknown:
+        raise ValueError(f"{path} names {unknown}, which are not tasks of this run ({results.task_names}): the file "
+                         "belongs to another run.")
+    for task in tasks:
+        logits = ref.get(f"{task}.logits")
+        if logits is None or not any(k.startswith(f"{task}.input.") for k in ref):
+            raise ValueError(f"{path} lacks the logits or inputs of {task!r}: it was not written by peft-memory.")
+        if not logits.is_floating_point() or not torch.isfinite(logits).all():
+            raise ValueError(f"{path} holds non-finite logits for {task!r}: it was changed after the run.")
+        if not os.path.isfile(os.path.join(output_dir, task, "adapter_config.json")):
+            raise ValueError(f"{os.path.join(output_dir, task)} is missing: the run's adapter of {task!r} was "
+                             "deleted; restore it, or train it again with `peft-memory train ... --resume`.")
+    return ref, tasks
+
+
+def verify_run(output_dir: str, model: PeftModel | None = None) -> dict[str, float]:
+    """Max absolute logit difference per task between the saved reference and the reloaded adapters
+    (:func:`read_reference` checks the file against the run first)."""
+    ref, tasks = read_reference(output_dir)
     model = model or load_run(output_dir, tasks)
     diffs = {}
     with torch.no_grad():

@@ -17,11 +17,13 @@ def _pct(v) -> str:
 
 
 def markdown_table(run_dirs: list[str]) -> str:
-    """One row per run: method, task identity, then the metrics of :data:`COLUMNS` in percent."""
+    """One row per run: method, task identity, then the metrics of :data:`COLUMNS` in percent; a run that has not
+    finished every task says so beside its name (its metrics cover the tasks done)."""
     lines = ["| run | method | task identity | " + " | ".join(c[1] for c in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
     for d in run_dirs:
         r = RunResults.load(d)
-        lines.append(f"| `{d}` | {method_label(r.method, r.config)} | {r.task_identity.label} | "
+        done = "" if r.tasks_completed >= len(r.tasks) else f" (HALF-FINISHED: {r.tasks_completed} of {len(r.tasks)} tasks)"
+        lines.append(f"| `{d}`{done} | {method_label(r.method, r.config)} | {r.task_identity.label} | "
                      + " | ".join(_pct(getattr(r, k)) for k, _ in COLUMNS) + " |")
     return "\n".join(lines)

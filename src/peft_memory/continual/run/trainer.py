@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ...class_statistics import ClassStatistics
 from ...pooling import set_head_pooling
 from ..data.inputs import make_loader
-from ..data.tasks import Task, TaskSequence
+from ..data.tasks import Task, TaskSequence, data_fingerprint
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext, class_metrics
@@ -181,8 +181,14 @@ class ContinualTrainer:
             checkpoint.write_state(self.args.output_dir, {
                 "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
                 "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
-                "per_class": self.per_class, "timing": self.timing})
+                "per_class": self.per_class, "timing": self.timing, "data_fingerprints": self.fingerprints()})
         self.accelerator.wait_for_everyone()
+
+    def fingerprints(self) -> dict[str, str]:
+        """:func:`~..data.tasks.data_fingerprint` of each task with data (once per trainer)."""
+        if not hasattr(self, "_fingerprints"):
+            self._fingerprints = {t.name: data_fingerprint(t) for t in self.sequence.tasks if t.train is not None}
+        return self._fingerprints
 
     def resume(self) -> int:
         """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are.
@@ -201,7 +207,7 @@ class ContinualTrainer:
             logger.info(f"--resume: no finished task in {out}; starting from the first task.")
             return 0
         state = {**state, "config": resolved_config(state["config"])}  # a run of an earlier version: resolved alike
-        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks])
+        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks], self.fingerprints())
         done = state["tasks_completed"]
         deleted = next((k for k, t in enumerate(self.tasks[:done]) if not os.path.isdir(os.path.join(out, t.name))),
                        None)
@@ -272,7 +278,7 @@ class ContinualTrainer:
 
     def load_statistics(self, task: Task, folder: str) -> None:
         """Read ``task``'s statistics files (those its method writes) from its adapter folder, if present."""
-        self.statistics[task.name] = StatisticsCollector(self).load(folder)
+        self.statistics[task.name] = StatisticsCollector(self).load(folder, task)
 
     def save_task(self, task: Task) -> str:
         """Save ``task``'s adapter to ``output_dir/<task>`` atomically (temporary folder, then rename). A symlink in
@@ -371,7 +377,7 @@ class ContinualTrainer:
             plot_accuracy_matrix(self.matrices["cil"][: j + 1, : j + 1], results.task_names[: j + 1],
                                  os.path.join(out, "accuracy_matrix.png"),
                                  title=f"{self.method.name}: class-incremental accuracy (%)")
-            if self.per_class.get("num_inputs"):
+            if self.per_class.get("confusion_matrix") and self.per_class.get("num_inputs"):  # few classes only
                 plot_confusion_matrix(self.per_class["confusion_matrix"], self.per_class["classes"],
                                       os.path.join(out, "confusion_matrix.png"),
                                       title=f"{self.method.name}: class-incremental confusion matrix")
@@ -392,17 +398,23 @@ class ContinualTrainer:
                 corrupted.
         """
         finished = RunResults.load(run_dir)
-        done = [t for t in self.tasks if os.path.isfile(os.path.join(run_dir, t.name, "adapter_config.json"))]
-        done = done[: finished.tasks_completed]
+        done = self.tasks[: finished.tasks_completed]
+        deleted = [t.name for t in done if not os.path.isfile(os.path.join(run_dir, t.name, "adapter_config.json"))]
+        if deleted:
+            raise ValueError(f"{run_dir} lacks the adapter folders of {deleted}, finished tasks of the run: restore them,"
+                             " or train them again with `peft-memory train ... --resume` on the run.")
+        if finished.tasks_completed < len(finished.tasks):
+            logger.warning(f"{run_dir} is a half-finished run ({finished.tasks_completed} of {len(finished.tasks)} "
+                           "tasks): only its finished tasks are evaluated.")
         self.model = load_run(run_dir, [t.name for t in done], base_model=self.base_model)
         for task in done:
             self.method.load_extras(self.model, task, os.path.join(run_dir, task.name), self.accelerator.device)
             self.load_statistics(task, os.path.join(run_dir, task.name))
         self.adapters_from = os.path.abspath(run_dir)
-        results = None
-        for j in sorted({self._column(k) for k in range(len(done))}):
+        columns = sorted({self._column(k) for k in range(len(done))})
+        for j in columns:
             self.evaluate_seen(j)
-            results = self.write_results(j)
+        results = self.write_results(columns[-1])  # once, at the end: an interrupted evaluation leaves no results.json
         release_output_dir(self.args.output_dir)
         return results
 
