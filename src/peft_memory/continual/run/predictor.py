@@ -24,6 +24,7 @@ from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext
 from ..inference.metrics import prediction_metrics
+from ..inference.outputs import OutputCache
 from ..inference.prefix import SharedPrefix
 from ..inference.task_id import get_rule
 from .arguments import ContinualArguments
@@ -148,6 +149,9 @@ class ContinualClassifier:
             for batch in tqdm(loader, desc="predict", disable=not show, leave=False):
                 batch.pop("labels")
                 batch = {k: v.to(device) for k, v in batch.items()}
+                # the batch's query and each (sample, adapter) output once, as evaluation computes them: a rule that
+                # reads the query twice (task posterior, then class scores) no longer runs the frozen model twice
+                self.context.outputs, self.context.batch_key = OutputCache(), "predict"
                 with self.context.prefix.batch():
                     yield self.method.predict_batch(self.context, batch)
 
