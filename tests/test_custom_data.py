@@ -207,3 +207,31 @@ def test_text_cells_and_encodings_are_checked_with_the_rows_named(csv_folder, tm
     latin.write_bytes("message,category\ncaf\xe9 cr\xe8me,a\nna\xefve,b\n".encode("latin-1"))
     with pytest.raises(ValueError, match=re.escape(f"--dataset {str(latin)!r} is not UTF-8 text")):
         load_custom_sequence(str(latin), text_column="message", label_column="category", num_tasks=1)
+
+
+def test_unreadable_images_are_named_by_file(tmp_path):
+    """A corrupt file, an empty one and a decompression bomb (over PIL's pixel limit) in an imagefolder: one error
+    naming them, before anything trains (a ViT would otherwise fail mid-epoch on the first bad batch)."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, color in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+            (tmp_path / "shapes" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), color).save(tmp_path / "shapes" / split / c / f"{i}.png")
+    broken = tmp_path / "shapes" / "train" / "red"
+    (broken / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (broken / "1.png").write_bytes(b"")
+    Image.new("1", (4000, 4000)).save(broken / "2.png")  # 16 Mpx: over the limit set below
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1_000_000  # the bomb limit is twice this
+    try:
+        with pytest.raises(ValueError) as err:
+            load_custom_sequence(str(tmp_path / "shapes"), num_tasks=1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    message = str(err.value)
+    assert message.startswith("the train data hold images that cannot be read: ")
+    for name, kind in (("0.png", "OSError"), ("1.png", "UnidentifiedImageError"),
+                       ("2.png", "DecompressionBombError")):
+        assert f"{broken / name} ({kind}: " in message, (name, message)

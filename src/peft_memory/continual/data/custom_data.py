@@ -89,6 +89,31 @@ def _check_texts(ds: datasets.Dataset, column: str, split: str) -> None:
                          "header excluded: null, empty or blank); fill them or drop those rows.")
 
 
+def _check_images(ds: datasets.Dataset, column: str, split: str) -> None:
+    """Open every image of ``column`` without decoding it (PIL's ``verify``): raise ``ValueError`` naming the first
+    files (or rows) that are no readable image: corrupt, truncated, empty, another format, or over PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)."""
+    import io
+
+    from PIL import Image
+
+    bad = []
+    for i, cell in enumerate(ds.cast_column(column, datasets.Image(decode=False))[column]):
+        where = (cell or {}).get("path") or f"row {i}"
+        try:
+            if not cell or not (cell.get("bytes") or cell.get("path")):
+                raise ValueError("no image")
+            with Image.open(io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            bad.append(f"{where} ({type(err).__name__}: {' '.join(str(err).split())[:120]})")
+            if len(bad) == 5:
+                break
+    if bad:
+        raise ValueError(f"the {split} data hold images that cannot be read: {'; '.join(bad)}. Remove or replace "
+                         "those files.")
+
+
 def _classes(train: datasets.Dataset, test: datasets.Dataset, label_column: str) -> tuple[list, list[str]]:
     """(label values in class-id order, class names): a ClassLabel's ids and names, else the sorted values."""
     for split, ds in (("train", train), ("test", test)):
@@ -185,10 +210,9 @@ def load_custom_sequence(
         test, test_note = data[test_split], f"split {test_split!r}"
     else:
         test, test_note = None, f"{test_size:g} of the train split, class-stratified, seed {seed}"
-    if modality == "text":
-        for split, ds in (("train", train), ("test", test)):
-            if ds is not None:
-                _check_texts(ds, column, split)
+    for split, ds in (("train", train), ("test", test)):
+        if ds is not None:
+            (_check_texts if modality == "text" else _check_images)(ds, column, split)
     values, names = _classes(train, test if test is not None else train, label_column)
     train = _standardize(train, column, modality, label_column, values)
     if test is None:

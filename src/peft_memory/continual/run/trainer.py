@@ -10,6 +10,7 @@ activate it -> train only its parameters on the task's data, logits restricted t
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -181,14 +182,13 @@ class ContinualTrainer:
             checkpoint.write_state(self.args.output_dir, {
                 "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
                 "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
-                "per_class": self.per_class, "timing": self.timing, "data_fingerprints": self.fingerprints()})
+                "per_class": self.per_class, "timing": self.timing, "data_fingerprints": self.fingerprints})
         self.accelerator.wait_for_everyone()
 
+    @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
-        """:func:`~..data.tasks.data_fingerprint` of each task with data (once per trainer)."""
-        if not hasattr(self, "_fingerprints"):
-            self._fingerprints = {t.name: data_fingerprint(t) for t in self.sequence.tasks if t.train is not None}
-        return self._fingerprints
+        """:func:`~..data.tasks.data_fingerprint` of each task with data (computed when first needed)."""
+        return {t.name: data_fingerprint(t) for t in self.sequence.tasks if t.train is not None}
 
     def resume(self) -> int:
         """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are.
@@ -207,7 +207,7 @@ class ContinualTrainer:
             logger.info(f"--resume: no finished task in {out}; starting from the first task.")
             return 0
         state = {**state, "config": resolved_config(state["config"])}  # a run of an earlier version: resolved alike
-        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks], self.fingerprints())
+        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks], self.fingerprints)
         done = state["tasks_completed"]
         deleted = next((k for k, t in enumerate(self.tasks[:done]) if not os.path.isdir(os.path.join(out, t.name))),
                        None)
