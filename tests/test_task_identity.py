@@ -107,3 +107,19 @@ def test_shared_alpha_fast_path_equals_the_stacked_per_sample_path(trained):
     fast, slow = _alpha_grad(trained, x, shared), _alpha_grad(trained, x, general)
     assert fast.abs().max() > 1e-3  # a gradient that can differ
     torch.testing.assert_close(fast[:6], slow[:6], rtol=1e-4, atol=1e-6)
+
+
+def test_task_posterior_equals_the_per_task_sum_bit_for_bit():
+    """``task_log_posterior`` gathers every task's classes at once (it looped over the tasks, each comparing all
+    classes: T x C); the result is the per-task logsumexp of the class posterior, to the bit, for equal and unequal
+    task sizes and classes in any column order."""
+    from peft_memory.continual.inference.task_id.gaussian import task_log_posterior
+
+    g = torch.Generator().manual_seed(0)
+    for owners in (torch.arange(5).repeat_interleave(4), torch.arange(50).repeat_interleave(2),
+                   torch.tensor([0, 0, 1, 2, 2, 2, 1, 0, 3])):
+        num_tasks = int(owners.max()) + 1
+        scores = torch.randn(16, len(owners), generator=g, dtype=torch.float64) * 20
+        log_p = scores.log_softmax(dim=-1)
+        expected = torch.stack([log_p[:, owners == t].logsumexp(-1) for t in range(num_tasks)], dim=-1)
+        assert torch.equal(task_log_posterior(scores, owners, num_tasks), expected)

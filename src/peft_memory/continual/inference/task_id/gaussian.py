@@ -39,7 +39,26 @@ def task_log_posterior(scores: torch.Tensor, owners: torch.Tensor, num_tasks: in
     """``log p(t | x)`` ``(batch, num_tasks)``: the class posterior ``softmax(scores)`` ``(batch, C)`` summed over each
     task's classes (``owners`` ``(C,)``: the task of each class)."""
     log_p = scores.log_softmax(dim=-1)
-    return torch.stack([log_p[:, owners == t].logsumexp(dim=-1) for t in range(num_tasks)], dim=-1)
+    index, valid = task_groups(owners, num_tasks)
+    grouped = log_p[:, index.to(log_p.device)].masked_fill(~valid.to(log_p.device), float("-inf"))  # (batch, T, W)
+    return grouped.logsumexp(dim=-1)
+
+
+def task_groups(owners: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of each task's classes, in column order, padded to the largest task: ``(T, W)`` indices into
+    ``owners`` ``(C,)`` and ``(T, W)`` validity. One gather then gives every task's classes at once, in ``O(C)``
+    (a loop over the tasks, each comparing all ``C`` owners, grew with ``T x C``)."""
+    owners = owners.cpu()
+    order = torch.argsort(owners, stable=True)  # columns grouped by task, each group in column order
+    counts = torch.bincount(owners, minlength=num_tasks)
+    width = max(int(counts.max()), 1) if len(counts) else 1
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(owners)) - starts[owners[order]]  # place of each column within its task
+    index = torch.zeros(num_tasks, width, dtype=torch.long)
+    valid = torch.zeros(num_tasks, width, dtype=torch.bool)
+    index[owners[order], slot] = order
+    valid[owners[order], slot] = True
+    return index, valid
 
 
 def task_columns(tasks, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
