@@ -102,3 +102,21 @@ def test_every_name_a_run_writes_is_declared():
     """The names checked for collisions are the ones the run writes (results, plots, reference, card, state)."""
     assert {"results.json", "accuracy_matrix.png", "confusion_matrix.png", "reference_predictions.safetensors",
             "README.md", "trainer_state.json", "run.yaml"} <= set(OWN_FILES)
+
+
+def test_no_write_follows_a_symlink_out_of_the_output_folder(tmp_path, tokenizer):
+    """Our lock and pid files as links to a file elsewhere: refused, the file untouched; a results.json link is
+    replaced by the run's own file (atomic rename), its target untouched."""
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".peft_memory.pid").symlink_to(outside)
+    with pytest.raises(ValueError, match=re.escape("holds ['.peft_memory.pid'] as symbolic links; a run never writes "
+                                                   "through a link out of its folder")):
+        toy_run(out, tokenizer)
+    (out / ".peft_memory.pid").unlink()
+    (out / "run.yaml").symlink_to(outside)
+    with pytest.raises(ValueError, match=re.escape("holds ['run.yaml']")):  # somebody else's name, as a link
+        toy_run(out, tokenizer)
+    assert outside.read_text() == "keep me\n"

@@ -34,11 +34,16 @@ def lock_output_dir(out: str) -> None:
     never blocks ``--resume``. Re-entrant within one process.
 
     Raises:
-        ValueError: if another process holds it, naming the folder and that process.
+        ValueError: if another process holds it, naming the folder and that process; if the lock or pid file is a
+            symbolic link (writing it would write wherever the link points).
     """
     from filelock import FileLock, Timeout
 
     key = os.path.realpath(out)
+    links = [n for n in (LOCK_FILE, PID_FILE) if os.path.islink(os.path.join(key, n))]
+    if links:  # writing through them would write wherever they point
+        raise ValueError(f"output_dir={out!r} holds {links} as symbolic links; a run never writes through a link out "
+                         "of its folder: remove them.")
     lock = _LOCKS.get(key) or FileLock(os.path.join(key, LOCK_FILE))
     try:
         lock.acquire(timeout=0)
@@ -51,7 +56,9 @@ def lock_output_dir(out: str) -> None:
         raise ValueError(f"output_dir={out!r} is in use by another running peft-memory process ({holder}); wait for "
                          "it to finish, stop it, or pass another --output_dir.") from None
     _LOCKS[key] = lock
-    with open(os.path.join(key, PID_FILE), "w") as f:
+    fd = os.open(os.path.join(key, PID_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 0o644)
+    with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
 
 
