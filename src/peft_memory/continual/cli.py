@@ -9,9 +9,9 @@ import argparse
 import json
 import logging
 import os
-import pickle
 import sys
 import warnings
+from _pickle import UnpicklingError  # what a weights-only torch loader raises; nothing is unpickled here
 from dataclasses import fields
 
 from accelerate.logging import get_logger
@@ -231,8 +231,8 @@ def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
 
 #: Errors with a message written for the user: one line on stderr (exit 1) unless --debug. ``OSError`` covers
 #: missing files, permissions, symlink loops and the Hub offline (``requests``' and ``huggingface_hub``'s connection
-#: errors); ``UnpicklingError``, a pickled base model that ``torch.load(weights_only=True)`` refuses.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, pickle.UnpicklingError)
+#: errors); ``UnpicklingError``, a pickled base model that the weights-only torch loader refuses.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, UnpicklingError)
 
 
 def one_line(err: BaseException) -> str:
