@@ -181,11 +181,20 @@ def tune(benchmark: str, output_dir: str, results_dir: str, extra: list[str] | N
 
 
 def tuned_flags(results_dir: str, benchmark: str) -> list[str]:
-    """The flags ``peft-memory tune`` chose for ``benchmark`` (none if it has not run)."""
+    """The flags ``peft-memory tune`` chose for ``benchmark`` (none if it has not run).
+
+    Raises:
+        ValueError: naming the file, when it holds a flag tune does not choose or a value not among its candidates.
+    """
     path = os.path.join(results_dir, benchmark, "chosen.json")
     if not os.path.isfile(path):
         return []
     chosen = read_json(path, "delete it and run peft-memory tune again")
+    wrong = {k: v for k, v in (chosen.items() if isinstance(chosen, dict) else [("(the file)", chosen)])
+             if k not in TUNING or v not in TUNING[k].candidates}
+    if wrong:
+        raise ValueError(f"{path} holds {wrong}: tune chooses {{flag: value}} among "
+                         f"{ {k: list(t.candidates) for k, t in TUNING.items()} }; delete it and run tune again.")
     return [item for flag, value in chosen.items() for item in (f"--{flag}", str(value))]
 
 

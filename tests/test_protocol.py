@@ -3,6 +3,7 @@ and joint methods through the trainer, re-evaluation with other rules, the key l
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,13 @@ def test_a_result_of_other_settings_is_named_and_made_again_and_never_averaged(t
     table = markdown_table(str(tmp_path / "results"), "wordnet")
     assert "| head_only (num_epochs=3) | gaussian | routed | 50.0 |" in table
     assert "| head_only (num_epochs=1) | gaussian | routed | 90.0 |" in table
+
+
+@pytest.mark.parametrize("content", ['{"learning_rate": 0.5}', '{"key_learning_rate": 0.5}', '[0.1]'])
+def test_a_chosen_json_tune_could_not_have_written_is_named(tmp_path, content):
+    (tmp_path / "wordnet").mkdir()
+    (tmp_path / "wordnet" / "chosen.json").write_text(content)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'wordnet' / 'chosen.json'} holds ")):
+        tuned_flags(str(tmp_path), "wordnet")
+    (tmp_path / "wordnet" / "chosen.json").write_text('{"key_learning_rate": 0.1}')
+    assert tuned_flags(str(tmp_path), "wordnet") == ["--key_learning_rate", "0.1"]
