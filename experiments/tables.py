@@ -35,40 +35,58 @@ def _cell(values: list[float | None]) -> str:
 
 
 class Row(NamedTuple):
-    """One row of the table: a method (with the :data:`PROTOCOL_FLAGS` values that set it apart, ``protocol``, empty
-    when every committed slice shares them) and its task-identity and CIL rules."""
+    """One row of the table: a method and its task-identity and CIL rules."""
 
     method: str
-    protocol: str
     task_identity: str
     cil_rule: str
 
     @property
     def name(self) -> str:
-        """The method column, e.g. ``head_only (head_pooling=mean)``."""
-        return f"{self.method} {self.protocol}".strip()
+        """The method column, e.g. ``soft_mask (first-session)``."""
+        return self.method
+
+
+def mixed_settings(found: list[tuple[str, tuple]]) -> str:
+    """The :data:`PROTOCOL_FLAGS` whose recorded values differ among ``found`` (``(file, protocol)`` pairs), each with
+    its values and the first file holding each, e.g. ``num_epochs=3 (seed_0/lora.json), num_epochs=1 (...)``; empty
+    when every file shares them (a value a file does not record, ``None``, agrees with any)."""
+    parts = []
+    for i, flag in enumerate(PROTOCOL_FLAGS):
+        first: dict = {}
+        for path, protocol in found:
+            if protocol[i] is not None:
+                first.setdefault(protocol[i], path)
+        if len(first) > 1:
+            parts.append(", ".join(f"{flag}={value} ({path})" for value, path in first.items()))
+    return "; ".join(parts)
 
 
 def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
     """``{row: {seed: results}}`` of the committed slices of ``benchmark``.
 
-    When the committed results differ in a :data:`PROTOCOL_FLAGS` argument (a slice run before ``--head_pooling``
-    existed, beside one run after), each row carries its value, shown as ``head_only (head_pooling=mean)``: each
-    protocol gets its own rows and its own seeds."""
+    Raises:
+        ValueError: if the results were made under different :data:`PROTOCOL_FLAGS` values (a slice of another
+            model, data size, epochs, pooling...): a table never mixes them; the message names the flag, its values
+            and a file of each.
+    """
     found = []
     root = os.path.join(results_dir, benchmark)
     for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         seed = int(seed_dir.removeprefix("seed_"))
         for name in sorted(os.listdir(os.path.join(root, seed_dir))):
             r = read_json(os.path.join(root, seed_dir, name), "delete it: peft-memory compare runs it again")
-            found.append((seed, r, _protocol(r.get("config", {}))))
-    flags = list(PROTOCOL_FLAGS)
-    mixed = [i for i in range(len(flags)) if len({p[i] for _, _, p in found}) > 1]
+            found.append((seed, os.path.join(seed_dir, name), r))
+    mixed = mixed_settings([(path, _protocol(r.get("config", {}))) for _, path, r in found])
+    if mixed:
+        raise ValueError(f"{root} mixes results made under different settings: {mixed}. A table averages one "
+                         "setting only: move the results of the other into their own results folder (or delete "
+                         "them, and peft-memory compare makes them again with the current settings).")
     rows: dict = {}
-    for seed, r, protocol in found:
+    for seed, _, r in found:
         ti = r["task_identity"]
-        row = Row(method_label(r["method"], r.get("config", {})), " ".join(f"({flags[i]}={protocol[i]})" for i in mixed),
-                  ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"), ti.get("cil_rule", "routed"))
+        row = Row(method_label(r["method"], r.get("config", {})), ti["mode"] + ("" if ti["per_sample"] else " BATCH-WISE"),
+                  ti.get("cil_rule", "routed"))
         rows.setdefault(row, {})[seed] = r
     return rows
 
@@ -136,7 +154,7 @@ SEQUENCES = {"wordnet": "WordNet", "fashion_mnist": "Fashion-MNIST"}
 def setting_row(method: str, setting: Inference) -> Row:
     """The table row that a run of ``method`` with ``setting`` writes."""
     mode = METHODS[method](ContinualArguments()).task_identity_mode(setting.task_id_mode)
-    return Row(method_label(method, {"first_session_adaptation": setting.first_session_adaptation}), "",
+    return Row(method_label(method, {"first_session_adaptation": setting.first_session_adaptation}),
                mode + (" BATCH-WISE" if setting.batchwise else ""), setting.cil_rule)
 
 

@@ -242,7 +242,7 @@ def test_compare_refuses_an_unknown_method_before_training(tmp_path, capsys):
 
 def test_a_result_of_other_settings_is_named_and_made_again_and_never_averaged(tmp_path, capsys):
     """compare records each run's settings (results.json's config): a rerun under other data sizes or epochs names
-    what changed and trains again; compare-table gives each setting its own rows."""
+    what changed and trains again; compare-table refuses a folder that mixes settings."""
     from experiments.compare import _done, protocol_of
     from peft_memory.continual.run.arguments import parse_arguments
 
@@ -267,9 +267,11 @@ def test_a_result_of_other_settings_is_named_and_made_again_and_never_averaged(t
 
     write(0, 0.5, 3)
     write(1, 0.9, 1)
-    table = markdown_table(str(tmp_path / "results"), "wordnet")
-    assert "| head_only (num_epochs=3) | gaussian | routed | 50.0 |" in table
-    assert "| head_only (num_epochs=1) | gaussian | routed | 90.0 |" in table
+    with pytest.raises(ValueError, match=r"mixes results made under different settings: num_epochs=3 \(seed_0.head_only"
+                       r"\.json\), num_epochs=1 \(seed_1.head_only\.json\)\. A table averages one setting only"):
+        markdown_table(str(tmp_path / "results"), "wordnet")
+    (tmp_path / "results" / "wordnet" / "seed_1" / "head_only.json").unlink()  # one setting: its table
+    assert "| head_only | gaussian | routed | 50.0 |" in markdown_table(str(tmp_path / "results"), "wordnet")
 
 
 @pytest.mark.parametrize("content", ['{"learning_rate": 0.5}', '{"key_learning_rate": 0.5}', '[0.1]'])
