@@ -96,6 +96,32 @@ def test_changed_data_are_named_on_resume(run_copy, tokenizer, monkeypatch):
         toy_run(run_copy, tokenizer, resume=True).resume()
 
 
+def test_the_data_fingerprint_reads_the_samples_not_how_they_were_made():
+    """The digest --resume compares covers the samples only: the same rows selected by a list or an array, copied
+    (flatten_indices) or passed through a map that changes nothing give one digest (datasets' own fingerprint in the
+    schema's metadata used to enter it); one edited text changes it."""
+    import dataclasses
+
+    import datasets
+    import numpy as np
+
+    from peft_memory.continual.data.tasks import Task, data_fingerprint
+
+    full = datasets.Dataset.from_dict({"text": [f"sample {i}" for i in range(8)], "label": [i % 2 for i in range(8)]})
+    rows = [1, 2, 5, 6]
+
+    def task(train):
+        return Task("t", ["a", "b"], train, full.select(range(2)))
+
+    digests = {data_fingerprint(task(train)) for train in (
+        full.select(rows), full.select(np.array(rows)), full.select(rows).flatten_indices(),
+        full.select(rows).map(lambda r: {"label": r["label"]}),
+        datasets.concatenate_datasets([full.select(rows[:2]), full.select(rows[2:])]))}
+    assert len(digests) == 1
+    edited = full.select(rows).map(lambda r, i: {"text": r["text"] + "!" if i == 0 else r["text"]}, with_indices=True)
+    assert data_fingerprint(dataclasses.replace(task(full.select(rows)), train=edited)) not in digests
+
+
 def test_evaluate_and_report_say_what_a_run_lacks(run_copy, tmp_path, tokenizer):
     """A deleted task folder: evaluate names it (it used to evaluate the other task alone, silently); a run that
     did not finish every task: report says so beside its name."""

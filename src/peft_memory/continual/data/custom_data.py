@@ -13,7 +13,7 @@ import os
 import datasets
 import numpy as np
 
-from .tasks import TaskSequence, class_incremental_split
+from .tasks import TaskSequence, class_incremental_split, column_values
 
 #: File extension -> ``datasets`` builder, for ``--dataset path/to/one_file``.
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -82,7 +82,7 @@ def _check_texts(ds: datasets.Dataset, column: str, split: str) -> None:
     if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
         raise ValueError(f"column {column!r} of the {split} data holds {feature}, not text; pass --text_column "
                          "naming the column that holds the text.")
-    empty = [i for i, v in enumerate(ds[column]) if v is None or not v.strip()]
+    empty = [i for i, v in enumerate(column_values(ds, column)) if v is None or not v.strip()]
     if empty:
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         raise ValueError(f"the {split} data have no text in rows {empty[:10]}{more} of column {column!r} (0-based, "
@@ -98,7 +98,7 @@ def _check_images(ds: datasets.Dataset, column: str, split: str) -> None:
     from PIL import Image
 
     bad = []
-    for i, cell in enumerate(ds.cast_column(column, datasets.Image(decode=False))[column]):
+    for i, cell in enumerate(column_values(ds.cast_column(column, datasets.Image(decode=False)), column)):
         where = (cell or {}).get("path") or f"row {i}"
         try:
             if not cell or not (cell.get("bytes") or cell.get("path")):
@@ -120,8 +120,9 @@ def _classes(train: datasets.Dataset, test: datasets.Dataset, label_column: str)
         if label_column not in ds.column_names:
             raise ValueError(f"the {split} data have no {label_column!r} column (columns: {ds.column_names}); pass "
                              "--label_column naming the column that holds the class.")
-    for split, ds in (("train", train), ("test", test)):
-        missing = [i for i, v in enumerate(ds[label_column]) if v is None or (isinstance(v, float) and v != v)]
+    labels = {split: column_values(ds, label_column) for split, ds in (("train", train), ("test", test))}
+    for split, values in labels.items():
+        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
         if missing:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise ValueError(f"the {split} data have no class in rows {missing[:10]}{more} (0-based, header excluded: "
@@ -129,9 +130,9 @@ def _classes(train: datasets.Dataset, test: datasets.Dataset, label_column: str)
     feature = train.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return list(range(feature.num_classes)), list(feature.names)
-    values = sorted(set(train[label_column]), key=lambda v: (str(type(v)), v))
+    values = sorted(set(labels["train"]), key=lambda v: (str(type(v)), v))
     if test is not train:
-        trained, tested = {str(v) for v in values}, {str(v) for v in test[label_column]}
+        trained, tested = {str(v) for v in values}, {str(v) for v in labels["test"]}
         if trained != tested:
             raise ValueError(f"the train and test data have different classes: test only {sorted(tested - trained)[:5]}"
                              f", train only {sorted(trained - tested)[:5]}; every class needs training and test "

@@ -104,6 +104,14 @@ class TaskSequence:
         return max(t.num_labels for t in self.tasks)
 
 
+def column_values(ds: datasets.Dataset, column: str) -> list:
+    """Every value of ``column`` of ``ds`` (its rows after any ``select``), read from Arrow in one call.
+
+    Iterating ``ds[column]`` decodes row by row (datasets 4+: 5 s against 0.6 s for 150,000 labels); an image column
+    gives its undecoded ``{"bytes", "path"}`` cells."""
+    return ds.with_format("arrow")[column].to_pylist()
+
+
 def sample_per_class(ds: datasets.Dataset, per_class: int | None, seed: int, label_column: str = "label"):
     """Return ``per_class`` rows of each label (all rows if ``None``), drawn reproducibly from ``seed``.
 
@@ -112,7 +120,7 @@ def sample_per_class(ds: datasets.Dataset, per_class: int | None, seed: int, lab
     """
     if per_class is None:
         return ds
-    labels = np.asarray(ds[label_column])
+    labels = np.asarray(column_values(ds, label_column))
     rng = np.random.default_rng(seed)
     picked = []
     for c in np.unique(labels):
@@ -120,7 +128,7 @@ def sample_per_class(ds: datasets.Dataset, per_class: int | None, seed: int, lab
         if len(rows) < per_class:
             raise ValueError(f"class {c} has {len(rows)} rows, fewer than the {per_class} asked for; lower the count.")
         picked.append(rng.choice(rows, size=per_class, replace=False))
-    return ds.select(np.sort(np.concatenate(picked)).tolist())
+    return ds.select(np.sort(np.concatenate(picked)))
 
 
 def split_classes(classes: Sequence, num_tasks: int, seed: int | None) -> list[list]:
@@ -157,7 +165,7 @@ def class_incremental_split(
     else:
         groups = split_classes(class_order, num_tasks, None)
     tasks = []
-    train_labels, test_labels = np.asarray(train["label"]), np.asarray(test["label"])
+    train_labels, test_labels = (np.asarray(column_values(ds, "label")) for ds in (train, test))
     for k, classes in enumerate(groups):
         remap = {c: i for i, c in enumerate(classes)}
 
@@ -166,7 +174,7 @@ def class_incremental_split(
 
         parts = []
         for ds, labels, n in ((train, train_labels, train_per_class), (test, test_labels, test_per_class)):
-            sub = ds.select(np.flatnonzero(np.isin(labels, classes)).tolist())
+            sub = ds.select(np.flatnonzero(np.isin(labels, classes)))
             sub = sample_per_class(sub, n, seed=(seed or 0) + k)
             parts.append(sub.map(relabel, batched=True, input_columns="label"))
         tasks.append(Task(f"task_{k}", [label_names[c] for c in classes], parts[0], parts[1], list(classes)))
@@ -175,7 +183,9 @@ def class_incremental_split(
 
 def data_fingerprint(task: Task) -> str:
     """A digest of ``task``'s training and test samples (every column, in order; 16 hex digits of SHA-256 over
-    their Arrow IPC stream): ``--resume`` compares it with the interrupted run's to name changed data."""
+    their Arrow IPC stream, in one chunk and without the schema's metadata, where ``datasets`` keeps its own
+    fingerprint of how the table was made): ``--resume`` compares it with the interrupted run's to name changed
+    data. The same samples give the same digest however they were selected or cached."""
     import pyarrow as pa
 
     digest = hashlib.sha256()
@@ -183,7 +193,7 @@ def data_fingerprint(task: Task) -> str:
         if split is None:
             digest.update(b"<none>")
             continue
-        table = split.with_format("arrow")[:]
+        table = split.with_format("arrow")[:].replace_schema_metadata(None).combine_chunks()
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)

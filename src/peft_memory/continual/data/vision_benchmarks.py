@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from .tasks import TaskSequence, class_incremental_split
+from .tasks import TaskSequence, class_incremental_split, column_values
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,11 @@ def load_image_benchmark(
     if isinstance(feature, datasets.ClassLabel):
         classes, names = list(range(feature.num_classes)), list(feature.names)
     else:  # string ids (ImageNet-R's wnid): sorted, with readable names from label_names_column
-        ids = train[src.label_column]
+        ids = column_values(train, src.label_column)
         classes = sorted(set(ids))
         names = [str(c) for c in classes]
         if src.label_names_column:
-            pairs = dict(zip(ids, train[src.label_names_column]))
+            pairs = dict(zip(ids, column_values(train, src.label_names_column)))
             names = [str(pairs[c]) for c in classes]
     if src.test_split is None:
         parts = train.train_test_split(test_size=0.2, seed=seed)

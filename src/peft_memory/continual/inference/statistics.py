@@ -32,6 +32,7 @@ from ...class_statistics import (
 )
 from ...task_keys import adapter_query, frozen_query
 from ..data.inputs import make_loader
+from ..data.tasks import column_values
 
 #: The statistics of ``--method ranpac``'s random projection, beside each of its adapters.
 RANPAC_FILE = "ranpac_statistics.safetensors"
@@ -75,11 +76,11 @@ def held_out_rows(labels, fraction: float, seed: int) -> np.ndarray:
 def split_train(train, fraction: float, seed: int):
     """``(fit, held_out)``: the training ``Dataset`` without and with the :func:`held_out_rows` (``held_out`` is
     ``None`` when nothing is held out)."""
-    held = held_out_rows(train["label"], fraction, seed)
+    held = held_out_rows(column_values(train, "label"), fraction, seed)
     if len(held) == 0:
         return train, None
     keep = np.setdiff1d(np.arange(len(train)), held)
-    return train.select(keep.tolist()), train.select(held.tolist())
+    return train.select(keep), train.select(held)
 
 
 def gathered_features(ds, pipeline, args, accelerator, features: Callable[[dict, int], torch.Tensor | tuple]):

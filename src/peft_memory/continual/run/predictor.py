@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ...class_statistics import ClassStatistics
 from ..data.inputs import make_loader
-from ..data.tasks import Task
+from ..data.tasks import Task, column_values
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext
@@ -282,7 +282,8 @@ def predict_dataset(classifier: ContinualClassifier, source: str, output: str, s
             out.to_json(output, lines=True)
         if label_column in ds.column_names:
             feature = ds.features[label_column]
-            truth = [feature.names[v] if isinstance(feature, datasets.ClassLabel) else str(v) for v in ds[label_column]]
+            truth = [feature.names[v] if isinstance(feature, datasets.ClassLabel) else str(v)
+                     for v in column_values(ds, label_column)]
             metrics = prediction_metrics(truth, ours["label"], classifier.label_names)
             base = os.path.splitext(output)[0]
             atomic_write_json(metrics, f"{base}.metrics.json")
