@@ -17,6 +17,7 @@ from peft_memory.class_statistics import (
     RidgeClassifier,
     StatisticsAccumulator,
     Validation,
+    predicted_labels,
 )
 from peft_memory.continual.inference.statistics import StatisticsSpace, collect_statistics, held_out_rows
 
@@ -153,6 +154,23 @@ def test_validation_counts_score_each_candidate_on_held_out_samples():
     assert combined.total == 24 and torch.equal(combined.correct, 2 * v.correct)
     with pytest.raises(ValueError, match="validation grids"):
         v + Validation([1.0], torch.zeros(1), 1.0)
+
+
+@pytest.mark.parametrize("chunk", [1, 6, 13, 1 << 22])
+def test_predicted_labels_in_chunks_equal_one_pass(monkeypatch, chunk):
+    """Held-out validation scores its samples in chunks of SCORE_CHUNK_ELEMENTS // C rows (memory bounded as
+    samples and classes grow together): the predictions equal one (n, C) pass exactly, for every classifier, with
+    a chunk of one row, a ragged last chunk, and one chunk."""
+    import peft_memory.class_statistics as cs
+
+    x, y = data(n=61)
+    labels = [10, 3, 7, 0, 12, 5]
+    s = stats_of(x, y, labels)
+    monkeypatch.setattr(cs, "SCORE_CHUNK_ELEMENTS", chunk)
+    for classifier in (NearestMean(s), GaussianClassifier(s, 0.2), RidgeClassifier(s, 1.0)):
+        expected = s.labels[classifier.scores(x).argmax(-1)]
+        assert torch.equal(predicted_labels(classifier, x), expected)
+    assert predicted_labels(NearestMean(s), x[:0]).shape == (0,)
 
 
 def test_compose_errors():

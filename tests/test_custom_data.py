@@ -191,6 +191,20 @@ def test_train_classes_missing_from_the_test_data_are_named(csv_folder):
         load_custom_sequence(str(csv_folder), text_column="message", label_column="category", num_tasks=2)
 
 
+def test_the_text_pipeline_names_what_the_tokenizer_cannot_read(tokenizer):
+    """Tasks built in Python reach the tokenizer without --dataset's checks: a column of numbers or a None used to
+    raise the tokenizer's TypeError naming neither column nor row; an empty text still tokenizes."""
+    from peft_memory.continual.data.inputs import TextInputs
+
+    inputs = TextInputs(tokenizer)
+    with pytest.raises(ValueError, match=re.escape("column 'text' holds Value('int64'), not text; pass text (str)")):
+        inputs.prepare(datasets.Dataset.from_dict({"text": [1, 2], "label": [0, 1]}))
+    with pytest.raises(ValueError, match=re.escape("the data have no text in rows [1] of column 'text' (0-based: "
+                                                   "null); pass text (str) in every row")):
+        inputs.prepare(datasets.Dataset.from_dict({"text": ["a", None, ""], "label": [0, 1, 0]}))
+    assert len(inputs.prepare(datasets.Dataset.from_dict({"text": ["a b", ""], "label": [0, 1]}))) == 2
+
+
 def test_text_cells_and_encodings_are_checked_with_the_rows_named(csv_folder, tmp_path):
     data = rows(3)
     data[2]["message"] = ""

@@ -13,7 +13,7 @@ import os
 import datasets
 import numpy as np
 
-from .tasks import TaskSequence, class_incremental_split, column_values
+from .tasks import TaskSequence, class_incremental_split, column_values, text_problem
 
 #: File extension -> ``datasets`` builder, for ``--dataset path/to/one_file``.
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -78,15 +78,13 @@ def _input_column(ds: datasets.Dataset, text_column: str | None, image_column: s
 def _check_texts(ds: datasets.Dataset, column: str, split: str) -> None:
     """Raise ``ValueError`` naming the column and the rows when the text column holds no text, or rows without
     any (null, empty or blank)."""
-    feature = ds.features[column]
-    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-        raise ValueError(f"column {column!r} of the {split} data holds {feature}, not text; pass --text_column "
-                         "naming the column that holds the text.")
-    empty = [i for i, v in enumerate(column_values(ds, column)) if v is None or not v.strip()]
-    if empty:
-        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
-        raise ValueError(f"the {split} data have no text in rows {empty[:10]}{more} of column {column!r} (0-based, "
-                         "header excluded: null, empty or blank); fill them or drop those rows.")
+    problem = text_problem(ds, column)
+    if problem and not problem.startswith("have"):
+        raise ValueError(f"column {column!r} of the {split} data {problem}; pass --text_column naming the column "
+                         "that holds the text.")
+    if problem:
+        raise ValueError(f"the {split} data {problem} of column {column!r} (0-based, header excluded: null, empty or "
+                         "blank); fill them or drop those rows.")
 
 
 def _check_images(ds: datasets.Dataset, column: str, split: str) -> None:

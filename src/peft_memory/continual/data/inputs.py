@@ -7,6 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .tasks import text_problem
+
 
 class TextInputs:
     """Tokenizes the ``text_column`` (default ``"text"``) with the model's tokenizer and pads per batch.
@@ -21,9 +23,21 @@ class TextInputs:
         self.collate = DataCollatorWithPadding(tokenizer)
 
     def prepare(self, ds: datasets.Dataset, train: bool = False) -> datasets.Dataset:
+        """``ds`` tokenized: ``input_ids``, ``attention_mask`` and ``label``.
+
+        Raises:
+            ValueError: if ``ds`` has no ``text_column``, or it holds something else than text or rows without text
+                (the tokenizer's own ``TypeError`` named no column or row).
+        """
         if self.text_column not in ds.column_names:
             raise ValueError(f"the dataset has no {self.text_column!r} column (columns: {ds.column_names}); pass "
                              "TextInputs(..., text_column=<the column holding the text>).")
+        problem = text_problem(ds, self.text_column, blank=False)  # an empty text tokenizes; None would not
+        if problem:
+            where = f"column {self.text_column!r}" if problem.startswith("holds") else "the data"
+            detail = "" if problem.startswith("holds") else f" of column {self.text_column!r} (0-based: null)"
+            raise ValueError(f"{where} {problem}{detail}; pass text (str) in every row, or TextInputs(..., "
+                             "text_column=<the column holding the text>).")
 
         def tokenize(batch):
             return self.tokenizer(batch[self.text_column], truncation=True, max_length=self.max_length)

@@ -29,6 +29,7 @@ from ...class_statistics import (
     GaussianClassifier,
     StatisticsAccumulator,
     Validation,
+    predicted_labels,
 )
 from ...task_keys import adapter_query, frozen_query
 from ..data.inputs import make_loader
@@ -119,8 +120,7 @@ def collect_statistics(global_labels: list[int], spaces: list[StatisticsSpace], 
             truth = torch.as_tensor(global_labels)[val_y]
             composed = ClassStatistics.compose([*previous.get(space.filename, []), acc.statistics()])
             for name, (grid, make) in space.selections.items():
-                correct = [float((composed.labels[make(composed, v).scores(val_x).argmax(-1)] == truth).sum())
-                           for v in grid]
+                correct = [float((predicted_labels(make(composed, v), val_x) == truth).sum()) for v in grid]
                 validation[name] = Validation(list(grid), torch.tensor(correct, dtype=torch.float64), len(truth))
             acc.add(val_x, val_y)
         stats = acc.statistics()
