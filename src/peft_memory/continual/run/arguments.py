@@ -28,7 +28,8 @@ class DataArguments:
     _argument_group_name = "data"
     benchmark: str | None = field(
         default=None, metadata={"help": "A built-in benchmark (default: wordnet_5split when --dataset is not "
-                                "given). Text: wordnet_5split, five_dataset; the others are image benchmarks."})
+                                "given). Text: wordnet_5split, wordnet_10split (the same 20 classes and samples in 10 tasks), five_dataset; the "
+                                "others are image benchmarks."})
     dataset: str | None = field(
         default=None, metadata={"help": "Your data instead of --benchmark: anything datasets.load_dataset reads (a "
                                 "hub id; a folder of csv/json/parquet files such as train.csv + test.csv; an "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .arguments import ContinualArguments
 
-TEXT_BENCHMARKS = ("wordnet_5split", "five_dataset")
+TEXT_BENCHMARKS = ("wordnet_5split", "wordnet_10split", "five_dataset")
 #: Every ``--benchmark`` name (the vision ones are :data:`~peft_memory.continual.data.vision_benchmarks.VISION_BENCHMARKS`).
 BENCHMARKS = (*TEXT_BENCHMARKS, "fashion_mnist_5split", "cifar100_10split", "cifar100_20split", "imagenet_r_10split",
               "cub200_5split", "tinyimagenet_10split")
@@ -75,13 +75,15 @@ def load_sequence(args: ContinualArguments):
             class_order=args.class_order, test_split=args.test_split, test_size=args.test_size, seed=args.seed,
             train_per_class=args.train_per_class, test_per_class=args.test_per_class,
             config_name=args.dataset_config_name)
-    from ..data.text_benchmarks import five_dataset_text, wordnet_supersenses
+    from ..data.text_benchmarks import five_dataset_text, wordnet_10split, wordnet_supersenses
     from ..data.vision_benchmarks import VISION_BENCHMARKS, fashion_mnist, load_image_benchmark
 
     counts = {k: v for k, v in (("train_per_class", args.train_per_class), ("test_per_class", args.test_per_class))
               if v is not None}
     if args.benchmark == "wordnet_5split":
         return wordnet_supersenses(args.wordnet_path, seed=args.seed, **counts)
+    if args.benchmark == "wordnet_10split":
+        return wordnet_10split(args.wordnet_path, seed=args.seed, **counts)
     if args.benchmark == "five_dataset":
         return five_dataset_text(order=args.order, seed=args.seed, **counts)
     if args.benchmark == "fashion_mnist_5split":
