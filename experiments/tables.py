@@ -10,8 +10,10 @@ from typing import NamedTuple
 
 from peft_memory.continual import METHODS, ContinualArguments
 from peft_memory.continual.inference.declaration import Inference, valid_settings
+from peft_memory.continual.inference.metrics import accuracy_curve
 from peft_memory.continual.methods.joint import JOINT_GAUSSIAN, JOINT_HEAD
 from peft_memory.continual.run.checkpoint import read_json
+from peft_memory.continual.run.plots import plot_accuracy_curves
 from peft_memory.continual.run.results import method_label
 
 from .compare import PLAN, PROTOCOL_FLAGS, _protocol
@@ -149,6 +151,8 @@ def update_readme(path: str, results_dir: str, benchmark: str) -> str:
 # ------------------------------------------------------------------ recipes and "Which method?"
 #: The sequences every recipe is measured on, as tables name them.
 SEQUENCES = {"wordnet": "WordNet", "fashion_mnist": "Fashion-MNIST"}
+#: Other sequences, as tables and plots name them.
+NAMES = {**SEQUENCES, "wordnet_10split": "WordNet, 10 tasks", "wordnet_pooler_output": "WordNet (pooler output)"}
 
 
 def setting_row(method: str, setting: Inference) -> Row:
@@ -237,6 +241,33 @@ def which_method_table(results_dir: str) -> str:
     return "\n".join(lines)
 
 
+def curve_plot(results_dir: str, benchmark: str, path: str) -> list[str]:
+    """The class-incremental accuracy after each task (mean over the committed seeds, their spread as a band) of
+    each method's default and of the training-free baselines, with the upper bound (:data:`UPPER_BOUNDS`, as the
+    table marks it) as a level, drawn to
+    ``path``; returns the lines drawn (none: nothing is written)."""
+    rows = collect(results_dir, benchmark)
+    entries = [(f"{method} (default)", setting_row(method, METHODS[method].recipes["recommended"]))
+               for method in WHEN_TO_PICK] + [(label.split(" (")[0], setting_row(method, setting))
+                                              for label, method, setting in BASELINES]
+    curves = {}
+    for label, row in entries:
+        runs = [accuracy_curve(r["accuracy_matrix"]) for r in rows.get(row, {}).values()]
+        if runs and len({len(c) for c in runs}) == 1:
+            columns = list(zip(*runs))
+            curves[label] = ([statistics.mean(c) for c in columns],
+                             [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns])
+    means = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
+             if (row.method, row.task_identity) in UPPER_BOUNDS}
+    best = max(means, key=means.get) if means else None
+    bounds = {f"upper bound: {best.name}": means[best]} if best else {}
+    if curves:
+        seeds = sorted({seed for runs in rows.values() for seed in runs})
+        plot_accuracy_curves(curves, path, f"{NAMES.get(benchmark, benchmark)}: CIL after each task "
+                             f"(seeds {', '.join(map(str, seeds))})", bounds)
+    return list(curves)
+
+
 def reproduce_table(report_dir: str) -> str:
     """The reports of ``python -m experiments reproduce`` (``make reproduce``): each run with a recipe and no other
     flag against the committed row of its setting."""
@@ -275,6 +306,10 @@ def write_tables(results_dir: str, benchmarks: list[str] | None = None, results:
         table = markdown_table(results_dir, benchmark)
         if results:
             update_markdown(results, f"compare:{benchmark}", table)
+            image = os.path.join(os.path.dirname(results), "images", f"cil_curve_{benchmark}.png")
+            os.makedirs(os.path.dirname(image), exist_ok=True)
+            if curve_plot(results_dir, benchmark, image):
+                parts.append(f"{benchmark}: {image}")
         parts.append(f"{benchmark}:\n{table}")
     if all(b in found for b in SEQUENCES):
         recipes, which = recipes_table(results_dir), which_method_table(results_dir)

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from peft_memory.continual.inference.metrics import average_accuracy, backward_transfer, forgetting, summarize
+from peft_memory.continual.inference.metrics import (
+    accuracy_curve,
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    summarize,
+)
 
 NAN = float("nan")
 # A[i, j]: accuracy on task i after training task j.
@@ -14,6 +20,11 @@ A = [[0.9, 0.8, 0.6],
 
 def test_average_accuracy_is_unweighted_mean_of_last_column():
     assert average_accuracy(A) == pytest.approx((0.6 + 0.7 + 0.5) / 3)
+
+
+def test_accuracy_curve_is_the_average_accuracy_after_each_task():
+    assert accuracy_curve(A) == pytest.approx([0.9, (0.8 + 0.7) / 2, (0.6 + 0.7 + 0.5) / 3])
+    assert accuracy_curve(A)[-1] == average_accuracy(A)
 
 
 def test_forgetting_uses_max_over_all_seen_steps():

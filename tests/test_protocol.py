@@ -220,6 +220,56 @@ def test_compare_parts_cover_the_plan_once(monkeypatch):
     assert seen == [PARTS[2], ["ranpac"], None]
 
 
+def test_a_defaults_only_slice_trains_each_default_once_with_the_5_task_hyper_parameters(tmp_path, monkeypatch):
+    """wordnet_10split's slice: every method's recommended recipe, the training-free baselines, APER and the joint
+    bounds, and nothing else (no paper-recipe run, no rule no default uses); its parts cover it once; the
+    hyper-parameters are the ones tune chose on the 5-task WordNet (the same data)."""
+    from experiments.compare import DEFAULTS_ONLY, default_evaluation
+
+    names = [n for part in DEFAULTS_ONLY["wordnet_10split"].values() for n in part]
+    kept = {r.name: [e for e in r.evaluations if default_evaluation(r, *e)] for r in PLAN if r.name in names}
+    product = [("gaussian", "product")]
+    assert kept == {"soft_mask_prompts": product, "dual_prompt": product, "lora": product, "head_only": product,
+                    "memory_token": [("gaussian", "routed")], "simple_cil": [("gaussian", "unified")], "ranpac": [],
+                    "simple_cil_first_session": [("nearest_mean", "unified")], "soft_mask_first_session": product,
+                    "joint_first_session": [], "joint_full_first_session": []}
+    assert len(names) == len(kept)
+
+    class Stop(Exception):
+        pass
+
+    def build(args):
+        seen.append(args)
+        raise Stop
+
+    (tmp_path / "wordnet").mkdir()
+    (tmp_path / "wordnet" / "chosen.json").write_text(json.dumps({"key_learning_rate": 0.1}))
+    seen = []
+    monkeypatch.setattr(compare, "build_trainer", build)
+    with pytest.raises(Stop):
+        compare.run_slice("wordnet_10split", 0, str(tmp_path / "o"), str(tmp_path / "r"), tuning_dir=str(tmp_path))
+    assert seen[0].benchmark == "wordnet_10split" and seen[0].key_learning_rate == 0.1
+    assert os.path.basename(seen[0].output_dir) in names
+
+
+def test_compare_table_draws_the_accuracy_after_each_task(tmp_path):
+    """compare-table's curve: each default's CIL after each task, averaged over the seeds; none drawn without
+    results."""
+    from experiments.tables import curve_plot
+
+    for seed, last in ((0, 0.6), (1, 0.8)):
+        folder = tmp_path / "wordnet" / f"seed_{seed}"
+        folder.mkdir(parents=True)
+        r = {**_result("simple_cil", "gaussian", "unified", last, seed),
+             "accuracy_matrix": [[0.9, last], [None, last]], "config": {"first_session_adaptation": True}}
+        (folder / "simple_cil_first_session.json").write_text(json.dumps(r))
+    image = tmp_path / "curve.png"
+    assert curve_plot(str(tmp_path), "wordnet", str(image)) == ["simple_cil (default)"]
+    assert image.read_bytes().startswith(b"\x89PNG")
+    assert curve_plot(str(tmp_path), "fashion_mnist", str(tmp_path / "none.png")) == []
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_results_from_a_newer_schema_are_refused(tmp_path, tokenizer):
     run(tmp_path, tokenizer, method="simple_cil")
     data = json.loads((tmp_path / "results.json").read_text())

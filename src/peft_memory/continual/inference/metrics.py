@@ -23,6 +23,13 @@ def average_accuracy(acc) -> float:
     return float(np.nanmean(a[:, -1]))
 
 
+def accuracy_curve(acc) -> list[float]:
+    """``[ACC_1, ..., ACC_T]``: :func:`average_accuracy` after each task, ``ACC_j = mean_{i <= j} A[i, j]`` (the
+    curve the continual-learning papers draw against the number of tasks)."""
+    a = _matrix(acc)
+    return [float(np.nanmean(a[: j + 1, j])) for j in range(a.shape[0])]
+
+
 def forgetting(acc) -> float:
     """``F_T = mean_{i < T} (max_{j <= T} A[i, j] - A[i, T])``: the L2P/DualPrompt/Soft-TF code's variant, ``>= 0``.
 

@@ -50,3 +50,28 @@ def plot_confusion_matrix(counts, labels: list[str], path: str, title: str = "Cl
     fig.tight_layout()
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+
+
+def plot_accuracy_curves(curves: dict[str, tuple[list[float], list[float]]], path: str, title: str,
+                         bounds: dict[str, float] | None = None) -> None:
+    """Class-incremental accuracy (%) after each task, one line per entry of ``curves`` (``label: (means, stds)``,
+    fractions; the spread as error bars), and each of ``bounds`` (``label: accuracy``) as a dashed level, to
+    ``path``."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    for label, (means, stds) in curves.items():
+        x = np.arange(1, len(means) + 1)
+        m, s = np.asarray(means) * 100, np.asarray(stds) * 100
+        ax.errorbar(x, m, yerr=s, marker="o", markersize=3, capsize=2, elinewidth=0.6, label=label)
+        ax.set_xticks(x)
+    for label, value in (bounds or {}).items():
+        ax.axhline(100 * value, linestyle="--", color="grey", linewidth=1)
+        ax.annotate(label, (1, 100 * value), textcoords="offset points", xytext=(2, 3), fontsize=8, color="grey")
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("class-incremental accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
