@@ -1,7 +1,7 @@
 """What ``ContinualClassifier.predict`` costs per batch, each method with its default recipe, as the number of tasks
 grows, as a ratio to one plain forward of the base model on the same inputs.
 
-    python bench/predict_cost.py                    # MiniLM-L6 shape, T = 5, 20, 50
+    python bench/predict_cost.py                    # MiniLM-L6 shape, T = 5, 10, 25, 50
     python bench/predict_cost.py --tiny --reps 1    # smoke run (CI)
 
 The limits: 1.0 for a classifier on frozen features (RanPAC-style); about 2 with a first-session feature (the frozen
@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 
 import torch
 from peft import get_peft_model
@@ -37,7 +38,7 @@ from models import SHAPES, describe, make  # noqa: E402
 
 #: The methods measured, each with its default (recommended) recipe; ``soft_mask/routed`` is its recipe with
 #: ``--cil_rule routed`` (one adapter pass instead of the product rule's ``--combine_top_k`` 3 candidates).
-BENCHED = ("soft_mask", "soft_mask/routed", "simple_cil", "memory_token")
+BENCHED = ("soft_mask", "soft_mask/routed", "head_only", "simple_cil", "memory_token")
 
 
 def setting_of(name: str):
@@ -67,6 +68,9 @@ def context(name: str, shape: str, num_tasks: int, device: str):
     if method == "memory_token":
         def config():
             return MemoryTokenConfig(num_labels=CLASSES, num_memory_tokens=1)
+    elif method == "head_only":  # a head per task on the frozen encoder
+        def config():
+            return SoftMaskConfig(num_labels=CLASSES, target_modules=[])
     elif method == "simple_cil":  # the first task's masks (APER's first session), the others head-only records
         def config(t=0):
             return SoftMaskConfig(num_labels=CLASSES, target_modules=None if t == 0 else [], init_weights=False,
@@ -99,12 +103,31 @@ def context(name: str, shape: str, num_tasks: int, device: str):
     return model, inputs, ctx
 
 
+def saved_sizes(model, ctx, folder: str) -> tuple[float, float]:
+    """``(bytes per task on disk, bytes of the loaded adapters and statistics in memory)``: every adapter saved by
+    PEFT's ``save_pretrained`` plus each task's class-statistics files (safetensors), over the number of tasks; the
+    adapters' parameters and the composed statistics as loaded."""
+    import glob
+
+    model.save_pretrained(folder, selected_adapters=list(model.peft_config))
+    for task, record in zip(ctx.tasks, ctx.task_statistics):
+        for name, stats in record.items():
+            stats.save(os.path.join(folder, task.name), name)
+    on_disk = sum(os.path.getsize(p) for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+                  if os.path.isfile(p))
+    adapters = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "base_layer" not in n
+                   and any(f".{t.name}" in n or n.endswith(t.name) for t in ctx.tasks))
+    composed = sum(t.numel() * t.element_size() for s in ctx.statistics.values()
+                   for t in (s.labels, s.counts, s.means, s.scatter))
+    return on_disk / len(ctx.tasks), adapters + composed
+
+
 def measure(shape: str, reps: int, tasks=(5, 20, 50), device: str = "cpu", only: tuple = BENCHED) -> list[Row]:
     rows = []
     for num_tasks in tasks:
-        fns = {}
+        fns, contexts = {}, {}
         for method in only:
-            model, inputs, ctx = context(method, shape, num_tasks, device)
+            model, inputs, ctx = contexts[method] = context(method, shape, num_tasks, device)
 
             def predict(ctx=ctx, inputs=inputs):  # as ContinualClassifier.predictions runs a batch
                 ctx.outputs, ctx.batch_key = OutputCache(), "predict"
@@ -120,13 +143,18 @@ def measure(shape: str, reps: int, tasks=(5, 20, 50), device: str = "cpu", only:
                 fns["plain"] = plain
         t = alternate(fns, reps)
         for method in only:
+            model, _, ctx = contexts[method]
+            with tempfile.TemporaryDirectory() as folder:
+                per_task, loaded = saved_sizes(model, ctx, folder)
             setting = setting_of(method)[1]
             rescored = setting.cil_rule in ("combined", "product")  # top-k candidates, each an adapter pass
             goal = ("reported" if not setting.first_session_adaptation else
                     "<= 3.3x" if rescored else "<= 2.2x")  # product: k = 3 candidates re-scored
             rows.append(Row(f"predict, {method} ({setting.label}), {num_tasks} tasks, vs one plain forward",
                             t.ratio(method, "plain"), goal, describe(shape),
-                            f"{t[method]:.3f} s per batch; plain {t['plain']:.3f} s"))
+                            f"{t[method]:.3f} s per batch; plain {t['plain']:.3f} s; saved run {per_task / 1e6:.2f} MB "
+                            f"per task (adapter + statistics); adapters and composed statistics in memory "
+                            f"{loaded / 1e6:.1f} MB"))
     return rows
 
 
@@ -135,11 +163,14 @@ def main(argv=None) -> str:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=BENCHED, default=list(BENCHED), help="these rows only")
+    parser.add_argument("--tasks", nargs="+", type=int, default=[5, 10, 25, 50], help="numbers of tasks")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    shape, tasks = ("tiny-bert", (5,)) if args.tiny else ("minilm-l6", (5, 20, 50))
+    shape, tasks = ("tiny-bert", (5,)) if args.tiny else ("minilm-l6", tuple(args.tasks))
     rows = measure(shape, args.reps, tasks, device, tuple(args.only))
     only = "" if args.only == list(BENCHED) else " --only " + " ".join(args.only)
+    if not args.tiny and args.tasks != [5, 10, 25, 50]:
+        only += " --tasks " + " ".join(map(str, args.tasks))
     lines = [f"Machine: {machine()}. Command: `python bench/predict_cost.py" + (" --tiny" if args.tiny else "")
              + f" --reps {args.reps}{only}`; median of per-round ratios.", "",
              "| row | measured | goal | met | shapes | detail |", "|---|---|---|---|---|---|"]

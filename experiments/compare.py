@@ -114,13 +114,14 @@ def default_evaluation(run: Run, mode: str, rule: str) -> bool:
 
 #: Arguments of the whole slice that change the protocol itself, each with its value as a run records it (``auto``
 #: resolved, the model by its folder or Hub name): slices that differ in one are never averaged together, and a
-#: result of another protocol is made again. (The seed has its own folder; per-method settings, such as learning
-#: rates, are each run's own.)
+#: result of another protocol is made again. (The seed has its own folder; the learning rates ``tune`` chooses for one
+#: method each, ``--key_learning_rate`` and ``--finetune_learning_rate``, are that run's own; library versions are
+#: recorded in each result, not compared: the committed slices span transformers 5.23 and 5.25.)
 PROTOCOL_FLAGS = {
     "head_pooling": lambda args: resolve_head_pooling(args.head_pooling, args.model),
     "model": lambda args: args.model and os.path.basename(os.path.normpath(args.model)),
     **{flag: (lambda args, flag=flag: getattr(args, flag)) for flag in (
-        "train_per_class", "test_per_class", "num_epochs", "batch_size", "max_length", "image_size")},
+        "train_per_class", "test_per_class", "num_epochs", "batch_size", "learning_rate", "max_length", "image_size")},
 }
 
 
