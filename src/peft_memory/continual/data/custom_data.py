@@ -78,13 +78,13 @@ def _input_column(ds: datasets.Dataset, text_column: str | None, image_column: s
 def _check_texts(ds: datasets.Dataset, column: str, split: str) -> None:
     """Raise ``ValueError`` naming the column and the rows when the text column holds no text, or rows without
     any (null, empty or blank)."""
-    problem = text_problem(ds, column)
-    if problem and not problem.startswith("have"):
-        raise ValueError(f"column {column!r} of the {split} data {problem}; pass --text_column naming the column "
-                         "that holds the text.")
-    if problem:
-        raise ValueError(f"the {split} data {problem} of column {column!r} (0-based, header excluded: null, empty or "
-                         "blank); fill them or drop those rows.")
+    kind, detail = text_problem(ds, column) or (None, None)
+    if kind == "type":
+        raise ValueError(f"column {column!r} of the {split} data holds {detail}, not text; pass --text_column naming "
+                         "the column that holds the text.")
+    if kind == "rows":
+        raise ValueError(f"the {split} data have no text in rows {detail} of column {column!r} (0-based, header "
+                         "excluded: null, empty or blank); fill them or drop those rows.")
 
 
 def _check_images(ds: datasets.Dataset, column: str, split: str) -> None:

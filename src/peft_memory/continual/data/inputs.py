@@ -32,12 +32,12 @@ class TextInputs:
         if self.text_column not in ds.column_names:
             raise ValueError(f"the dataset has no {self.text_column!r} column (columns: {ds.column_names}); pass "
                              "TextInputs(..., text_column=<the column holding the text>).")
-        problem = text_problem(ds, self.text_column, blank=False)  # an empty text tokenizes; None would not
-        if problem:
-            where = f"column {self.text_column!r}" if problem.startswith("holds") else "the data"
-            detail = "" if problem.startswith("holds") else f" of column {self.text_column!r} (0-based: null)"
-            raise ValueError(f"{where} {problem}{detail}; pass text (str) in every row, or TextInputs(..., "
-                             "text_column=<the column holding the text>).")
+        kind, detail = text_problem(ds, self.text_column, blank=False) or (None, None)  # "" tokenizes, None not
+        if kind:
+            what = (f"column {self.text_column!r} holds {detail}, not text" if kind == "type" else
+                    f"the data have no text in rows {detail} of column {self.text_column!r} (0-based: null)")
+            raise ValueError(f"{what}; pass text (str) in every row, or TextInputs(..., text_column=<the column "
+                             "holding the text>).")
 
         def tokenize(batch):
             return self.tokenizer(batch[self.text_column], truncation=True, max_length=self.max_length)

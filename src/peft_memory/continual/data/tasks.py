@@ -112,17 +112,16 @@ def column_values(ds: datasets.Dataset, column: str) -> list:
     return ds.with_format("arrow")[column].to_pylist()
 
 
-def text_problem(ds: datasets.Dataset, column: str, blank: bool = True) -> str | None:
-    """Why ``column`` of ``ds`` cannot be tokenized, or ``None``: ``"holds Value('int64'), not text"`` for a column
-    of another type, ``"have no text in rows [2, 5] and 3 more"`` for rows that are null or, with ``blank``, empty
-    or blank (0-based)."""
+def text_problem(ds: datasets.Dataset, column: str, blank: bool = True) -> tuple[str, str] | None:
+    """Why ``column`` of ``ds`` cannot be tokenized, or ``None``: ``("type", "Value('int64')")`` for a column of
+    another type, ``("rows", "[2, 5] and 3 more")`` for the rows (0-based) that are null or, with ``blank``, empty
+    or blank."""
     feature = ds.features[column]
     if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-        return f"holds {feature}, not text"
+        return "type", str(feature)
     empty = [i for i, v in enumerate(column_values(ds, column)) if v is None or (blank and not v.strip())]
     if empty:
-        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
-        return f"have no text in rows {empty[:10]}{more}"
+        return "rows", f"{empty[:10]}" + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
     return None
 
 
