@@ -264,7 +264,7 @@ def curve_plot(results_dir: str, benchmark: str, path: str) -> list[str]:
     if curves:
         seeds = sorted({seed for runs in rows.values() for seed in runs})
         plot_accuracy_curves(curves, path, f"{NAMES.get(benchmark, benchmark)}: CIL after each task "
-                             f"(seeds {', '.join(map(str, seeds))})", bounds)
+                             f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})", bounds)
     return list(curves)
 
 
