@@ -120,3 +120,41 @@ def test_no_write_follows_a_symlink_out_of_the_output_folder(tmp_path, tokenizer
     with pytest.raises(ValueError, match=re.escape("holds ['run.yaml']")):  # somebody else's name, as a link
         toy_run(out, tokenizer)
     assert outside.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_compare_leaves_the_files_beside_its_own_alone(tmp_path, monkeypatch, fail):
+    """compare writes only <output_dir>/<benchmark>/seed_<k>/<run>/ (through train, whose own checks the tests above
+    cover) and <results_dir>/<benchmark>/seed_<k>/<run>.json: somebody's README and notes in either folder, and
+    beside the results, stay byte for byte, after a finished slice and after a failed one."""
+    import json
+
+    from experiments import compare
+
+    outputs, results = tmp_path / "outputs", tmp_path / "results"
+    before = {folder: foreign_folder(folder, task_folder=False) for folder in (outputs, results)}
+    seed_dir = results / "wordnet" / "seed_0"
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "my_ranpac_notes.txt").write_text("mine\n")
+    before[results] = snapshot(results)
+
+    def build(args):
+        if fail:
+            raise ValueError("training failed")
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+            json.dump({"config": {}}, f)
+        return SimpleNamespace(run=lambda: None)
+
+    monkeypatch.setattr(compare, "build_trainer", build)
+    if fail:
+        with pytest.raises(ValueError, match="training failed"):
+            compare.run_slice("wordnet", 0, str(outputs), str(results), methods=["ranpac"], tuning_dir=str(tmp_path))
+    else:
+        written = compare.run_slice("wordnet", 0, str(outputs), str(results), methods=["ranpac"],
+                                    tuning_dir=str(tmp_path))
+        assert written == [str(seed_dir / "ranpac.json")]
+    after = {folder: snapshot(folder) for folder in (outputs, results)}
+    for folder in (outputs, results):
+        ours = {k for k in after[folder] if k.startswith(os.path.join("wordnet", "seed_0", "ranpac"))}
+        assert {k: v for k, v in after[folder].items() if k not in ours} == before[folder]
