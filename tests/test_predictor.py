@@ -4,6 +4,7 @@ classification pipelines; the README's three lines run in a new process."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -92,6 +93,23 @@ def test_inputs_of_the_other_modality_are_refused(soft_mask_run):
         clf.predict([])
     with pytest.raises(ValueError, match="top_k=0: ask for at least the predicted class"):
         clf("cat dog", top_k=0)
+
+
+def test_predicting_a_file_names_a_text_column_that_holds_no_text(soft_mask_run, tmp_path):
+    """predict --dataset over numbers, or rows without text, names the column and the file (it used to blame the
+    inputs' Python type, 'not int')."""
+    from peft_memory.continual.run.predictor import predict_dataset
+
+    clf = ContinualClassifier.from_pretrained(soft_mask_run)
+    numbers, gaps = tmp_path / "numbers.csv", tmp_path / "gaps.jsonl"
+    numbers.write_text("text\n1\n2\n")
+    gaps.write_text('{"text": "cat dog"}\n{"text": null}\n')
+    with pytest.raises(ValueError, match=re.escape(f"column 'text' of {numbers} holds Value('int64'), not text; pass "
+                                                   "--text_column naming the text column.")):
+        predict_dataset(clf, str(numbers), str(tmp_path / "out.csv"))
+    with pytest.raises(ValueError, match=re.escape(f"column 'text' of {gaps} has no text in rows [1] (0-based: null)")):
+        predict_dataset(clf, str(gaps), str(tmp_path / "out.csv"))
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_the_readmes_three_lines_run_in_a_new_process(soft_mask_run):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ...class_statistics import ClassStatistics
 from ..data.inputs import make_loader
-from ..data.tasks import Task, column_values
+from ..data.tasks import Task, column_values, text_problem
 from ..inference.collection import StatisticsCollector
 from ..inference.combined import ADAPTED_FILE
 from ..inference.evaluation import EvalContext
@@ -259,14 +259,21 @@ def predict_dataset(classifier: ContinualClassifier, source: str, output: str, s
     if modality != classifier.modality:
         raise ValueError(f"the run classifies {classifier.modality}, {source} holds {modality} in column {column!r}; "
                          f"pass --{classifier.modality}_column naming the column to classify.")
+    kind, detail = (text_problem(ds, column, blank=False) if modality == "text" else None) or (None, None)
+    if kind:
+        raise ValueError(f"column {column!r} of {source} holds {detail}, not text; pass --text_column naming the "
+                         "text column." if kind == "type" else f"column {column!r} of {source} has no text in rows "
+                         f"{detail} (0-based: null); fill or drop those rows.")
     state = PartialState()
     with state.split_between_processes(list(range(len(ds)))) as mine:
-        ranked = classifier(ds.select(mine)[column], top_k=top_k, batch_size=batch_size) if mine else []
+        inputs = (column_values(ds.select(mine), column) if modality == "text"  # images decoded to PIL by datasets
+                  else list(ds.select(mine)[column]))
+        ranked = classifier(inputs, top_k=top_k, batch_size=batch_size) if mine else []
         gathered = gather_object(list(zip(mine, ranked)))
     metrics = {}
     if state.is_main_process:
         results = [r for _, r in sorted(dict(gathered).items())]
-        rows = {c: ds[c] for c in ds.column_names if c != column or modality == "text"}
+        rows = {c: column_values(ds, c) for c in ds.column_names if c != column or modality == "text"}
         ours = {"label": [r[0]["label"] for r in results], "score": [r[0]["score"] for r in results],
                 "task": [r[0]["task"] for r in results]}
         if top_k > 1:
