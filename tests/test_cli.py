@@ -42,7 +42,7 @@ def test_train_help_fits_a_screen_and_help_all_lists_every_flag(capsys):
     methods = set(re.search(r"--method \{([^}]*)\}", out).group(1).split(","))  # + any method a test registered
     assert methods >= {"dual_prompt", "head_only", "joint", "joint_full", "lora", "memory_token", "ranpac",
                        "simple_cil", "soft_mask", "soft_mask_prompts"}
-    assert "--benchmark {wordnet_5split,five_dataset,fashion_mnist_5split," in out
+    assert "--benchmark {wordnet_5split,wordnet_10split,five_dataset,fashion_mnist_5split," in out
 
     code, full, _ = run_cli(["train", "--help-all"], capsys)
     assert code == 0
