@@ -252,7 +252,7 @@ def curve_plot(results_dir: str, benchmark: str, path: str) -> list[str]:
                                               for label, method, setting in BASELINES]
     curves = {}
     for label, row in entries:
-        runs = [accuracy_curve(r["accuracy_matrix"]) for r in rows.get(row, {}).values()]
+        runs = [accuracy_curve(r["accuracy_matrix"]) for r in rows.get(row, {}).values() if r.get("accuracy_matrix")]
         if runs and len({len(c) for c in runs}) == 1:
             columns = list(zip(*runs))
             curves[label] = ([statistics.mean(c) for c in columns],
