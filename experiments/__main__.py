@@ -10,6 +10,7 @@ import sys
 from peft_memory.continual.cli import USER_ERRORS, configure_logging
 
 from . import compare, reproduce, tables
+from . import first_session as first_session_experiment
 from . import grow as grow_experiment
 
 
@@ -42,13 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benchmark", choices=sorted(compare.BENCHMARKS), default="wordnet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first", type=int, default=3, help="tasks trained before growing")
+    p = sub.add_parser("first-session", help="The first-session defaults on the 10-task WordNet's samples cut 4 + 8 x 2 "
+                       "(a first session of 4 classes), beside the committed 10- and 5-task rows "
+                       "(results/first_session/).")
+    p.add_argument("--seed", type=int, default=0)
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if extra and ns.command == "compare-table":
+    if extra and ns.command in ("compare-table", "first-session"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging()
     try:
         if ns.command == "compare-table":
             print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme, ns.report_dir))
+            return 0
+        if ns.command == "first-session":
+            print(json.dumps(first_session_experiment.first_session(ns.seed), indent=2))
             return 0
         if ns.command == "grow":
             print(json.dumps(grow_experiment.grow(ns.benchmark, ns.seed, ns.first), indent=2))

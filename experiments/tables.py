@@ -93,21 +93,27 @@ def collect(results_dir: str, benchmark: str) -> dict[Row, dict[int, dict]]:
     return rows
 
 
-def markdown_table(results_dir: str, benchmark: str) -> str:
+def best_bound(rows: dict[Row, dict[int, dict]]) -> tuple[Row, float] | None:
+    """The row of :data:`UPPER_BOUNDS` with the highest mean CIL over its seeds, and that mean; None if no bound ran."""
+    means = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
+             if (row.method, row.task_identity) in UPPER_BOUNDS}
+    return max(means.items(), key=lambda item: item[1]) if means else None
+
+
+def markdown_table(results_dir: str, benchmark: str, rows: dict[Row, dict[int, dict]] | None = None) -> str:
     """Mean ± standard deviation over the committed seeds of each (method, rule) row, in percent; the upper bound
     is the best of :data:`UPPER_BOUNDS`: joint soft masks and joint full fine-tuning (each read by its head and by
-    the Gaussian classifier) and the frozen Gaussian classifier."""
-    rows = collect(results_dir, benchmark)
+    the Gaussian classifier) and the frozen Gaussian classifier. ``rows``: :func:`collect`'s answer, when the caller
+    read it already."""
+    rows = collect(results_dir, benchmark) if rows is None else rows
     if not rows:
         return f"(no slice of {benchmark} committed under {results_dir})"
-    bounds = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
-              if (row.method, row.task_identity) in UPPER_BOUNDS}
-    best_bound = max(bounds, key=bounds.get) if bounds else None
+    best_bound_row = (best_bound(rows) or (None,))[0]
     lines = ["| method | task identity | CIL rule | " + " | ".join(m[1] for m in METRICS) + " | seeds |",
              "|---|---|---|" + "---|" * len(METRICS) + "---|"]
     for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method.split(" ")[0], 99), *row)):
         runs = rows[row]
-        method = f"**{row.name}** (upper bound)" if row == best_bound else row.name
+        method = f"**{row.name}** (upper bound)" if row == best_bound_row else row.name
         cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
         lines.append(f"| {method} | {row.task_identity} | {row.cil_rule} | " + " | ".join(cells)
                      + f" | {','.join(map(str, runs))} |")
@@ -241,12 +247,12 @@ def which_method_table(results_dir: str) -> str:
     return "\n".join(lines)
 
 
-def curve_plot(results_dir: str, benchmark: str, path: str) -> list[str]:
+def curve_plot(results_dir: str, benchmark: str, path: str, rows: dict[Row, dict[int, dict]] | None = None) -> list[str]:
     """The class-incremental accuracy after each task (mean over the committed seeds, their spread as a band) of
     each method's default and of the training-free baselines, with the upper bound (:data:`UPPER_BOUNDS`, as the
-    table marks it) as a level, drawn to
-    ``path``; returns the lines drawn (none: nothing is written)."""
-    rows = collect(results_dir, benchmark)
+    table marks it) as a level, drawn to ``path``; returns the lines drawn (none: nothing is written). ``rows``:
+    :func:`collect`'s answer, when the caller read it already."""
+    rows = collect(results_dir, benchmark) if rows is None else rows
     entries = [(f"{method} (default)", setting_row(method, METHODS[method].recipes["recommended"]))
                for method in WHEN_TO_PICK] + [(label.split(" (")[0], setting_row(method, setting))
                                               for label, method, setting in BASELINES]
@@ -257,10 +263,8 @@ def curve_plot(results_dir: str, benchmark: str, path: str) -> list[str]:
             columns = list(zip(*runs))
             curves[label] = ([statistics.mean(c) for c in columns],
                              [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns])
-    means = {row: statistics.mean(r["average_accuracy"] for r in runs.values()) for row, runs in rows.items()
-             if (row.method, row.task_identity) in UPPER_BOUNDS}
-    best = max(means, key=means.get) if means else None
-    bounds = {f"upper bound: {best.name}": means[best]} if best else {}
+    best = best_bound(rows)
+    bounds = {f"upper bound: {best[0].name}": best[1]} if best else {}
     if curves:
         seeds = sorted({seed for runs in rows.values() for seed in runs})
         plot_accuracy_curves(curves, path, f"{NAMES.get(benchmark, benchmark)}: CIL after each task "
@@ -303,12 +307,13 @@ def write_tables(results_dir: str, benchmarks: list[str] | None = None, results:
                          "peft-memory compare wrote (results/compare).")
     parts = []
     for benchmark in benchmarks:
-        table = markdown_table(results_dir, benchmark)
+        rows = collect(results_dir, benchmark)
+        table = markdown_table(results_dir, benchmark, rows)
         if results:
             update_markdown(results, f"compare:{benchmark}", table)
             image = os.path.join(os.path.dirname(results), "images", f"cil_curve_{benchmark}.png")
             os.makedirs(os.path.dirname(image), exist_ok=True)
-            if curve_plot(results_dir, benchmark, image):
+            if curve_plot(results_dir, benchmark, image, rows):
                 parts.append(f"{benchmark}: {image}")
         parts.append(f"{benchmark}:\n{table}")
     if all(b in found for b in SEQUENCES):

@@ -5,6 +5,7 @@ cells, and the grown run predicts among every class."""
 import hashlib
 import json
 import os
+import re
 
 import datasets
 import pytest
@@ -148,3 +149,19 @@ def test_a_crash_while_growing_continues_with_resume(finished, tmp_path):
         record.pop("timing")
         record["config"].pop("output_dir")
     assert resumed == whole
+
+
+def test_a_sequence_built_in_python_trains_instead_of_the_arguments_data(tiny_bert, toy_csv, new_csv, tmp_path):
+    """``build_trainer(args, sequence=...)``: the 1-task reading of the toy data cut in two by split_tasks trains as
+    two tasks, under the sequence's name; with --continue_from it is refused (a grown run's data are --dataset's)."""
+    from peft_memory.continual.data.tasks import split_tasks
+    from peft_memory.continual.run.loading import load_sequence
+
+    whole = args(model=tiny_bert, dataset=toy_csv, num_tasks=1, output_dir=str(tmp_path / "run"))
+    one = load_sequence(whole).tasks[0].global_labels
+    sequence = split_tasks(load_sequence(whole), [2], "toy_in_two")
+    results = build_trainer(whole, sequence=sequence).run()
+    assert results.benchmark == "toy_in_two" and results.task_names == ["task_0", "task_1"]
+    assert [t.global_labels for t in results.tasks] == [one[:2], one[2:]]
+    with pytest.raises(ValueError, match=re.escape("build_trainer: pass either a sequence or --continue_from")):
+        build_trainer(args(continue_from=str(tmp_path / "run"), dataset=new_csv, num_tasks=1), sequence=sequence)

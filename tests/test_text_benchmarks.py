@@ -167,3 +167,22 @@ def test_split_tasks_errors():
                                                    "pick a divisor of the classes per task.")):
         split_tasks(seq, 2)
     assert [t.global_labels for t in split_tasks(seq, 3).tasks] == [[0], [1], [2]]
+
+
+def test_split_tasks_per_task_counts():
+    """One count per task: the first task kept whole (its samples and local labels unchanged), the second cut in two;
+    tasks renamed in order. A count list of the wrong length names both lengths."""
+    seq = class_incremental_split("toy", datasets.Dataset.from_dict({"text": list("abcdefgh"), "label": [0, 1, 2, 3] * 2}),
+                                  datasets.Dataset.from_dict({"text": list("wxyz"), "label": [0, 1, 2, 3]}),
+                                  ["a", "b", "c", "d"], 2, None)
+    out = split_tasks(seq, [1, 2])
+    assert [t.name for t in out.tasks] == ["task_0", "task_1", "task_2"] and out.name == "toy_3tasks"
+    assert [t.global_labels for t in out.tasks] == [seq.tasks[0].global_labels, *([g] for g in seq.tasks[1].global_labels)]
+    assert out.tasks[0].train["text"][:] == seq.tasks[0].train["text"][:]
+    assert out.tasks[0].train["label"][:] == seq.tasks[0].train["label"][:]
+    assert out.description["split_tasks"] == [1, 2]
+    for split in ("train", "test"):
+        assert samples(out, split) == samples(seq, split)
+    with pytest.raises(ValueError, match=re.escape("parts=[1, 2, 2] gives 3 counts for 2 tasks; give one per task "
+                                                   "(or one number for all).")):
+        split_tasks(seq, [1, 2, 2])

@@ -197,35 +197,45 @@ def class_incremental_split(
     return TaskSequence(name, tasks, list(label_names))
 
 
-def split_tasks(seq: TaskSequence, parts: int, name: str | None = None) -> TaskSequence:
+def split_tasks(seq: TaskSequence, parts: int | Sequence[int], name: str | None = None) -> TaskSequence:
     """``seq`` with each task cut into ``parts`` tasks of consecutive classes: the same samples, class order and
     global labels, in ``parts`` times as many tasks (``task_0`` of 4 classes -> ``task_0`` and ``task_1`` of 2).
+    ``parts`` may give one count per task (``[1, 2, 2, 2, 2]``: the first task kept whole, the others cut in two);
+    the tasks are renamed ``task_0``, ``task_1``... in order; ``name``: the sequence's (default
+    ``<name>_<tasks>tasks``).
 
     A longer sequence over exactly the data of a shorter one: its final class-incremental accuracy is comparable
     with the shorter one's (only what the adapters and task identity do with more tasks differs).
 
     Raises:
-        ValueError: if a task's classes do not cut into ``parts`` equal groups.
+        ValueError: if ``parts`` gives a count per task for another number of tasks, or a task's classes do not cut
+            into its count of equal groups.
     """
+    counts = [parts] * len(seq.tasks) if isinstance(parts, int) else list(parts)
+    if len(counts) != len(seq.tasks):
+        raise ValueError(f"parts={counts} gives {len(counts)} counts for {len(seq.tasks)} tasks; give one per task "
+                         "(or one number for all).")
     tasks = []
-    for task in seq.tasks:
+    for task, count in zip(seq.tasks, counts):
         k = len(task.label_names)
-        if parts < 1 or k % parts:
-            raise ValueError(f"task {task.name!r} has {k} classes, which do not cut into {parts} equal tasks; "
+        if count < 1 or k % count:
+            raise ValueError(f"task {task.name!r} has {k} classes, which do not cut into {count} equal tasks; "
                              "pick a divisor of the classes per task.")
-        per = k // parts
-        for j in range(parts):
+        per = k // count
+        for j in range(count):
             local = list(range(j * per, (j + 1) * per))
 
-            def pick(ds, local=local):
+            def pick(ds, local=local, whole=count == 1):
+                if whole:
+                    return ds
                 labels = np.asarray(column_values(ds, "label"))
                 sub = ds.select(np.flatnonzero(np.isin(labels, local)))
                 return sub.map(lambda b: {"label": [c - local[0] for c in b]}, batched=True, input_columns="label")
 
             tasks.append(Task(f"task_{len(tasks)}", task.label_names[local[0] : local[-1] + 1], pick(task.train),
                               pick(task.test), task.global_labels[local[0] : local[-1] + 1]))
-    return TaskSequence(name or f"{seq.name}_x{parts}", tasks, seq.global_label_names,
-                        {**seq.description, "split_tasks": parts})
+    return TaskSequence(name or f"{seq.name}_{len(tasks)}tasks", tasks, seq.global_label_names,
+                        {**seq.description, "split_tasks": parts if isinstance(parts, int) else counts})
 
 
 def data_fingerprint(task: Task) -> str:

@@ -16,21 +16,26 @@ from .spec import RunSpec
 from .trainer import ContinualTrainer
 
 
-def build_trainer(args: ContinualArguments | RunSpec, callbacks=()):
+def build_trainer(args: ContinualArguments | RunSpec, callbacks=(), sequence=None):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer.
+    ``sequence``: a :class:`~peft_memory.continual.data.tasks.TaskSequence` built in Python, trained instead of the
+    data ``args`` names (e.g. :func:`~peft_memory.continual.data.tasks.split_tasks` of a benchmark).
 
     Raises:
         ValueError: for arguments :meth:`RunSpec.resolve` refuses, or a model limit they exceed, before any data or
-            model loads.
+            model loads; for ``sequence`` with ``--continue_from`` (a grown run's data are the new tasks').
     """
     if not isinstance(args, RunSpec) and args.continue_from:
+        if sequence is not None:
+            raise ValueError("build_trainer: pass either a sequence or --continue_from (whose new tasks are --dataset's), "
+                             "not both.")
         return _growing_trainer(args, callbacks)
     spec = RunSpec.resolve(args)  # bad arguments fail before data and model load
     args = spec.args
     check_model_limits(args)
     prepare_output_dir(args, main_process=PartialState().is_main_process)  # locked before anything loads
     set_seed(args.seed)
-    sequence = load_sequence(args)
+    sequence = load_sequence(args) if sequence is None else sequence
     model, pipeline = load_model_and_pipeline(args, sequence.max_task_classes, sequence.modality)
     return ContinualTrainer(model, sequence, pipeline, spec, callbacks=callbacks)
 
