@@ -165,3 +165,16 @@ def test_a_sequence_built_in_python_trains_instead_of_the_arguments_data(tiny_be
     assert [t.global_labels for t in results.tasks] == [one[:2], one[2:]]
     with pytest.raises(ValueError, match=re.escape("build_trainer: pass either a sequence or --continue_from")):
         build_trainer(args(continue_from=str(tmp_path / "run"), dataset=new_csv, num_tasks=1), sequence=sequence)
+
+
+def test_growing_by_a_task_of_another_width(tiny_bert, toy_csv, tmp_path):
+    """A run of two 2-class tasks grown by one 4-class task: the default rule (first-session product) re-scores
+    candidates whose heads differ in width (the output cache stacked (2,) and (4,) logits and crashed)."""
+    run = tmp_path / "run"
+    build_trainer(args(model=tiny_bert, dataset=toy_csv, num_tasks=2, output_dir=str(run))).run()
+    wide = write_classes(tmp_path / "wide", ["weather", "vehicles", "tools", "music"])
+    results = build_trainer(args(continue_from=str(run), dataset=wide, num_tasks=1)).run()
+    assert [len(t.label_names) for t in results.tasks] == [2, 2, 4] and results.tasks_completed == 3
+    assert results.config["cil_rule"] == "product" and all(row[2] is not None for row in results.accuracy_matrix)
+    clf = ContinualClassifier.from_pretrained(run)
+    assert clf.predict("hammer saw drill wrench nail screw") in clf.label_names

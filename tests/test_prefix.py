@@ -109,3 +109,27 @@ def test_the_output_cache_runs_each_pair_once_and_a_single_row_with_a_neighbour(
         ref = routed_outputs(model, inputs, ["t1"] * 5)
     torch.testing.assert_close(one[0], ref[0][2:3], rtol=1e-6, atol=1e-6)  # 2 rows against 5: float rounding
     torch.testing.assert_close(one[1], ref[1][2:3], rtol=1e-6, atol=1e-6)
+
+
+def test_the_output_cache_mixes_heads_of_different_widths():
+    """Adapters whose heads differ in width (a 4-class task, a 2-class one): each cached under forwards routed
+    alone and mixed, then asked for together. Every row's first ``width`` logits equal a forward routed under its
+    adapter alone; the columns beyond are the dtype's most negative value, as a mixed routed forward pads them."""
+    model = get_peft_model(make_model("bert_cls"), SoftMaskConfig(num_labels=4, init_weights=False), "wide")
+    model.add_adapter("narrow", SoftMaskConfig(num_labels=2, init_weights=False))
+    model.eval()
+    inputs = make_inputs("bert_cls", batch=4)
+    cache = OutputCache()
+    cache.outputs(model, inputs, "b0", ["narrow"] * 4)  # stored 2 wide
+    names = ["wide", "narrow", "wide", "narrow"]
+    logits, features = cache.outputs(model, inputs, "b0", names)  # wide runs now, 4 wide
+    assert logits.shape == (4, 4) and features.shape[0] == 4
+    with torch.no_grad():
+        alone = {a: routed_outputs(model, inputs, [a] * 4)[0] for a in ("wide", "narrow")}
+    for r, a in enumerate(names):
+        width = alone[a].shape[1]
+        torch.testing.assert_close(logits[r, :width], alone[a][r], rtol=1e-6, atol=1e-6)
+        assert (logits[r, width:] == torch.finfo(logits.dtype).min).all()
+    cache.outputs(model, inputs, "b1", ["wide", "narrow", "narrow", "narrow"])  # narrow stored 4 wide here
+    narrow = cache.outputs(model, inputs, "b1", ["narrow"] * 4)[0]
+    torch.testing.assert_close(narrow[:, :2], alone["narrow"], rtol=1e-6, atol=1e-6)

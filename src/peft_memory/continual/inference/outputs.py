@@ -43,9 +43,19 @@ def routed_outputs(model, batch: dict, adapter_names: list[str]) -> tuple[torch.
     return logits, store.get("features")
 
 
+def widened(logits: torch.Tensor, width: int) -> torch.Tensor:
+    """``logits`` ``(..., W)`` padded to ``(..., width)`` with the dtype's most negative value, as a forward routed per
+    sample pads the columns beyond a sample's own head (a head's logits are the first ``num_labels`` columns)."""
+    extra = width - logits.shape[-1]
+    if extra <= 0:
+        return logits
+    return torch.cat([logits, logits.new_full((*logits.shape[:-1], extra), torch.finfo(logits.dtype).min)], dim=-1)
+
+
 class _Entry:
     """One batch's outputs under one adapter: ``logits`` ``(n, W)``, ``features`` ``(n, d)`` or ``None``, and which
-    rows are ``filled``."""
+    rows are ``filled``. ``W`` is the widest of the forwards that filled it: a forward routed to heads of several
+    widths pads each row to the widest (:func:`widened`); the adapter's own columns come first."""
 
     def __init__(self, n: int):
         self.logits: torch.Tensor | None = None
@@ -57,7 +67,9 @@ class _Entry:
         if self.logits is None:
             self.logits = logits.new_empty((n, *logits.shape[1:]))
             self.features = None if features is None else features.new_empty((n, *features.shape[1:]))
-        self.logits[rows] = logits.to(self.logits.dtype)
+        width = max(self.logits.shape[-1], logits.shape[-1])
+        self.logits = widened(self.logits, width)
+        self.logits[rows] = widened(logits.to(self.logits.dtype), width)
         if features is not None:
             self.features[rows] = features.to(self.features.dtype)
         self.filled[rows] = True
@@ -78,7 +90,9 @@ class OutputCache:
     def outputs(self, model, batch: dict, key, adapter_names: list[str], rows: torch.Tensor | None = None,
                 prefix=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(r, W)`` and classifier inputs ``(r, d)`` (or ``None``) of ``rows`` of ``batch`` (default: all
-        of them), row ``i`` under ``adapter_names[i]`` (one name per row of ``rows``), on the CPU.
+        of them), row ``i`` under ``adapter_names[i]`` (one name per row of ``rows``), on the CPU. Heads of different
+        widths: ``W`` is at least the widest asked for, each row's columns beyond its head's the dtype's most negative
+        value (as a routed forward gives them).
 
         The missing (row, adapter) pairs run in one forward routed per sample over those rows alone (all rows: a
         full forward). A row's output does not depend on the other rows, but the kernels may with their number, in
@@ -109,7 +123,8 @@ class OutputCache:
                 mine = torch.tensor([i for i, (_, b) in enumerate(need) if b == a])
                 entry = entries.setdefault(a, _Entry(n))
                 entry.store(index[mine], logits[mine], None if features is None else features[mine])
-        logits = torch.stack([entries[a].logits[r] for r, a in zip(rows.tolist(), adapter_names)])
+        width = max(entries[a].logits.shape[-1] for a in set(adapter_names))
+        logits = torch.stack([widened(entries[a].logits[r], width) for r, a in zip(rows.tolist(), adapter_names)])
         has_features = all(entries[a].features is not None for a in set(adapter_names))
         features = (torch.stack([entries[a].features[r] for r, a in zip(rows.tolist(), adapter_names)])
                     if has_features else None)
