@@ -8,8 +8,9 @@ The limits: 1.0 for a classifier on frozen features (RanPAC-style); about 2 with
 query and the first adapter's); the combined and product rules add one adapter pass per re-scored candidate
 (``--combine_top_k``, 3): with masks on the last 3 of 6 layers, 1 + 0.5 + 3 x 0.5 = 3.0. A predict pass is the method's ``predict_batch`` under the shared prefix, as
 ``ContinualClassifier`` runs it: the class statistics' query, then what the rule re-scores. Adapters are built on the
-real shape (soft masks on the last three layers; memory tokens, one per layer), their class statistics from random
-features (their values do not change the cost). Prints RESULTS.md-style rows.
+real shape (soft masks on the last three layers; memory tokens, one per layer; DualPrompt, Soft-TF prompts and LoRA
+by the method itself with the default arguments, keys included), their class statistics from random features
+(their values do not change the cost). Prints RESULTS.md-style rows.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ from models import SHAPES, describe, make  # noqa: E402
 
 #: The methods measured, each with its default (recommended) recipe; ``soft_mask/routed`` is its recipe with
 #: ``--cil_rule routed`` (one adapter pass instead of the product rule's ``--combine_top_k`` 3 candidates).
-BENCHED = ("soft_mask", "soft_mask/routed", "head_only", "simple_cil", "memory_token")
+BENCHED = ("soft_mask", "soft_mask/routed", "head_only", "simple_cil", "memory_token", "dual_prompt",
+           "soft_mask_prompts", "lora")
+#: Methods whose adapters are built by the method itself (``make_config`` and ``on_adapter_added`` with the default
+#: arguments), as a run builds them.
+OWN_CONFIG = ("dual_prompt", "soft_mask_prompts", "lora")
 
 
 def setting_of(name: str):
@@ -65,7 +70,13 @@ def context(name: str, shape: str, num_tasks: int, device: str):
     base, inputs = make(shape, num_labels=CLASSES, device=device)
     method, setting = setting_of(name)
     n = SHAPES[shape][1]["num_hidden_layers"]
-    if method == "memory_token":
+    tasks = [Task(f"task_{t}", [str(c) for c in range(CLASSES)], None, None,
+                  list(range(CLASSES * t, CLASSES * (t + 1)))) for t in range(num_tasks)]
+    impl = METHODS[method](ContinualArguments(method=method, query_pooling="classifier"))  # as the context below
+    if method in OWN_CONFIG:
+        def config(t=0):
+            return impl.make_config(tasks[t], base)
+    elif method == "memory_token":
         def config():
             return MemoryTokenConfig(num_labels=CLASSES, num_memory_tokens=1)
     elif method == "head_only":  # a head per task on the frozen encoder
@@ -78,10 +89,12 @@ def context(name: str, shape: str, num_tasks: int, device: str):
     else:
         def config():
             return SoftMaskConfig(num_labels=CLASSES, layers_to_transform=list(range(n - 3, n)), init_weights=False)
-    build = (lambda t: config(t)) if method == "simple_cil" else (lambda t: config())
+    build = (lambda t: config(t)) if method in ("simple_cil", *OWN_CONFIG) else (lambda t: config())
     model = get_peft_model(base, build(0), "task_0")
-    for t in range(1, num_tasks):
-        model.add_adapter(f"task_{t}", build(t))
+    for t in range(num_tasks):
+        if t:
+            model.add_adapter(f"task_{t}", build(t))
+        impl.on_adapter_added(model, tasks[t], device)
     model.eval()
     hidden = base.config.hidden_size
     query_dim = hidden * (2 if setting.first_session_adaptation else 1)
@@ -92,10 +105,7 @@ def context(name: str, shape: str, num_tasks: int, device: str):
             record[ADAPTED_FILE] = adapted
     from peft_memory.class_statistics import ClassStatistics
 
-    tasks = [Task(f"task_{t}", [str(c) for c in range(CLASSES)], None, None,
-                  list(range(CLASSES * t, CLASSES * (t + 1)))) for t in range(num_tasks)]
-    args = ContinualArguments(method=method)
-    ctx = EvalContext(model, tasks, tasks, METHODS[method](args), get_rule(setting.task_id_mode),
+    ctx = EvalContext(model, tasks, tasks, impl, get_rule(setting.task_id_mode),
                       statistics={STATISTICS_FILE: ClassStatistics.compose([r[STATISTICS_FILE] for r in per_task])},
                       task_statistics=per_task, query_pooling="classifier",
                       first_task="task_0" if setting.first_session_adaptation else None, cil_rule=setting.cil_rule,
