@@ -19,7 +19,9 @@ from .trainer import ContinualTrainer
 def build_trainer(args: ContinualArguments | RunSpec, callbacks=(), sequence=None):
     """Load the base model, tokenizer and task sequence named by ``args`` and return a ContinualTrainer.
     ``sequence``: a :class:`~peft_memory.continual.data.tasks.TaskSequence` built in Python, trained instead of the
-    data ``args`` names (e.g. :func:`~peft_memory.continual.data.tasks.split_tasks` of a benchmark).
+    data ``args`` names (e.g. :func:`~peft_memory.continual.data.tasks.split_tasks` of a benchmark). The run's
+    ``run.yaml`` records ``args``, not the sequence: ``--resume`` it, or re-evaluate it, by passing the same sequence
+    again (``--resume`` names changed data by their fingerprint).
 
     Raises:
         ValueError: for arguments :meth:`RunSpec.resolve` refuses, or a model limit they exceed, before any data or
