@@ -37,6 +37,7 @@ def first_session(seed: int = 0, output_dir: str = "outputs/first_session", resu
     sequence = split_tasks(load_sequence(parse_arguments(flags)), CUT, "wordnet_first4_then_2")
     report = {"seed": seed, "cut": [len(t.label_names) for t in sequence.tasks], "runs": {}}
     keys = ("average_accuracy", "task_id_accuracy", "accuracy_matrix")
+    slices = {b: collect(results_dir, b) for b in ("wordnet_10split", "wordnet")}  # read once for both runs
     for method, recipe in RUNS:
         run_dir = os.path.join(output_dir, f"seed_{seed}", method)
         args = parse_arguments([*flags, "--method", method, "--recipe", recipe, "--output_dir", run_dir,
@@ -44,7 +45,7 @@ def first_session(seed: int = 0, output_dir: str = "outputs/first_session", resu
         trainer = build_trainer(args, sequence=sequence)
         results = trainer.run().to_json()
         row = setting_row(method, trainer.spec.inference)
-        committed = {b: (collect(results_dir, b).get(row) or {}).get(seed) for b in ("wordnet_10split", "wordnet")}
+        committed = {b: (rows.get(row) or {}).get(seed) for b, rows in slices.items()}
         report["runs"][f"{method} ({trainer.spec.inference.label})"] = {
             "first_session_of_4": {k: results[k] for k in keys},
             **{f"committed_{b}": {k: r[k] for k in keys} if r else None for b, r in committed.items()},
