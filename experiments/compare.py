@@ -308,6 +308,10 @@ DESCRIPTIONS = {False: "Train and evaluate every method x task-identity rule of 
                 True: "Choose compare's hyper-parameters on held-out training samples (seed 0)"}
 
 
+def _parts_help(parts: dict[int, list[str]]) -> str:
+    return "; ".join(f"{k}: {' '.join(v)}" for k, v in parts.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser, tuning: bool = False) -> None:
     """The flags of ``peft-memory compare`` (or, ``tuning``, ``peft-memory tune``)."""
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
@@ -320,8 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser, tuning: bool = False) -> None
     else:
         parser.add_argument("--methods", nargs="*", help="only these methods of the plan")
         parser.add_argument("--part", type=int, choices=sorted(PARTS),
-                            help="only the methods of this part of the slice: " + "; ".join(
-                                f"{k}: {' '.join(v)}" for k, v in PARTS.items()))
+                            help="only the methods of this part of the slice: " + _parts_help(PARTS) + "".join(
+                                f" ({name}: {_parts_help(parts)})" for name, parts in DEFAULTS_ONLY.items()))
 
 
 def run(ns: argparse.Namespace, extra: list[str], tuning: bool = False) -> int:

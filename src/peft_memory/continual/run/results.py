@@ -11,11 +11,19 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+import numpy as np
+
 from .checkpoint import LEGACY_VALUES, atomic_write_json, read_json
 
 RESULTS_FILE = "results.json"
 #: Layout version of ``results.json``. Files written before the field existed are version 1.
 SCHEMA_VERSION = 1
+
+
+def nested(matrix: np.ndarray) -> list[list[float | None]]:
+    """An accuracy matrix ``(tasks, tasks)`` as the JSON lists :class:`RunResults` holds: ``NaN`` (undefined) becomes
+    ``None``."""
+    return [[None if np.isnan(x) else float(x) for x in row] for row in matrix]
 
 
 def method_label(method: str, config: dict) -> str:

@@ -45,8 +45,9 @@ from .optimization import optimize
 from .output_dir import prepare_output_dir, release_output_dir
 from .plots import plot_accuracy_matrix, plot_confusion_matrix
 from .reference import REFERENCE_FILE, load_run, save_reference_predictions
-from .results import RunResults, TaskIdentityRecord, TaskRecord
-from .spec import RunSpec, resolved_config
+from .results import RunResults, TaskIdentityRecord, TaskRecord, nested
+from .resume import reload_finished_tasks, write_task_state
+from .spec import RunSpec
 
 logger = get_logger(__name__)
 
@@ -140,7 +141,7 @@ class ContinualTrainer:
         start = self.resume() if self.args.resume else 0
         if self.accelerator.is_main_process:  # first: an interrupted run has it too
             checkpoint.write_run_config(self.args.output_dir, self.args)
-        results = self.write_results(self._column(start - 1)) if start else None
+        results = self.write_results(self.column(start - 1)) if start else None
         for k, task in enumerate(self.tasks[start:], start):
             for cb in self.callbacks:
                 cb.before_task(self, task)
@@ -149,8 +150,8 @@ class ContinualTrainer:
             path = self.save_task(task)
             for cb in self.callbacks:
                 cb.after_task_saved(self, task, path)
-            self.evaluate_seen(self._column(k))
-            results = self.write_results(self._column(k))
+            self.evaluate_seen(self.column(k))
+            results = self.write_results(self.column(k))
             self.save_state(k)
             self.log_summary(k, results)
             for cb in self.callbacks:
@@ -172,18 +173,15 @@ class ContinualTrainer:
                     f"  CIL {pct(results.average_accuracy)}  task-id {pct(results.task_id_accuracy)}"
                     f"  ({seconds:.0f} s)")
 
-    def _column(self, k: int) -> int:
+    def column(self, k: int) -> int:
+        """The accuracy-matrix column that task ``k`` of :attr:`tasks` fills (the joint method's one task fills the
+        last)."""
         return self.method.column(k, self.sequence)
 
     # ----------------------------------------------------------- resume
     def save_state(self, k: int) -> None:
-        """Record ``self.tasks[k]`` as finished (main process; see :mod:`peft_memory.continual.run.checkpoint`)."""
-        if self.accelerator.is_main_process:
-            checkpoint.write_state(self.args.output_dir, {
-                "tasks_completed": k + 1, "task_names": [t.name for t in self.tasks], "config": run_config(self.args),
-                "matrices": {key: _nested(m) for key, m in self.matrices.items()}, "pooled": self.pooled,
-                "per_class": self.per_class, "timing": self.timing, "data_fingerprints": self.fingerprints})
-        self.accelerator.wait_for_everyone()
+        """Record ``self.tasks[k]`` as finished (:func:`~peft_memory.continual.run.resume.write_task_state`)."""
+        write_task_state(self, k)
 
     @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
@@ -191,53 +189,14 @@ class ContinualTrainer:
         return {t.name: data_fingerprint(t) for t in self.sequence.tasks if t.train is not None}
 
     def resume(self) -> int:
-        """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are.
-
-        A finished task whose folder was deleted is trained again, with every task after it.
-
-        Raises:
-            ValueError: if the interrupted run had other arguments or tasks, or a finished adapter's weights are
-                corrupted, incomplete, non-finite or do not match its ``adapter_config.json``
-                (:func:`~peft_memory.continual.run.checkpoint.check_adapter_weights`).
-            FileNotFoundError: if a finished task's ``adapter_model.safetensors`` is missing.
-        """
-        out = self.args.output_dir
-        state = checkpoint.read_state(out)
-        if state is None:
-            logger.info(f"--resume: no finished task in {out}; starting from the first task.")
-            return 0
-        state = {**state, "config": resolved_config(state["config"])}  # a run of an earlier version: resolved alike
-        checkpoint.check_resumable(state, self.args, [t.name for t in self.tasks], self.fingerprints)
-        done = state["tasks_completed"]
-        deleted = next((k for k, t in enumerate(self.tasks[:done]) if not os.path.isdir(os.path.join(out, t.name))),
-                       None)
-        if deleted is not None:  # the user deleted a finished task's folder (the fix for a damaged adapter)
-            logger.warning(f"--resume: {self.tasks[deleted].name} is missing from {out}; it and the "
-                           f"{done - deleted - 1} finished tasks after it are trained again.")
-            done = deleted
-        device = self.accelerator.device
-        for task in self.tasks[:done]:
-            folder = os.path.join(out, task.name)
-            self._add_adapter(task)
-            checkpoint.load_adapter_weights(self.model, task.name, folder, device)
-            self.method.load_extras(self.model, task, folder, device)
-            self.load_statistics(task, folder)
-        if self.model is not None:
-            self.model.eval()
-        self.matrices = {k: np.array(v, dtype=float) for k, v in state["matrices"].items()}
-        self.pooled, self.timing = state["pooled"], state["timing"]
-        self.per_class = state.get("per_class", {})  # a state written before the field existed
-        if deleted is not None:
-            for m in self.matrices.values():
-                m[:, self._column(deleted):] = np.nan
-            self.timing = {k: v[:deleted] for k, v in self.timing.items()}
-        checkpoint.restore_run_rng(out, state)
-        logger.info(f"--resume: {done} of {len(self.tasks)} tasks finished in {out}; continuing with "
-                    + (self.tasks[done].name if done < len(self.tasks) else "nothing (the run is complete)") + ".")
-        return done
+        """Reload the finished tasks of an interrupted run in ``output_dir``; returns how many there are
+        (:func:`~peft_memory.continual.run.resume.reload_finished_tasks`, which lists the errors raised)."""
+        return reload_finished_tasks(self)
 
     # ------------------------------------------------------------- training
-    def _add_adapter(self, task: Task) -> None:
+    def add_adapter(self, task: Task) -> None:
+        """Add ``task``'s adapter (the method's config) to the model, creating the PEFT model for the first task,
+        and activate it."""
         config = self.method.make_config(task, self.base_model)
         if self.model is None:
             self.model = get_peft_model(self.base_model, config, adapter_name=task.name)
@@ -251,7 +210,7 @@ class ContinualTrainer:
         parameters and the method's extra ones) on ``task.train``, the task's training data without the samples
         held out for validation (``--validation_fraction``, drawn per class from ``--seed`` and the task's place)."""
         start = time.perf_counter()
-        self._add_adapter(task)
+        self.add_adapter(task)
         self.method.train(self, task, task.train)
         self.model.eval()
         self.timing["train_seconds"].append(round(time.perf_counter() - start, 2))
@@ -306,7 +265,7 @@ class ContinualTrainer:
         """Fill column ``j`` of the accuracy matrices: every task seen so far, with the adapters seen so far."""
         start = time.perf_counter()
         accelerator, args = self.accelerator, self.args
-        seen = [t for k, t in enumerate(self.tasks) if self._column(k) <= j]
+        seen = [t for k, t in enumerate(self.tasks) if self.column(k) <= j]
         evaluated = self.sequence.tasks[: j + 1]
         per_task = [self.statistics.get(t.name, {}) for t in seen]
         composed = {name: ClassStatistics.compose([s[name] for s in per_task]) for name in per_task[0]
@@ -360,8 +319,8 @@ class ContinualTrainer:
                                                not self.args.task_id_batchwise, self.cil_rule)
         return RunResults(
             method=self.method.name, benchmark=self.sequence.name, base_model=self.args.model, tasks=tasks,
-            tasks_completed=j + 1, task_identity=identity, accuracy_matrix=_nested(sub["cil"]),
-            til_accuracy_matrix=_nested(sub["til"]), task_id_accuracy_matrix=_nested(sub["task_id"]),
+            tasks_completed=j + 1, task_identity=identity, accuracy_matrix=nested(sub["cil"]),
+            til_accuracy_matrix=nested(sub["til"]), task_id_accuracy_matrix=nested(sub["task_id"]),
             **self.method.summarize(sub["cil"]), til_average_accuracy=float(np.nanmean(sub["til"][:, -1])),
             cil_accuracy=self.pooled["cil"], til_accuracy=self.pooled["til"], task_id_accuracy=self.pooled["task_id"],
             per_class=self.per_class, timing=self.timing, config=run_config(self.args), versions=_versions(), adapters_from=self.adapters_from,
@@ -411,7 +370,7 @@ class ContinualTrainer:
             self.method.load_extras(self.model, task, os.path.join(run_dir, task.name), self.accelerator.device)
             self.load_statistics(task, os.path.join(run_dir, task.name))
         self.adapters_from = os.path.abspath(run_dir)
-        columns = sorted({self._column(k) for k in range(len(done))})
+        columns = sorted({self.column(k) for k in range(len(done))})
         for j in columns:
             self.evaluate_seen(j)
         results = self.write_results(columns[-1])  # once, at the end: an interrupted evaluation leaves no results.json
@@ -430,10 +389,6 @@ class ContinualTrainer:
             batch.pop("labels")
             batches[task.name] = {k: v.to(self.accelerator.device) for k, v in batch.items()}
         save_reference_predictions(self.model, batches, os.path.join(self.args.output_dir, REFERENCE_FILE))
-
-
-def _nested(m: np.ndarray) -> list[list[float | None]]:
-    return [[None if np.isnan(x) else float(x) for x in row] for row in m]
 
 
 def _flat(d: dict) -> dict:
