@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                        "(a first session of 4 classes), beside the committed 10- and 5-task rows "
                        "(results/first_session/).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--table", action="store_true", help="train nothing: print the committed reports as one table "
+                   "(mean +- std over their seeds)")
+    p.add_argument("--results", help="with --table: Markdown file (docs/results.md) whose <!-- first-session --> block "
+                   "is replaced")
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command in ("compare-table", "first-session"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             print(tables.write_tables(ns.results_dir, ns.benchmarks, ns.results, ns.readme, ns.report_dir))
             return 0
         if ns.command == "first-session":
-            print(json.dumps(first_session_experiment.first_session(ns.seed), indent=2))
+            print(first_session_experiment.table(results=ns.results) if ns.table
+                  else json.dumps(first_session_experiment.first_session(ns.seed), indent=2))
             return 0
         if ns.command == "grow":
             print(json.dumps(grow_experiment.grow(ns.benchmark, ns.seed, ns.first), indent=2))

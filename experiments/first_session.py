@@ -16,11 +16,12 @@ import os
 
 from peft_memory.continual.data.tasks import split_tasks
 from peft_memory.continual.run.arguments import parse_arguments
+from peft_memory.continual.run.checkpoint import read_json
 from peft_memory.continual.run.launch import build_trainer
 from peft_memory.continual.run.loading import load_sequence
 
 from .compare import BENCHMARKS, tuned_flags
-from .tables import collect, setting_row
+from .tables import collect, mean_std, setting_row, update_markdown
 
 #: The runs: (method, recipe); each row of the report names the committed rows it is set beside.
 RUNS = (("soft_mask", "recommended"), ("simple_cil", "recommended"))
@@ -55,3 +56,36 @@ def first_session(seed: int = 0, output_dir: str = "outputs/first_session", resu
     with open(os.path.join(report_dir, f"wordnet_seed_{seed}.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+#: The table's columns: (heading, the report's key).
+COLUMNS = (("first session of 2 (10 x 2)", "committed_wordnet_10split"),
+           ("first session of 4 (4 + 8 x 2)", "first_session_of_4"), ("5 x 4", "committed_wordnet"))
+
+
+def table(report_dir: str = "results/first_session", results: str | None = None) -> str:
+    """The reports of :func:`first_session` in ``report_dir`` as one markdown table: each run's final CIL and
+    task-identity accuracy, mean ± std over the seeds reported; written between ``<!-- first-session -->`` and
+    ``<!-- /first-session -->`` of ``results`` (docs/results.md) when given.
+
+    Raises:
+        ValueError: if ``report_dir`` holds no report, or ``results`` lacks the markers.
+    """
+    names = sorted(n for n in os.listdir(report_dir) if n.endswith(".json")) if os.path.isdir(report_dir) else []
+    if not names:
+        raise ValueError(f"{report_dir} holds no report: run `python -m experiments first-session --seed 0` first.")
+    reports = [read_json(os.path.join(report_dir, n), "delete it: python -m experiments first-session writes it "
+                         "again") for n in names]
+    reports.sort(key=lambda r: r["seed"])
+    lines = ["| final CIL (task-id) | " + " | ".join(h for h, _ in COLUMNS) + " | seeds |",
+             "|---" * (len(COLUMNS) + 2) + "|"]
+    for run in dict.fromkeys(run for r in reports for run in r["runs"]):
+        cells = []
+        for _, key in COLUMNS:
+            parts = [(r["runs"].get(run) or {}).get(key) or {} for r in reports]
+            cells.append(f"{mean_std([p.get('average_accuracy') for p in parts])} "
+                         f"({mean_std([p.get('task_id_accuracy') for p in parts])})")
+        seeds = ",".join(str(r["seed"]) for r in reports if run in r["runs"])
+        lines.append(f"| {run} | " + " | ".join(cells) + f" | {seeds} |")
+    text = "\n".join(lines)
+    return update_markdown(results, "first-session", text) if results else text

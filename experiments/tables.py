@@ -27,7 +27,9 @@ UPPER_BOUNDS = (("joint", JOINT_HEAD), ("joint_full", JOINT_HEAD), ("joint (firs
                 ("joint_full (first-session)", JOINT_GAUSSIAN), ("simple_cil", "gaussian"))
 
 
-def _cell(values: list[float | None]) -> str:
+def mean_std(values: list[float | None]) -> str:
+    """Fractions as a table cell in percent: ``mean ± std`` over the values given (``None`` skipped), the value alone
+    for one, ``n/a`` for none."""
     values = [100 * v for v in values if v is not None]
     if not values:
         return "n/a"
@@ -114,7 +116,7 @@ def markdown_table(results_dir: str, benchmark: str, rows: dict[Row, dict[int, d
     for row in sorted(rows, key=lambda row: (PLAN_ORDER.get(row.method.split(" ")[0], 99), *row)):
         runs = rows[row]
         method = f"**{row.name}** (upper bound)" if row == best_bound_row else row.name
-        cells = [_cell([r.get(m) for r in runs.values()]) for m, _ in METRICS]
+        cells = [mean_std([r.get(m) for r in runs.values()]) for m, _ in METRICS]
         lines.append(f"| {method} | {row.task_identity} | {row.cil_rule} | " + " | ".join(cells)
                      + f" | {','.join(map(str, runs))} |")
     return "\n".join(lines)
@@ -232,7 +234,7 @@ def which_method_table(results_dir: str) -> str:
 
     def cells(method, setting):
         row = setting_row(method, setting)
-        return " | ".join(_cell([r["average_accuracy"] for r in rows[b].get(row, {}).values()]) for b in SEQUENCES)
+        return " | ".join(mean_std([r["average_accuracy"] for r in rows[b].get(row, {}).values()]) for b in SEQUENCES)
 
     lines = ["| method | default inference | " + " | ".join(f"{n} CIL" for n in SEQUENCES.values()) + " | pick it when |",
              "|---|---|---|---|---|"]

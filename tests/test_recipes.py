@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from experiments.first_session import table as first_session_table
 from experiments.tables import measured_settings, recipes_table, reproduce_table, which_method_table, write_tables
 from peft_memory.continual import METHODS
 
@@ -77,3 +78,23 @@ def test_the_reproduce_reports_make_one_row_each(tmp_path):
     (tmp_path / "wordnet" / "seed_0" / "soft_mask__recommended.json").write_text(json.dumps(report))
     assert reproduce_table(str(tmp_path)).splitlines()[2] == (
         "| WordNet (seed 0) | `soft_mask` | recommended | gaussian + product (first-session) | 79.6 | 79.6 | no | ? / ? |")
+
+
+def test_the_first_session_reports_make_one_table_over_their_seeds(tmp_path):
+    def report(seed, ten, four, five):
+        def entry(acc):
+            return {"average_accuracy": acc, "task_id_accuracy": acc + 0.02, "accuracy_matrix": []}
+        return {"seed": seed, "cut": [4, 2], "runs": {"soft_mask (gaussian + product (first-session))": {
+            "first_session_of_4": entry(four), "committed_wordnet_10split": entry(ten),
+            "committed_wordnet": entry(five) if five else None}}}
+
+    with pytest.raises(ValueError, match="holds no report: run `python -m experiments first-session --seed 0` first"):
+        first_session_table(str(tmp_path))
+    for seed, values in ((2, (0.76, 0.80, None)), (0, (0.74, 0.78, 0.79))):
+        (tmp_path / f"wordnet_seed_{seed}.json").write_text(json.dumps(report(seed, *values)))
+    results = tmp_path / "results.md"
+    results.write_text("a\n<!-- first-session -->\nold\n<!-- /first-session -->\nb\n")
+    table = first_session_table(str(tmp_path), str(results))
+    assert table.splitlines()[2] == ("| soft_mask (gaussian + product (first-session)) | 75.0 ± 1.4 (77.0 ± 1.4) | "
+                                     "79.0 ± 1.4 (81.0 ± 1.4) | 79.0 (81.0) | 0,2 |")
+    assert results.read_text() == f"a\n<!-- first-session -->\n{table}\n<!-- /first-session -->\nb\n"
