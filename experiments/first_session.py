@@ -6,7 +6,8 @@ first-session default (soft masks with the first-session product: the recommende
 its recommended recipe) on the same samples cut as 4 + 8 x 2 classes (:func:`split_tasks` with ``[1, 2, 2, 2, 2]``:
 the 5-task sequence's first task kept whole, the others cut in two), with the slice's data, schedule and tuned
 flags. Its final CIL is set beside the committed rows of the 10-task (first session of 2) and 5-task (first session
-of 4) slices of the same seed; the report goes to ``results/first_session/``.
+of 4) slices of the same seed; the report goes to ``results/first_session/``. ``--table`` trains nothing: it sets
+the committed reports in one table, mean ± std over their seeds (:func:`table`).
 """
 
 from __future__ import annotations
