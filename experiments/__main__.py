@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extra and ns.command in ("compare-table", "first-session"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if ns.command == "first-session" and ns.results and not ns.table:
+        parser.error("--results writes the table: pass --table with it (a training run writes its report only).")
     configure_logging()
     try:
         if ns.command == "compare-table":
